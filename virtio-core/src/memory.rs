@@ -1,0 +1,782 @@
+//! Guest memory: the only window the device has onto what the driver shares.
+//!
+//! The driver owns this memory and may write it at any time, from another
+//! core or thread, while the device reads it. So nothing here hands out a
+//! `&[u8]` into guest memory: every access copies through raw pointers with
+//! volatile operations, and ring indices and packed-ring flags go through
+//! 16-bit atomics with acquire/release ordering.
+//!
+//! # Access rules (the defined results)
+//!
+//! * An access of `len` bytes at `addr` touches `addr ..= addr + len - 1`. If
+//!   that range is not wholly inside the memory the implementation serves,
+//!   the access fails with [`MemoryError::OutOfBounds`] and touches nothing.
+//! * If `addr + len - 1` does not fit in a `u64` the access fails with
+//!   [`MemoryError::Overflow`]. An access that ends exactly at `u64::MAX` is
+//!   legal when a region covers it.
+//! * A zero-length access succeeds at any address and touches nothing.
+//! * [`MultiRegion`] serves a range that straddles several regions when they
+//!   are contiguous in guest address space; a gap anywhere in the range is
+//!   [`MemoryError::OutOfBounds`], checked before any byte is copied.
+//! * The 16-bit atomic accesses need a 2-aligned address
+//!   ([`MemoryError::Misaligned`]) and both bytes in one region.
+//!
+//! This module is the only place in the crate family with `unsafe`; each
+//! block carries a `// SAFETY:` comment and the tests run under Miri.
+#![allow(unsafe_code)]
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU16, Ordering, fence};
+
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// Why a guest memory access failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum MemoryError {
+    /// Some byte of `addr .. addr + len` is not backed by guest memory.
+    OutOfBounds {
+        /// First guest address of the access.
+        addr: u64,
+        /// Length of the access in bytes.
+        len: u64,
+    },
+    /// `addr + len - 1` does not fit in a `u64`.
+    Overflow {
+        /// First guest address of the access.
+        addr: u64,
+        /// Length of the access in bytes.
+        len: u64,
+    },
+    /// An atomic access at an address that is not aligned to its size.
+    Misaligned {
+        /// The guest address.
+        addr: u64,
+    },
+}
+
+impl fmt::Display for MemoryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::OutOfBounds { addr, len } => write!(
+                f,
+                "guest range {addr:#x} + {len:#x} is not inside guest memory"
+            ),
+            Self::Overflow { addr, len } => write!(
+                f,
+                "guest range {addr:#x} + {len:#x} overflows the address space"
+            ),
+            Self::Misaligned { addr } => {
+                write!(f, "atomic guest access at unaligned address {addr:#x}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for MemoryError {}
+
+/// Why a region could not be created or added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum RegionError {
+    /// A region must hold at least one byte.
+    Empty,
+    /// `base + len - 1` does not fit in a `u64`.
+    Overflow,
+    /// The new region overlaps one already present.
+    Overlap,
+    /// A [`MultiRegion`] already holds its maximum number of regions.
+    Full,
+}
+
+impl fmt::Display for RegionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Empty => "memory region is empty",
+            Self::Overflow => "memory region runs past the end of the address space",
+            Self::Overlap => "memory region overlaps an existing region",
+            Self::Full => "no room for another memory region",
+        })
+    }
+}
+
+impl core::error::Error for RegionError {}
+
+/// The last address of `addr .. addr + len` for a non-empty access.
+fn last_addr(addr: u64, len: u64) -> Result<u64, MemoryError> {
+    len.checked_sub(1)
+        .and_then(|l| addr.checked_add(l))
+        .ok_or(MemoryError::Overflow { addr, len })
+}
+
+/// Memory shared by the driver, as the device sees it.
+///
+/// Implementations check every access against what the driver may share and
+/// never touch anything else. The module docs list the defined result of
+/// every edge case (zero length, overflow, straddling regions).
+pub trait GuestMemory {
+    /// Copies `buf.len()` bytes from guest address `addr` into `buf`.
+    ///
+    /// # Errors
+    /// [`MemoryError`] if the range is not wholly backed; `buf` is then left
+    /// unspecified (possibly partly written by a racing driver's data) but no
+    /// guest memory outside the range was read.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError>;
+
+    /// Copies `buf` into guest memory at `addr`.
+    ///
+    /// # Errors
+    /// [`MemoryError`] if the range is not wholly backed; nothing is written.
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError>;
+
+    /// Loads a little-endian `u16` with acquire ordering (ring indices,
+    /// packed descriptor flags).
+    ///
+    /// # Errors
+    /// [`MemoryError`] if `addr` is unbacked or not 2-aligned.
+    fn load_u16_acquire(&self, addr: u64) -> Result<u16, MemoryError>;
+
+    /// Stores a little-endian `u16` with release ordering.
+    ///
+    /// # Errors
+    /// [`MemoryError`] if `addr` is unbacked or not 2-aligned.
+    fn store_u16_release(&self, addr: u64, value: u16) -> Result<(), MemoryError>;
+
+    /// A full (sequentially consistent) fence: orders the device's earlier
+    /// stores before its later loads, as the notification re-checks need.
+    fn fence(&self) {
+        fence(Ordering::SeqCst);
+    }
+
+    /// Checks that `addr .. addr + len` is wholly backed, without touching it.
+    ///
+    /// # Errors
+    /// The error the same access would fail with.
+    fn check_range(&self, addr: u64, len: u64) -> Result<(), MemoryError>;
+
+    /// Reads a plain-old-data object (a wire structure from [`crate::spec`]).
+    ///
+    /// # Errors
+    /// As for [`GuestMemory::read`].
+    fn read_obj<T: FromBytes + IntoBytes>(&self, addr: u64) -> Result<T, MemoryError>
+    where
+        Self: Sized,
+    {
+        let mut value = T::new_zeroed();
+        self.read(addr, value.as_mut_bytes())?;
+        Ok(value)
+    }
+
+    /// Writes a plain-old-data object.
+    ///
+    /// # Errors
+    /// As for [`GuestMemory::write`].
+    fn write_obj<T: IntoBytes + Immutable>(&self, addr: u64, value: &T) -> Result<(), MemoryError>
+    where
+        Self: Sized,
+    {
+        self.write(addr, value.as_bytes())
+    }
+}
+
+impl<M: GuestMemory + ?Sized> GuestMemory for &M {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        (**self).read(addr, buf)
+    }
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
+        (**self).write(addr, buf)
+    }
+    fn load_u16_acquire(&self, addr: u64) -> Result<u16, MemoryError> {
+        (**self).load_u16_acquire(addr)
+    }
+    fn store_u16_release(&self, addr: u64, value: u16) -> Result<(), MemoryError> {
+        (**self).store_u16_release(addr, value)
+    }
+    fn fence(&self) {
+        (**self).fence();
+    }
+    fn check_range(&self, addr: u64, len: u64) -> Result<(), MemoryError> {
+        (**self).check_range(addr, len)
+    }
+}
+
+/// One contiguous block of memory the driver shares, at a guest base address.
+///
+/// It is the memory of a RAM-backed guest, or the pre-shared window of the
+/// minimal-memory profile. The region borrows its host memory for `'a`; all
+/// access goes through `&self`, so the device and a driver in the same
+/// program (tests, the loopback demo) can share one region.
+pub struct Region<'a> {
+    host: NonNull<u8>,
+    len: u64,
+    base: u64,
+    /// Last guest address covered (`base + len - 1`, known not to overflow).
+    last: u64,
+    _borrow: PhantomData<&'a [u8]>,
+}
+
+// SAFETY: a `Region` is a pointer and a length with the borrow of `'a`; every
+// access through it is volatile or atomic, the same discipline whichever
+// thread performs it. Racing accesses with the driver are the shared-memory
+// contract of virtio (the driver writes what it offers, the device what it
+// returns), not a property of which thread holds the handle.
+unsafe impl Send for Region<'_> {}
+// SAFETY: as for `Send`; `&Region` exposes only volatile/atomic accesses.
+unsafe impl Sync for Region<'_> {}
+
+impl fmt::Debug for Region<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Region")
+            .field("base", &format_args!("{:#x}", self.base))
+            .field("len", &format_args!("{:#x}", self.len))
+            .finish()
+    }
+}
+
+impl<'a> Region<'a> {
+    /// Serves `host` at guest addresses `base .. base + host.len()`.
+    ///
+    /// # Errors
+    /// [`RegionError::Empty`] for an empty slice, [`RegionError::Overflow`] if
+    /// the region would run past `u64::MAX`.
+    pub fn new(base: u64, host: &'a mut [u8]) -> Result<Self, RegionError> {
+        let len = host.len();
+        // SAFETY: `host` is a live, exclusively borrowed slice of `len` bytes
+        // for `'a`, which the returned region carries.
+        unsafe { Self::from_raw_parts(base, host.as_mut_ptr(), len) }
+    }
+
+    /// Serves `len` bytes of host memory at `host` (e.g. an `mmap`ed file
+    /// descriptor from vhost-user, or a fixed SRAM window on a
+    /// microcontroller) at guest addresses `base .. base + len`.
+    ///
+    /// # Errors
+    /// As for [`Region::new`].
+    ///
+    /// # Safety
+    /// For all of `'a`, `host .. host + len` must be valid for reads and
+    /// writes, and must not be accessed through Rust references (only
+    /// through this region, raw pointers, or another agent such as the
+    /// driver's core).
+    pub unsafe fn from_raw_parts(
+        base: u64,
+        host: *mut u8,
+        len: usize,
+    ) -> Result<Self, RegionError> {
+        let host = NonNull::new(host).ok_or(RegionError::Empty)?;
+        let len = u64::try_from(len).map_err(|_| RegionError::Overflow)?;
+        if len == 0 {
+            return Err(RegionError::Empty);
+        }
+        let last = last_addr(base, len).map_err(|_| RegionError::Overflow)?;
+        Ok(Self {
+            host,
+            len,
+            base,
+            last,
+            _borrow: PhantomData,
+        })
+    }
+
+    /// The first guest address served.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The number of bytes served.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Always false: a region holds at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Host offset of a `len`-byte access at `addr`, if wholly inside.
+    fn offset(&self, addr: u64, len: u64) -> Result<usize, MemoryError> {
+        let last = last_addr(addr, len)?;
+        if addr < self.base || last > self.last {
+            return Err(MemoryError::OutOfBounds { addr, len });
+        }
+        // The offset is below `self.len`, which came from a `usize`.
+        usize::try_from(addr.wrapping_sub(self.base))
+            .map_err(|_| MemoryError::OutOfBounds { addr, len })
+    }
+
+    /// Host pointer for `[offset, offset + n)`, already bounds-checked.
+    fn ptr(&self, offset: usize) -> *mut u8 {
+        // `wrapping_add` keeps this free of `unsafe`; callers only pass
+        // offsets that `offset` validated, so the pointer is in bounds.
+        self.host.as_ptr().wrapping_add(offset)
+    }
+
+    /// Copies out of a checked range: bytes up to an 8-byte host boundary,
+    /// then volatile 64-bit loads, then the tail bytes.
+    fn copy_out(&self, offset: usize, buf: &mut [u8]) {
+        let src = self.ptr(offset);
+        let head = src.align_offset(8).min(buf.len());
+        let Some((head_buf, body)) = buf.split_at_mut_checked(head) else {
+            return;
+        };
+        for (i, byte) in head_buf.iter_mut().enumerate() {
+            // SAFETY: `offset .. offset + buf.len()` was checked to lie in the
+            // region, which the constructor's contract makes valid for reads;
+            // volatile because the driver may write it concurrently.
+            *byte = unsafe { src.add(i).read_volatile() };
+        }
+        let src = src.wrapping_add(head);
+        let mut chunks = body.chunks_exact_mut(8);
+        let mut done = 0;
+        for chunk in &mut chunks {
+            // SAFETY: in bounds as above; `src + done` is 8-aligned because
+            // `src` was advanced to an 8-byte boundary and `done` steps by 8.
+            let word = unsafe { src.add(done).cast::<u64>().read_volatile() };
+            chunk.copy_from_slice(&word.to_ne_bytes());
+            done = done.wrapping_add(8);
+        }
+        for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+            // SAFETY: in bounds as above.
+            *byte = unsafe { src.add(done.wrapping_add(i)).read_volatile() };
+        }
+    }
+
+    /// Copies into a checked range, in the same three steps as `copy_out`.
+    fn copy_in(&self, offset: usize, buf: &[u8]) {
+        let dst = self.ptr(offset);
+        let head = dst.align_offset(8).min(buf.len());
+        let Some((head_buf, body)) = buf.split_at_checked(head) else {
+            return;
+        };
+        for (i, byte) in head_buf.iter().enumerate() {
+            // SAFETY: `offset .. offset + buf.len()` was checked to lie in the
+            // region, which the constructor's contract makes valid for writes.
+            unsafe { dst.add(i).write_volatile(*byte) };
+        }
+        let dst = dst.wrapping_add(head);
+        let mut chunks = body.chunks_exact(8);
+        let mut done = 0;
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            // SAFETY: in bounds as above; 8-aligned as in `copy_out`.
+            unsafe {
+                dst.add(done)
+                    .cast::<u64>()
+                    .write_volatile(u64::from_ne_bytes(word))
+            };
+            done = done.wrapping_add(8);
+        }
+        for (i, byte) in chunks.remainder().iter().enumerate() {
+            // SAFETY: in bounds as above.
+            unsafe { dst.add(done.wrapping_add(i)).write_volatile(*byte) };
+        }
+    }
+
+    fn atomic_u16(&self, addr: u64) -> Result<&AtomicU16, MemoryError> {
+        if !addr.is_multiple_of(2) {
+            return Err(MemoryError::Misaligned { addr });
+        }
+        let offset = self.offset(addr, 2)?;
+        let ptr = self.ptr(offset);
+        if ptr.align_offset(core::mem::align_of::<AtomicU16>()) != 0 {
+            // The guest address is aligned but the host mapping is not.
+            return Err(MemoryError::Misaligned { addr });
+        }
+        // SAFETY: the two bytes are inside the region (checked above), the
+        // pointer is aligned for `AtomicU16` (checked above), and for `'a`
+        // the memory is only accessed through raw pointers or atomics (the
+        // constructor's contract), so an atomic view of it is sound.
+        Ok(unsafe { AtomicU16::from_ptr(ptr.cast::<u16>()) })
+    }
+}
+
+impl GuestMemory for Region<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let offset = self.offset(addr, buf.len() as u64)?;
+        self.copy_out(offset, buf);
+        Ok(())
+    }
+
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let offset = self.offset(addr, buf.len() as u64)?;
+        self.copy_in(offset, buf);
+        Ok(())
+    }
+
+    fn load_u16_acquire(&self, addr: u64) -> Result<u16, MemoryError> {
+        Ok(u16::from_le(self.atomic_u16(addr)?.load(Ordering::Acquire)))
+    }
+
+    fn store_u16_release(&self, addr: u64, value: u16) -> Result<(), MemoryError> {
+        self.atomic_u16(addr)?
+            .store(value.to_le(), Ordering::Release);
+        Ok(())
+    }
+
+    fn check_range(&self, addr: u64, len: u64) -> Result<(), MemoryError> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.offset(addr, len).map(|_| ())
+    }
+}
+
+/// Up to `N` non-overlapping regions, e.g. the memory table QEMU sends a
+/// vhost-user daemon. Lookup is a linear scan: `N` is small (QEMU's default
+/// limit is 8, vhost-user's protocol maximum 509).
+#[derive(Debug)]
+pub struct MultiRegion<'a, const N: usize> {
+    /// Kept sorted by base address, so a straddling access walks forward.
+    regions: heapless::Vec<Region<'a>, N>,
+}
+
+impl<const N: usize> Default for MultiRegion<'_, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a, const N: usize> MultiRegion<'a, N> {
+    /// An empty set: every non-empty access fails until regions are added.
+    pub const fn new() -> Self {
+        Self {
+            regions: heapless::Vec::new(),
+        }
+    }
+
+    /// Adds a region.
+    ///
+    /// # Errors
+    /// [`RegionError::Overlap`] if it overlaps a region already present,
+    /// [`RegionError::Full`] if `N` regions are present.
+    pub fn add(&mut self, region: Region<'a>) -> Result<(), RegionError> {
+        if self
+            .regions
+            .iter()
+            .any(|r| region.base <= r.last && r.base <= region.last)
+        {
+            return Err(RegionError::Overlap);
+        }
+        let pos = self
+            .regions
+            .iter()
+            .position(|r| r.base > region.base)
+            .unwrap_or(self.regions.len());
+        self.regions
+            .insert(pos, region)
+            .map_err(|_| RegionError::Full)
+    }
+
+    /// Removes and returns the region starting at guest address `base`.
+    pub fn remove(&mut self, base: u64) -> Option<Region<'a>> {
+        let pos = self.regions.iter().position(|r| r.base == base)?;
+        Some(self.regions.remove(pos))
+    }
+
+    /// The regions, sorted by base address.
+    pub fn regions(&self) -> &[Region<'a>] {
+        &self.regions
+    }
+
+    /// Calls `f(region, offset_in_region, offset_in_access, len)` for each
+    /// piece of `addr .. addr + len`, after checking the whole range is
+    /// backed (so a failing access touches nothing).
+    fn for_each_piece(
+        &self,
+        addr: u64,
+        len: u64,
+        mut f: impl FnMut(&Region<'a>, usize, usize, usize),
+    ) -> Result<(), MemoryError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let last = last_addr(addr, len)?;
+        let oob = MemoryError::OutOfBounds { addr, len };
+        // First pass: check coverage. Second pass: copy.
+        for copy in [false, true] {
+            let mut cursor = addr;
+            let mut done: u64 = 0;
+            let start = self
+                .regions
+                .iter()
+                .position(|r| r.base <= cursor && cursor <= r.last)
+                .ok_or(oob)?;
+            for region in self.regions.iter().skip(start) {
+                // Each region after the first must start where the previous
+                // piece ended.
+                if region.base > cursor {
+                    return Err(oob);
+                }
+                let piece_last = last.min(region.last);
+                // `cursor <= piece_last` holds: cursor is in this region and
+                // not past `last`.
+                let piece = piece_last.wrapping_sub(cursor).wrapping_add(1);
+                if copy {
+                    let off = usize::try_from(cursor.wrapping_sub(region.base)).map_err(|_| oob)?;
+                    let at = usize::try_from(done).map_err(|_| oob)?;
+                    let n = usize::try_from(piece).map_err(|_| oob)?;
+                    f(region, off, at, n);
+                }
+                done = done.wrapping_add(piece);
+                if piece_last == last {
+                    break;
+                }
+                // piece_last < last <= u64::MAX, so this cannot wrap.
+                cursor = piece_last.wrapping_add(1);
+            }
+            if done != len {
+                return Err(oob);
+            }
+        }
+        Ok(())
+    }
+
+    fn region_of(&self, addr: u64, len: u64) -> Result<&Region<'a>, MemoryError> {
+        let last = last_addr(addr, len)?;
+        self.regions
+            .iter()
+            .find(|r| r.base <= addr && last <= r.last)
+            .ok_or(MemoryError::OutOfBounds { addr, len })
+    }
+}
+
+impl<const N: usize> GuestMemory for MultiRegion<'_, N> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        self.for_each_piece(addr, buf.len() as u64, |region, off, at, n| {
+            if let Some(dst) = buf.get_mut(at..at.wrapping_add(n)) {
+                region.copy_out(off, dst);
+            }
+        })
+    }
+
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
+        self.for_each_piece(addr, buf.len() as u64, |region, off, at, n| {
+            if let Some(src) = buf.get(at..at.wrapping_add(n)) {
+                region.copy_in(off, src);
+            }
+        })
+    }
+
+    fn load_u16_acquire(&self, addr: u64) -> Result<u16, MemoryError> {
+        if !addr.is_multiple_of(2) {
+            return Err(MemoryError::Misaligned { addr });
+        }
+        self.region_of(addr, 2)?.load_u16_acquire(addr)
+    }
+
+    fn store_u16_release(&self, addr: u64, value: u16) -> Result<(), MemoryError> {
+        if !addr.is_multiple_of(2) {
+            return Err(MemoryError::Misaligned { addr });
+        }
+        self.region_of(addr, 2)?.store_u16_release(addr, value)
+    }
+
+    fn check_range(&self, addr: u64, len: u64) -> Result<(), MemoryError> {
+        self.for_each_piece(addr, len, |_, _, _, _| {})
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_read_write_round_trip_at_every_alignment() {
+        let mut buf = [0u8; 64];
+        let r = Region::new(0x1000, &mut buf).unwrap();
+        for start in 0..9u64 {
+            for len in 0..30usize {
+                let data: [u8; 30] =
+                    core::array::from_fn(|i| (i as u8).wrapping_mul(7) ^ start as u8);
+                r.write(0x1000 + start, &data[..len]).unwrap();
+                let mut out = [0u8; 30];
+                r.read(0x1000 + start, &mut out[..len]).unwrap();
+                assert_eq!(out[..len], data[..len]);
+            }
+        }
+    }
+
+    #[test]
+    fn region_rejects_ranges_outside_and_touches_nothing() {
+        let mut buf = [0xaau8; 16];
+        let r = Region::new(0x100, &mut buf).unwrap();
+        let oob = |addr, len| Err(MemoryError::OutOfBounds { addr, len });
+        assert_eq!(r.write(0xff, &[1, 2]), oob(0xff, 2));
+        assert_eq!(r.write(0x10f, &[1, 2]), oob(0x10f, 2));
+        assert_eq!(r.write(0x110, &[1]), oob(0x110, 1));
+        assert_eq!(r.check_range(0x100, 17), oob(0x100, 17));
+        assert_eq!(r.check_range(0x100, 16), Ok(()));
+        let mut out = [0u8; 1];
+        assert_eq!(r.read(0, &mut out), oob(0, 1));
+        assert_eq!(buf, [0xaa; 16]);
+    }
+
+    #[test]
+    fn zero_length_access_succeeds_anywhere() {
+        let mut buf = [0u8; 4];
+        let r = Region::new(0x100, &mut buf).unwrap();
+        assert_eq!(r.write(u64::MAX, &[]), Ok(()));
+        assert_eq!(r.read(0, &mut []), Ok(()));
+        assert_eq!(r.check_range(u64::MAX, 0), Ok(()));
+    }
+
+    #[test]
+    fn overflowing_ranges_are_overflow_errors() {
+        let mut buf = [0u8; 4];
+        let r = Region::new(0x100, &mut buf).unwrap();
+        assert_eq!(
+            r.write(u64::MAX, &[1, 2]),
+            Err(MemoryError::Overflow {
+                addr: u64::MAX,
+                len: 2
+            })
+        );
+        assert_eq!(
+            r.check_range(u64::MAX - 1, u64::MAX),
+            Err(MemoryError::Overflow {
+                addr: u64::MAX - 1,
+                len: u64::MAX
+            })
+        );
+        assert!(r.check_range(0x100, u64::MAX).is_err());
+    }
+
+    #[test]
+    fn region_may_end_at_the_top_of_the_address_space() {
+        let mut buf = [0u8; 4];
+        let r = Region::new(u64::MAX - 3, &mut buf).unwrap();
+        r.write(u64::MAX, &[9]).unwrap();
+        let mut out = [0u8; 4];
+        r.read(u64::MAX - 3, &mut out).unwrap();
+        assert_eq!(out, [0, 0, 0, 9]);
+        assert_eq!(
+            Region::new(u64::MAX - 2, &mut [0u8; 4]).unwrap_err(),
+            RegionError::Overflow
+        );
+        assert_eq!(Region::new(0, &mut []).unwrap_err(), RegionError::Empty);
+    }
+
+    #[test]
+    fn atomics_are_little_endian_aligned_and_bounded() {
+        let mut buf = [0u8; 8];
+        let r = Region::new(0x10, &mut buf).unwrap();
+        r.store_u16_release(0x12, 0x1234).unwrap();
+        let mut out = [0u8; 2];
+        r.read(0x12, &mut out).unwrap();
+        assert_eq!(out, [0x34, 0x12]);
+        assert_eq!(r.load_u16_acquire(0x12), Ok(0x1234));
+        assert_eq!(
+            r.load_u16_acquire(0x13),
+            Err(MemoryError::Misaligned { addr: 0x13 })
+        );
+        assert_eq!(
+            r.store_u16_release(0x18, 1),
+            Err(MemoryError::OutOfBounds { addr: 0x18, len: 2 })
+        );
+    }
+
+    #[test]
+    fn read_obj_and_write_obj_use_wire_bytes() {
+        let mut buf = [0u8; 8];
+        let r = Region::new(0, &mut buf).unwrap();
+        r.write_obj(1, &0x0102_0304u32).unwrap();
+        assert_eq!(r.read_obj::<[u8; 4]>(1), Ok(0x0102_0304u32.to_ne_bytes()));
+    }
+
+    #[test]
+    fn multi_region_serves_each_region_and_straddles_contiguous_ones() {
+        let (mut a, mut b, mut c) = ([0u8; 8], [0u8; 8], [0u8; 8]);
+        let mut m = MultiRegion::<4>::new();
+        m.add(Region::new(0x108, &mut b).unwrap()).unwrap();
+        m.add(Region::new(0x100, &mut a).unwrap()).unwrap();
+        m.add(Region::new(0x200, &mut c).unwrap()).unwrap();
+        let data: [u8; 12] = core::array::from_fn(|i| i as u8 + 1);
+        // 0x104..0x110 straddles the two contiguous regions.
+        m.write(0x104, &data).unwrap();
+        let mut out = [0u8; 12];
+        m.read(0x104, &mut out).unwrap();
+        assert_eq!(out, data);
+        // A range running into the gap after 0x110 fails and writes nothing.
+        let oob = Err(MemoryError::OutOfBounds {
+            addr: 0x10c,
+            len: 8,
+        });
+        assert_eq!(m.write(0x10c, &[0xee; 8]), oob);
+        m.read(0x10c, &mut out[..4]).unwrap();
+        assert_eq!(out[..4], data[8..12]);
+        // The other region is reachable, the gap is not.
+        m.write(0x207, &[5]).unwrap();
+        assert!(m.check_range(0x1ff, 2).is_err());
+        assert!(m.check_range(0x150, 1).is_err());
+        // Atomics must not straddle.
+        assert_eq!(m.store_u16_release(0x106, 7), Ok(()));
+        assert_eq!(m.load_u16_acquire(0x106), Ok(7));
+        drop(m);
+        assert_eq!(a[4..], [1, 2, 7, 0]);
+        assert_eq!(b, [5, 6, 7, 8, 9, 10, 11, 12]);
+        assert_eq!(c[7], 5);
+    }
+
+    #[test]
+    fn multi_region_rejects_overlap_and_overfill_and_removes() {
+        let (mut a, mut b, mut b2, mut c) = ([0u8; 8], [0u8; 8], [0u8; 8], [0u8; 8]);
+        let mut m = MultiRegion::<2>::new();
+        m.add(Region::new(0x100, &mut a).unwrap()).unwrap();
+        assert_eq!(
+            m.add(Region::new(0x107, &mut b).unwrap()),
+            Err(RegionError::Overlap)
+        );
+        m.add(Region::new(0x0f8, &mut b2).unwrap()).unwrap();
+        assert_eq!(
+            m.add(Region::new(0x300, &mut c).unwrap()),
+            Err(RegionError::Full)
+        );
+        assert_eq!(m.regions()[0].base(), 0x0f8);
+        assert!(m.remove(0x100).is_some());
+        assert!(m.remove(0x100).is_none());
+        assert!(m.check_range(0x100, 1).is_err());
+        assert_eq!(m.check_range(0x0f8, 8), Ok(()));
+    }
+
+    #[test]
+    fn multi_region_at_top_of_address_space() {
+        let (mut a, mut b) = ([0u8; 4], [0u8; 4]);
+        let mut m = MultiRegion::<2>::new();
+        m.add(Region::new(u64::MAX - 7, &mut a).unwrap()).unwrap();
+        m.add(Region::new(u64::MAX - 3, &mut b).unwrap()).unwrap();
+        m.write(u64::MAX - 5, &[1, 2, 3, 4, 5, 6]).unwrap();
+        assert_eq!(
+            m.write(u64::MAX - 1, &[0; 3]),
+            Err(MemoryError::Overflow {
+                addr: u64::MAX - 1,
+                len: 3
+            })
+        );
+        drop(m);
+        assert_eq!((a, b), ([0, 0, 1, 2], [3, 4, 5, 6]));
+    }
+
+    #[test]
+    fn empty_multi_region_backs_nothing() {
+        let m = MultiRegion::<1>::default();
+        assert!(m.read(0, &mut [0u8; 1]).is_err());
+        assert_eq!(m.write(5, &[]), Ok(()));
+    }
+}

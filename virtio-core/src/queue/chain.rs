@@ -1,0 +1,387 @@
+//! The validated snapshot of a descriptor chain, and cursors over it.
+
+use core::fmt;
+
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+use super::error::ChainErrorKind;
+use crate::memory::{GuestMemory, MemoryError};
+
+/// What the device needs to return a buffer to the driver.
+///
+/// For a split ring `id` is the head descriptor index; for a packed ring it is
+/// the buffer id. `descs` is the number of ring descriptors the chain took
+/// (a packed ring skips that many slots when it is used).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Head {
+    pub(crate) id: u16,
+    pub(crate) descs: u16,
+    /// Total writable length when the chain validated, so IN_ORDER batching
+    /// knows whether a completion covers the whole buffer; `None` for a chain
+    /// that failed validation.
+    pub(crate) full_len: Option<u32>,
+}
+
+impl Head {
+    /// The id written into the used ring.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// Ring descriptors the chain occupies.
+    pub fn descs(&self) -> u16 {
+        self.descs
+    }
+}
+
+/// One buffer of a chain: a guest range the chain walk checked is backed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Segment {
+    /// Guest address.
+    pub addr: u64,
+    /// Length in bytes (never 0: empty descriptors are validated, not kept).
+    pub len: u32,
+}
+
+/// A validated descriptor chain: its head and up to `N` segments, readable
+/// ones first.
+///
+/// It is plain data (no borrow of the queue or memory), so a device can store
+/// it, e.g. in a `heapless::Deque`, and complete it later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain<const N: usize> {
+    head: Head,
+    segments: heapless::Vec<Segment, N>,
+    /// How many of `segments` are device-readable (they come first).
+    readable: usize,
+    readable_len: u32,
+    writable_len: u32,
+    /// A writable descriptor was seen (possibly empty, so not in `segments`).
+    saw_writable: bool,
+}
+
+impl<const N: usize> Chain<N> {
+    pub(crate) fn new(id: u16) -> Self {
+        Self {
+            head: Head {
+                id,
+                descs: 0,
+                full_len: None,
+            },
+            segments: heapless::Vec::new(),
+            readable: 0,
+            readable_len: 0,
+            writable_len: 0,
+            saw_writable: false,
+        }
+    }
+
+    /// The head as it stands during the walk (for errors: no full length).
+    pub(crate) fn partial_head(&self) -> Head {
+        Head {
+            full_len: None,
+            ..self.head
+        }
+    }
+
+    /// Counts one more ring descriptor taken by this chain.
+    pub(crate) fn count_desc(&mut self) {
+        self.head.descs = self.head.descs.saturating_add(1);
+    }
+
+    /// Marks the walk complete.
+    pub(crate) fn finish(mut self) -> Self {
+        self.head.full_len = Some(self.writable_len);
+        self
+    }
+
+    /// Validates one buffer descriptor and appends it. Checks, in order:
+    /// direction (§"Message Framing": readable before writable), total length, memory
+    /// bounds, capacity `N`. Empty descriptors are checked but not kept.
+    pub(crate) fn push<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        addr: u64,
+        len: u32,
+        writable: bool,
+    ) -> Result<(), ChainErrorKind> {
+        if !writable && self.saw_writable {
+            return Err(ChainErrorKind::ReadableAfterWritable);
+        }
+        self.readable_len
+            .checked_add(self.writable_len)
+            .and_then(|t| t.checked_add(len))
+            .ok_or(ChainErrorKind::TotalLengthOverflow)?;
+        mem.check_range(addr, u64::from(len))
+            .map_err(|_| ChainErrorKind::SegmentOutOfMemory { addr, len })?;
+        self.saw_writable |= writable;
+        if len == 0 {
+            return Ok(());
+        }
+        self.segments
+            .push(Segment { addr, len })
+            .map_err(|_| ChainErrorKind::TooManySegments { capacity: N })?;
+        // The total fits in a u32 (checked above), so neither sum can wrap.
+        if writable {
+            self.writable_len = self.writable_len.wrapping_add(len);
+        } else {
+            self.readable = self.readable.wrapping_add(1);
+            self.readable_len = self.readable_len.wrapping_add(len);
+        }
+        Ok(())
+    }
+
+    /// What to pass to `push_used` to return this chain.
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// The id the used ring will carry (split: head index; packed: buffer id).
+    pub fn id(&self) -> u16 {
+        self.head.id
+    }
+
+    /// All non-empty segments, readable ones first.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// The device-readable segments.
+    pub fn readable_segments(&self) -> &[Segment] {
+        self.segments.get(..self.readable).unwrap_or_default()
+    }
+
+    /// The device-writable segments.
+    pub fn writable_segments(&self) -> &[Segment] {
+        self.segments.get(self.readable..).unwrap_or_default()
+    }
+
+    /// Total device-readable bytes.
+    pub fn readable_len(&self) -> u32 {
+        self.readable_len
+    }
+
+    /// Total device-writable bytes.
+    pub fn writable_len(&self) -> u32 {
+        self.writable_len
+    }
+
+    /// A cursor over the readable bytes, in chain order.
+    pub fn reader<'a, M: GuestMemory>(&'a self, mem: &'a M) -> Reader<'a, M> {
+        Reader {
+            mem,
+            cursor: Cursor::new(self.readable_segments(), self.readable_len),
+        }
+    }
+
+    /// A cursor over the writable bytes, in chain order.
+    pub fn writer<'a, M: GuestMemory>(&'a self, mem: &'a M) -> Writer<'a, M> {
+        Writer {
+            mem,
+            cursor: Cursor::new(self.writable_segments(), self.writable_len),
+        }
+    }
+}
+
+/// Why a [`Reader`] or [`Writer`] access failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum AccessError {
+    /// The chain has fewer bytes left than the access needs; nothing was
+    /// transferred and the cursor did not move. For a request this means the
+    /// driver's buffer is too short for what the device expects.
+    ShortChain {
+        /// Bytes the access needed.
+        wanted: usize,
+        /// Bytes left in this direction of the chain.
+        remaining: u32,
+    },
+    /// Guest memory changed under the chain (e.g. a region was removed)
+    /// after validation.
+    Memory(MemoryError),
+}
+
+impl fmt::Display for AccessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ShortChain { wanted, remaining } => {
+                write!(f, "chain has {remaining} bytes left, {wanted} needed")
+            }
+            Self::Memory(e) => e.fmt(f),
+        }
+    }
+}
+
+impl core::error::Error for AccessError {}
+
+impl From<MemoryError> for AccessError {
+    fn from(e: MemoryError) -> Self {
+        Self::Memory(e)
+    }
+}
+
+/// Position in one direction of a chain.
+#[derive(Clone, Debug)]
+struct Cursor<'a> {
+    segments: &'a [Segment],
+    /// Bytes consumed of `segments[0]`.
+    offset: u32,
+    remaining: u32,
+    done: u32,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(segments: &'a [Segment], total: u32) -> Self {
+        Self {
+            segments,
+            offset: 0,
+            remaining: total,
+            done: 0,
+        }
+    }
+
+    /// Moves over `n` bytes, calling `f(guest_addr, offset_in_access, len)`
+    /// for each contiguous piece. Fails without moving if fewer than `n`
+    /// bytes are left.
+    fn advance(
+        &mut self,
+        n: usize,
+        mut f: impl FnMut(u64, usize, usize) -> Result<(), MemoryError>,
+    ) -> Result<(), AccessError> {
+        let short = AccessError::ShortChain {
+            wanted: n,
+            remaining: self.remaining,
+        };
+        let n32 = u32::try_from(n).map_err(|_| short)?;
+        if n32 > self.remaining {
+            return Err(short);
+        }
+        let mut at: usize = 0;
+        let mut left = n32;
+        while left > 0 {
+            let Some((seg, rest)) = self.segments.split_first() else {
+                return Err(short);
+            };
+            // `offset < seg.len` holds: a fully consumed segment is dropped.
+            let avail = seg.len.wrapping_sub(self.offset);
+            let take = avail.min(left);
+            // The segment was checked to be in memory, so addr + offset fits.
+            f(
+                seg.addr.wrapping_add(u64::from(self.offset)),
+                at,
+                take as usize,
+            )?;
+            at = at.wrapping_add(take as usize);
+            left = left.wrapping_sub(take);
+            self.done = self.done.wrapping_add(take);
+            self.remaining = self.remaining.wrapping_sub(take);
+            if take == avail {
+                self.segments = rest;
+                self.offset = 0;
+            } else {
+                self.offset = self.offset.wrapping_add(take);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the device-readable part of a chain as one byte stream.
+#[derive(Debug)]
+pub struct Reader<'a, M> {
+    mem: &'a M,
+    cursor: Cursor<'a>,
+}
+
+impl<M: GuestMemory> Reader<'_, M> {
+    /// Fills `buf` from the chain.
+    ///
+    /// # Errors
+    /// [`AccessError::ShortChain`] if fewer than `buf.len()` bytes are left
+    /// (nothing is consumed); [`AccessError::Memory`] if memory changed.
+    pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), AccessError> {
+        let mem = self.mem;
+        self.cursor.advance(buf.len(), |addr, at, n| {
+            match buf.get_mut(at..at.wrapping_add(n)) {
+                Some(dst) => mem.read(addr, dst),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Reads a wire structure (e.g. a request header), wherever the driver
+    /// split it across descriptors.
+    ///
+    /// # Errors
+    /// As for [`Reader::read_exact`].
+    pub fn read_obj<T: FromBytes + IntoBytes>(&mut self) -> Result<T, AccessError> {
+        let mut value = T::new_zeroed();
+        self.read_exact(value.as_mut_bytes())?;
+        Ok(value)
+    }
+
+    /// Skips `n` bytes.
+    ///
+    /// # Errors
+    /// [`AccessError::ShortChain`] if fewer are left.
+    pub fn skip(&mut self, n: usize) -> Result<(), AccessError> {
+        self.cursor.advance(n, |_, _, _| Ok(()))
+    }
+
+    /// Readable bytes not yet read.
+    pub fn remaining(&self) -> u32 {
+        self.cursor.remaining
+    }
+
+    /// Bytes read (or skipped) so far.
+    pub fn bytes_read(&self) -> u32 {
+        self.cursor.done
+    }
+}
+
+/// Writes the device-writable part of a chain as one byte stream.
+#[derive(Debug)]
+pub struct Writer<'a, M> {
+    mem: &'a M,
+    cursor: Cursor<'a>,
+}
+
+impl<M: GuestMemory> Writer<'_, M> {
+    /// Writes all of `buf` into the chain.
+    ///
+    /// # Errors
+    /// [`AccessError::ShortChain`] if fewer than `buf.len()` bytes are left
+    /// (nothing is written); [`AccessError::Memory`] if memory changed.
+    pub fn write_all(&mut self, buf: &[u8]) -> Result<(), AccessError> {
+        let mem = self.mem;
+        self.cursor.advance(buf.len(), |addr, at, n| {
+            match buf.get(at..at.wrapping_add(n)) {
+                Some(src) => mem.write(addr, src),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Writes a wire structure (e.g. a response header or status).
+    ///
+    /// # Errors
+    /// As for [`Writer::write_all`].
+    pub fn write_obj<T: IntoBytes + Immutable>(&mut self, value: &T) -> Result<(), AccessError> {
+        self.write_all(value.as_bytes())
+    }
+
+    /// Writable bytes not yet written.
+    pub fn remaining(&self) -> u32 {
+        self.cursor.remaining
+    }
+
+    /// Bytes written so far, from the first writable byte: the used length
+    /// to report (virtio 1.4 §"The Virtqueue Used Ring": the device MUST write at least `len`
+    /// bytes before updating the used index).
+    pub fn bytes_written(&self) -> u32 {
+        self.cursor.done
+    }
+}

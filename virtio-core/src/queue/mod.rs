@@ -1,0 +1,104 @@
+//! Device-side virtqueues.
+//!
+//! A device holds one queue engine per virtqueue and drives it in four steps:
+//!
+//! 1. [`SplitQueue::pop`] reads the next available chain, walks and validates
+//!    every descriptor once (direct and indirect) and returns a [`Chain`]: a
+//!    snapshot of the chain's segments. Nothing is read from the descriptor
+//!    table again, so a driver rewriting descriptors mid-request cannot change
+//!    what was validated.
+//! 2. The device parses its request with [`Chain::reader`] and writes its
+//!    response with [`Chain::writer`]; the cursors hide how the driver split
+//!    the buffer into descriptors.
+//! 3. [`SplitQueue::push_used`] returns the chain (by its [`Head`]) with the
+//!    number of bytes written. A chain can be held and completed later, in any
+//!    order (unless `IN_ORDER` was negotiated).
+//! 4. [`SplitQueue::publish_used`] makes a batch of used buffers visible with
+//!    one index store and says whether the driver wants a notification.
+//!
+//! Malformed input never panics: [`SplitQueue::pop`] returns a
+//! [`QueueError`]. If the error carries a [`Head`] ([`QueueError::head`]) the
+//! chain was consumed from the available ring and the device must still
+//! return it (usually with used length 0, or with a device error status).
+//! Errors without a head mean the ring itself is corrupt
+//! ([`QueueError::needs_reset`]); the device should enter
+//! `DEVICE_NEEDS_RESET`.
+//!
+//! [`vring_need_event`] and [`NotificationData`] are shared with the driver
+//! side and the packed ring.
+
+mod chain;
+mod error;
+mod split;
+
+pub use chain::{AccessError, Chain, Head, Reader, Segment, Writer};
+pub use error::{ChainError, ChainErrorKind, ConfigError, QueueError, RingArea};
+pub use split::SplitQueue;
+
+/// Where the driver placed a virtqueue, as the transport's queue registers
+/// (or messages) give it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct QueueConfig {
+    /// Number of descriptors in the ring (`QueueSize`).
+    pub size: u16,
+    /// Guest address of the Descriptor Area (the descriptor table).
+    pub desc_addr: u64,
+    /// Guest address of the Driver Area (split: the available ring).
+    pub driver_addr: u64,
+    /// Guest address of the Device Area (split: the used ring).
+    pub device_addr: u64,
+}
+
+/// The EVENT_IDX rule: should the other side be notified now that the index
+/// moved from `old` to `new`, given it asked to hear about `event`?
+///
+/// True iff `event` lies in `old .. new` (modulo 2^16), i.e. the entry at
+/// index `event` was written by this update (virtio 1.4 §"Used Buffer Notification Suppression",
+/// `vring_need_event` in `virtio-queue.h`).
+#[inline]
+pub const fn vring_need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+}
+
+/// The value of a driver notification when `VIRTIO_F_NOTIFICATION_DATA` is
+/// negotiated: `le32 { vq_index: 16, next_off: 15, next_wrap: 1 }`
+/// (virtio 1.4 §"Driver Notifications" Driver Notifications).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct NotificationData {
+    /// The queue notified (or the device-supplied value under
+    /// `NOTIF_CONFIG_DATA`).
+    pub vq_index: u16,
+    /// Split ring: bits 0–14 of the available index. Packed ring: the offset
+    /// in the ring where the next available descriptor will be written.
+    pub next_off: u16,
+    /// Split ring: bit 15 of the available index. Packed ring: the driver's
+    /// wrap counter.
+    pub next_wrap: bool,
+}
+
+impl NotificationData {
+    /// Decodes the 32-bit value the driver wrote (already in host order, as
+    /// a transport register read gives it).
+    pub const fn from_u32(value: u32) -> Self {
+        Self {
+            vq_index: value as u16,
+            next_off: ((value >> 16) & 0x7fff) as u16,
+            next_wrap: value >> 31 != 0,
+        }
+    }
+
+    /// Encodes the value a driver writes.
+    pub const fn to_u32(self) -> u32 {
+        self.vq_index as u32
+            | ((self.next_off as u32 & 0x7fff) << 16)
+            | ((self.next_wrap as u32) << 31)
+    }
+
+    /// For a split ring: the driver's new available index (`next_off` with
+    /// `next_wrap` as bit 15).
+    pub const fn split_avail_idx(self) -> u16 {
+        (self.next_off & 0x7fff) | ((self.next_wrap as u16) << 15)
+    }
+}
