@@ -91,6 +91,10 @@ pub enum RegionError {
     Overlap,
     /// A [`MultiRegion`] already holds its maximum number of regions.
     Full,
+    /// The host address and the guest base differ modulo 8, so guest-aligned
+    /// ring indices would be misaligned on the host and could not be
+    /// accessed atomically.
+    Misaligned,
 }
 
 impl fmt::Display for RegionError {
@@ -100,6 +104,7 @@ impl fmt::Display for RegionError {
             Self::Overflow => "memory region runs past the end of the address space",
             Self::Overlap => "memory region overlaps an existing region",
             Self::Full => "no room for another memory region",
+            Self::Misaligned => "host address and guest base differ modulo 8",
         })
     }
 }
@@ -242,7 +247,9 @@ impl<'a> Region<'a> {
     ///
     /// # Errors
     /// [`RegionError::Empty`] for an empty slice, [`RegionError::Overflow`] if
-    /// the region would run past `u64::MAX`.
+    /// the region would run past `u64::MAX`, [`RegionError::Misaligned`] if
+    /// `host` and `base` differ modulo 8 (a `Vec<u8>` has no alignment
+    /// guarantee: back the region with `u64`s or page-aligned memory).
     pub fn new(base: u64, host: &'a mut [u8]) -> Result<Self, RegionError> {
         let len = host.len();
         // SAFETY: `host` is a live, exclusively borrowed slice of `len` bytes
@@ -273,6 +280,9 @@ impl<'a> Region<'a> {
             return Err(RegionError::Empty);
         }
         let last = last_addr(base, len).map_err(|_| RegionError::Overflow)?;
+        if !((host.as_ptr().addr() as u64) ^ base).is_multiple_of(8) {
+            return Err(RegionError::Misaligned);
+        }
         Ok(Self {
             host,
             len,
@@ -597,10 +607,14 @@ impl<const N: usize> GuestMemory for MultiRegion<'_, N> {
 mod tests {
     use super::*;
 
+    /// Test memory aligned like a guest page would be.
+    #[repr(C, align(8))]
+    struct Buf<const N: usize>([u8; N]);
+
     #[test]
     fn region_read_write_round_trip_at_every_alignment() {
-        let mut buf = [0u8; 64];
-        let r = Region::new(0x1000, &mut buf).unwrap();
+        let mut buf = Buf([0u8; 64]);
+        let r = Region::new(0x1000, &mut buf.0).unwrap();
         for start in 0..9u64 {
             for len in 0..30usize {
                 let data: [u8; 30] =
@@ -615,8 +629,8 @@ mod tests {
 
     #[test]
     fn region_rejects_ranges_outside_and_touches_nothing() {
-        let mut buf = [0xaau8; 16];
-        let r = Region::new(0x100, &mut buf).unwrap();
+        let mut buf = Buf([0xaau8; 16]);
+        let r = Region::new(0x100, &mut buf.0).unwrap();
         let oob = |addr, len| Err(MemoryError::OutOfBounds { addr, len });
         assert_eq!(r.write(0xff, &[1, 2]), oob(0xff, 2));
         assert_eq!(r.write(0x10f, &[1, 2]), oob(0x10f, 2));
@@ -625,13 +639,13 @@ mod tests {
         assert_eq!(r.check_range(0x100, 16), Ok(()));
         let mut out = [0u8; 1];
         assert_eq!(r.read(0, &mut out), oob(0, 1));
-        assert_eq!(buf, [0xaa; 16]);
+        assert_eq!(buf.0, [0xaa; 16]);
     }
 
     #[test]
     fn zero_length_access_succeeds_anywhere() {
-        let mut buf = [0u8; 4];
-        let r = Region::new(0x100, &mut buf).unwrap();
+        let mut buf = Buf([0u8; 4]);
+        let r = Region::new(0x100, &mut buf.0).unwrap();
         assert_eq!(r.write(u64::MAX, &[]), Ok(()));
         assert_eq!(r.read(0, &mut []), Ok(()));
         assert_eq!(r.check_range(u64::MAX, 0), Ok(()));
@@ -639,8 +653,8 @@ mod tests {
 
     #[test]
     fn overflowing_ranges_are_overflow_errors() {
-        let mut buf = [0u8; 4];
-        let r = Region::new(0x100, &mut buf).unwrap();
+        let mut buf = Buf([0u8; 4]);
+        let r = Region::new(0x100, &mut buf.0).unwrap();
         assert_eq!(
             r.write(u64::MAX, &[1, 2]),
             Err(MemoryError::Overflow {
@@ -660,23 +674,28 @@ mod tests {
 
     #[test]
     fn region_may_end_at_the_top_of_the_address_space() {
-        let mut buf = [0u8; 4];
-        let r = Region::new(u64::MAX - 3, &mut buf).unwrap();
+        let mut buf = Buf([0u8; 8]);
+        let r = Region::new(u64::MAX - 7, &mut buf.0).unwrap();
         r.write(u64::MAX, &[9]).unwrap();
+        r.store_u16_release(u64::MAX - 1, 0x0807).unwrap();
         let mut out = [0u8; 4];
         r.read(u64::MAX - 3, &mut out).unwrap();
-        assert_eq!(out, [0, 0, 0, 9]);
+        assert_eq!(out, [0, 0, 7, 8]);
         assert_eq!(
-            Region::new(u64::MAX - 2, &mut [0u8; 4]).unwrap_err(),
+            Region::new(u64::MAX - 2, &mut Buf([0u8; 4]).0).unwrap_err(),
             RegionError::Overflow
         );
         assert_eq!(Region::new(0, &mut []).unwrap_err(), RegionError::Empty);
+        assert_eq!(
+            Region::new(0x1001, &mut Buf([0u8; 4]).0).unwrap_err(),
+            RegionError::Misaligned
+        );
     }
 
     #[test]
     fn atomics_are_little_endian_aligned_and_bounded() {
-        let mut buf = [0u8; 8];
-        let r = Region::new(0x10, &mut buf).unwrap();
+        let mut buf = Buf([0u8; 8]);
+        let r = Region::new(0x10, &mut buf.0).unwrap();
         r.store_u16_release(0x12, 0x1234).unwrap();
         let mut out = [0u8; 2];
         r.read(0x12, &mut out).unwrap();
@@ -694,19 +713,19 @@ mod tests {
 
     #[test]
     fn read_obj_and_write_obj_use_wire_bytes() {
-        let mut buf = [0u8; 8];
-        let r = Region::new(0, &mut buf).unwrap();
+        let mut buf = Buf([0u8; 8]);
+        let r = Region::new(0, &mut buf.0).unwrap();
         r.write_obj(1, &0x0102_0304u32).unwrap();
         assert_eq!(r.read_obj::<[u8; 4]>(1), Ok(0x0102_0304u32.to_ne_bytes()));
     }
 
     #[test]
     fn multi_region_serves_each_region_and_straddles_contiguous_ones() {
-        let (mut a, mut b, mut c) = ([0u8; 8], [0u8; 8], [0u8; 8]);
+        let (mut a, mut b, mut c) = (Buf([0u8; 8]), Buf([0u8; 8]), Buf([0u8; 8]));
         let mut m = MultiRegion::<4>::new();
-        m.add(Region::new(0x108, &mut b).unwrap()).unwrap();
-        m.add(Region::new(0x100, &mut a).unwrap()).unwrap();
-        m.add(Region::new(0x200, &mut c).unwrap()).unwrap();
+        m.add(Region::new(0x108, &mut b.0).unwrap()).unwrap();
+        m.add(Region::new(0x100, &mut a.0).unwrap()).unwrap();
+        m.add(Region::new(0x200, &mut c.0).unwrap()).unwrap();
         let data: [u8; 12] = core::array::from_fn(|i| i as u8 + 1);
         // 0x104..0x110 straddles the two contiguous regions.
         m.write(0x104, &data).unwrap();
@@ -729,23 +748,24 @@ mod tests {
         assert_eq!(m.store_u16_release(0x106, 7), Ok(()));
         assert_eq!(m.load_u16_acquire(0x106), Ok(7));
         drop(m);
-        assert_eq!(a[4..], [1, 2, 7, 0]);
-        assert_eq!(b, [5, 6, 7, 8, 9, 10, 11, 12]);
-        assert_eq!(c[7], 5);
+        assert_eq!(a.0[4..], [1, 2, 7, 0]);
+        assert_eq!(b.0, [5, 6, 7, 8, 9, 10, 11, 12]);
+        assert_eq!(c.0[7], 5);
     }
 
     #[test]
     fn multi_region_rejects_overlap_and_overfill_and_removes() {
-        let (mut a, mut b, mut b2, mut c) = ([0u8; 8], [0u8; 8], [0u8; 8], [0u8; 8]);
+        let (mut a, mut b) = (Buf([0u8; 8]), Buf([0u8; 16]));
+        let (mut b2, mut c) = (Buf([0u8; 8]), Buf([0u8; 8]));
         let mut m = MultiRegion::<2>::new();
-        m.add(Region::new(0x100, &mut a).unwrap()).unwrap();
+        m.add(Region::new(0x100, &mut a.0).unwrap()).unwrap();
         assert_eq!(
-            m.add(Region::new(0x107, &mut b).unwrap()),
+            m.add(Region::new(0x0f8, &mut b.0).unwrap()),
             Err(RegionError::Overlap)
         );
-        m.add(Region::new(0x0f8, &mut b2).unwrap()).unwrap();
+        m.add(Region::new(0x0f8, &mut b2.0).unwrap()).unwrap();
         assert_eq!(
-            m.add(Region::new(0x300, &mut c).unwrap()),
+            m.add(Region::new(0x300, &mut c.0).unwrap()),
             Err(RegionError::Full)
         );
         assert_eq!(m.regions()[0].base(), 0x0f8);
@@ -757,10 +777,11 @@ mod tests {
 
     #[test]
     fn multi_region_at_top_of_address_space() {
-        let (mut a, mut b) = ([0u8; 4], [0u8; 4]);
+        let mut buf = Buf([0u8; 8]);
+        let (a, b) = buf.0.split_at_mut(4);
         let mut m = MultiRegion::<2>::new();
-        m.add(Region::new(u64::MAX - 7, &mut a).unwrap()).unwrap();
-        m.add(Region::new(u64::MAX - 3, &mut b).unwrap()).unwrap();
+        m.add(Region::new(u64::MAX - 7, a).unwrap()).unwrap();
+        m.add(Region::new(u64::MAX - 3, b).unwrap()).unwrap();
         m.write(u64::MAX - 5, &[1, 2, 3, 4, 5, 6]).unwrap();
         assert_eq!(
             m.write(u64::MAX - 1, &[0; 3]),
@@ -770,7 +791,7 @@ mod tests {
             })
         );
         drop(m);
-        assert_eq!((a, b), ([0, 0, 1, 2], [3, 4, 5, 6]));
+        assert_eq!(buf.0, [0, 0, 1, 2, 3, 4, 5, 6]);
     }
 
     #[test]

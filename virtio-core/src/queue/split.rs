@@ -483,6 +483,8 @@ impl SplitQueue {
 mod tests {
     use std::vec;
 
+    use zerocopy::IntoBytes;
+
     use super::*;
     use crate::memory::Region;
     use crate::queue::{AccessError, Chain, NotificationData};
@@ -538,8 +540,8 @@ mod tests {
     }
 
     fn with_queue(features: Features, f: impl FnOnce(&Region, &mut SplitQueue)) {
-        let mut buf = vec![0u8; MEM];
-        let mem = Region::new(0, &mut buf).unwrap();
+        let mut buf = vec![0u64; MEM / 8];
+        let mem = Region::new(0, buf.as_mut_bytes()).unwrap();
         let mut q = SplitQueue::new(&mem, config(), features).unwrap();
         f(&mem, &mut q);
     }
@@ -560,8 +562,8 @@ mod tests {
     // and the used ring 4-aligned.
     #[test]
     fn config_rejects_bad_size_alignment_and_placement() {
-        let mut buf = vec![0u8; MEM];
-        let mem = Region::new(0, &mut buf).unwrap();
+        let mut buf = vec![0u64; MEM / 8];
+        let mem = Region::new(0, buf.as_mut_bytes()).unwrap();
         let f = Features::empty();
         let with = |c: QueueConfig| SplitQueue::new(&mem, c, f).unwrap_err();
         assert_eq!(
