@@ -3,6 +3,13 @@
 //! is rejected and still returned, and the notification decisions.
 //!
 //! Run with `cargo run -p virtio-core --features driver --example split_demo`.
+// An example program, not library code: it may stop on its own setup errors.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 use std::process::ExitCode;
 
