@@ -37,6 +37,9 @@ pub struct SplitQueue {
     in_order: bool,
     /// Next available-ring index the device will read.
     next_avail: u16,
+    /// The driver's available index as last read (validated): while
+    /// `next_avail` is behind it, `pop` need not read the index again.
+    shadow_avail: u16,
     /// Used index after the buffers pushed so far (published or not).
     next_used: u16,
     /// Used index last stored to the ring.
@@ -106,6 +109,7 @@ impl SplitQueue {
             indirect: features.contains(Features::INDIRECT_DESC),
             in_order: features.contains(Features::IN_ORDER),
             next_avail: 0,
+            shadow_avail: 0,
             next_used: 0,
             published_used: 0,
             batch_start: 0,
@@ -133,6 +137,7 @@ impl SplitQueue {
     /// resuming a migrated queue). Pending unpublished completions are lost.
     pub fn set_indices(&mut self, next_avail: u16, used: u16) {
         self.next_avail = next_avail;
+        self.shadow_avail = next_avail;
         self.next_used = used;
         self.published_used = used;
         self.batch_start = used;
@@ -192,8 +197,12 @@ impl SplitQueue {
         &mut self,
         mem: &M,
     ) -> Result<Option<Chain<N>>, QueueError> {
-        if self.pending(mem)? == 0 {
-            return Ok(None);
+        if self.next_avail == self.shadow_avail {
+            let pending = self.pending(mem)?;
+            if pending == 0 {
+                return Ok(None);
+            }
+            self.shadow_avail = self.next_avail.wrapping_add(pending);
         }
         let entry = Self::slot(
             self.avail.wrapping_add(AVAIL_RING),
