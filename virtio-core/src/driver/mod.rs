@@ -23,6 +23,7 @@ use core::fmt;
 pub use split::SplitDriver;
 
 use crate::memory::MemoryError;
+use crate::queue::ConfigError;
 
 /// A buffer the device has returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,8 +44,8 @@ pub enum DriverError {
     QueueFull,
     /// A chain needs at least one buffer.
     EmptyChain,
-    /// The ring configuration is unusable (size, alignment).
-    BadConfig,
+    /// The ring configuration is unusable (size, alignment, placement).
+    Config(ConfigError),
     /// The device returned an id that is not an outstanding buffer.
     BadUsedId(u32),
     /// A ring or table is not inside guest memory.
@@ -56,7 +57,7 @@ impl fmt::Display for DriverError {
         match self {
             Self::QueueFull => f.write_str("not enough free descriptors"),
             Self::EmptyChain => f.write_str("chain has no buffers"),
-            Self::BadConfig => f.write_str("unusable queue configuration"),
+            Self::Config(e) => e.fmt(f),
             Self::BadUsedId(id) => write!(f, "device returned unknown id {id}"),
             Self::Memory(e) => e.fmt(f),
         }
@@ -64,6 +65,12 @@ impl fmt::Display for DriverError {
 }
 
 impl core::error::Error for DriverError {}
+
+impl From<ConfigError> for DriverError {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
 
 impl From<MemoryError> for DriverError {
     fn from(e: MemoryError) -> Self {

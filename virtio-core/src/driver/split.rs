@@ -6,8 +6,8 @@ use super::{DriverError, Used};
 use crate::memory::GuestMemory;
 use crate::queue::{QueueConfig, Segment, vring_need_event};
 use crate::spec::{
-    DescFlags, Features, MAX_QUEUE_SIZE, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY,
-    VirtqDesc, VirtqUsedElem, split_avail_size, split_desc_table_size, split_used_size,
+    DescFlags, Features, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY, VirtqDesc,
+    VirtqUsedElem, split_avail_size, split_desc_table_size, split_used_size,
 };
 
 const DESC_SIZE: u64 = 16;
@@ -63,23 +63,20 @@ impl SplitDriver {
     /// free list through the whole table) and returns the driver.
     ///
     /// # Errors
-    /// [`DriverError::BadConfig`] for a size that is not a power of two in
-    /// `1..=32768`, [`DriverError::Memory`] if a ring is not in `mem`.
+    /// [`DriverError::Config`] for a configuration a split ring cannot have
+    /// ([`QueueConfig::check_split`]), [`DriverError::Memory`] otherwise.
     pub fn new<M: GuestMemory>(
         mem: &M,
         config: QueueConfig,
         features: Features,
     ) -> Result<Self, DriverError> {
+        config.check_split(mem)?;
         let size = config.size;
-        if size == 0 || size > MAX_QUEUE_SIZE || !size.is_power_of_two() {
-            return Err(DriverError::BadConfig);
-        }
         let zero = [0u8; 64];
         for (addr, len) in [
             (config.driver_addr, split_avail_size(size)),
             (config.device_addr, split_used_size(size)),
         ] {
-            mem.check_range(addr, len)?;
             let mut off = 0;
             while off < len {
                 let n = (len - off).min(64) as usize;
@@ -87,7 +84,6 @@ impl SplitDriver {
                 off += n as u64;
             }
         }
-        mem.check_range(config.desc_addr, split_desc_table_size(size))?;
         for i in 0..size {
             let desc = VirtqDesc {
                 next: i.wrapping_add(1).into(),

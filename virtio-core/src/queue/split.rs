@@ -21,6 +21,56 @@ const USED_RING: u64 = 4;
 const DESC_SIZE: u64 = 16;
 const USED_ELEM_SIZE: u64 = 8;
 
+impl QueueConfig {
+    /// Checks this configuration for a split ring: the size is a power of
+    /// two in `1..=32768`, each area is aligned (16 / 2 / 4) and wholly in
+    /// `mem` (virtio 1.4 §"Split Virtqueues"). Device and driver side both
+    /// build on it.
+    ///
+    /// # Errors
+    /// The first rule broken, as a [`ConfigError`].
+    pub fn check_split<M: GuestMemory>(&self, mem: &M) -> Result<(), ConfigError> {
+        let (config, size) = (self, self.size);
+        if size == 0 {
+            return Err(ConfigError::ZeroSize);
+        }
+        if size > MAX_QUEUE_SIZE {
+            return Err(ConfigError::SizeTooLarge(size));
+        }
+        if !size.is_power_of_two() {
+            return Err(ConfigError::SizeNotPowerOfTwo(size));
+        }
+        let areas = [
+            (
+                RingArea::Descriptors,
+                config.desc_addr,
+                SPLIT_DESC_ALIGN,
+                split_desc_table_size(size),
+            ),
+            (
+                RingArea::Driver,
+                config.driver_addr,
+                SPLIT_AVAIL_ALIGN,
+                split_avail_size(size),
+            ),
+            (
+                RingArea::Device,
+                config.device_addr,
+                SPLIT_USED_ALIGN,
+                split_used_size(size),
+            ),
+        ];
+        for (area, addr, align, len) in areas {
+            if !addr.is_multiple_of(align) {
+                return Err(ConfigError::Misaligned { area, addr });
+            }
+            mem.check_range(addr, len)
+                .map_err(|error| ConfigError::OutOfMemory { area, error })?;
+        }
+        Ok(())
+    }
+}
+
 /// Device side of one split virtqueue.
 ///
 /// Addresses were checked against guest memory when the queue was built, so
@@ -63,43 +113,8 @@ impl SplitQueue {
         config: QueueConfig,
         features: Features,
     ) -> Result<Self, ConfigError> {
+        config.check_split(mem)?;
         let size = config.size;
-        if size == 0 {
-            return Err(ConfigError::ZeroSize);
-        }
-        if size > MAX_QUEUE_SIZE {
-            return Err(ConfigError::SizeTooLarge(size));
-        }
-        if !size.is_power_of_two() {
-            return Err(ConfigError::SizeNotPowerOfTwo(size));
-        }
-        let areas = [
-            (
-                RingArea::Descriptors,
-                config.desc_addr,
-                SPLIT_DESC_ALIGN,
-                split_desc_table_size(size),
-            ),
-            (
-                RingArea::Driver,
-                config.driver_addr,
-                SPLIT_AVAIL_ALIGN,
-                split_avail_size(size),
-            ),
-            (
-                RingArea::Device,
-                config.device_addr,
-                SPLIT_USED_ALIGN,
-                split_used_size(size),
-            ),
-        ];
-        for (area, addr, align, len) in areas {
-            if !addr.is_multiple_of(align) {
-                return Err(ConfigError::Misaligned { area, addr });
-            }
-            mem.check_range(addr, len)
-                .map_err(|error| ConfigError::OutOfMemory { area, error })?;
-        }
         Ok(Self {
             size,
             desc: config.desc_addr,
