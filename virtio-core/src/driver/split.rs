@@ -409,3 +409,136 @@ impl SplitDriver {
         Ok(writable)
     }
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use std::vec;
+
+    use zerocopy::IntoBytes;
+
+    use super::*;
+    use crate::memory::Region;
+    use crate::queue::{Chain, ConfigError, SplitQueue};
+
+    const SIZE: u16 = 4;
+
+    fn with_ring(features: Features, f: impl FnOnce(&Region, &mut SplitDriver, &mut SplitQueue)) {
+        let mut buf = vec![0u64; 0x1000];
+        let mem = Region::new(0, buf.as_mut_bytes()).unwrap();
+        let cfg = SplitDriver::layout(0, SIZE);
+        let mut drv = SplitDriver::new(&mem, cfg, features).unwrap();
+        let mut dev = SplitQueue::new(&mem, cfg, features).unwrap();
+        f(&mem, &mut drv, &mut dev);
+    }
+
+    fn seg(addr: u64, len: u32) -> Segment {
+        Segment { addr, len }
+    }
+
+    #[test]
+    fn driver_refuses_what_does_not_fit() {
+        with_ring(Features::empty(), |mem, drv, _| {
+            assert_eq!(drv.add(mem, &[], &[]), Err(DriverError::EmptyChain));
+            let five = [seg(0x4000, 1); 5];
+            assert_eq!(drv.add(mem, &five, &[]), Err(DriverError::QueueFull));
+            drv.add(mem, &five[..3], &[]).unwrap();
+            assert_eq!(drv.num_free(), 1);
+            assert_eq!(drv.add(mem, &five[..2], &[]), Err(DriverError::QueueFull));
+            // An indirect chain needs one ring descriptor whatever its length.
+            drv.add_indirect(mem, 0x5000, &five, &[]).unwrap();
+            assert_eq!(drv.num_free(), 0);
+        });
+        let mut buf = vec![0u64; 0x100];
+        let mem = Region::new(0, buf.as_mut_bytes()).unwrap();
+        let cfg = QueueConfig {
+            size: 3,
+            ..SplitDriver::layout(0, 4)
+        };
+        assert_eq!(
+            SplitDriver::new(&mem, cfg, Features::empty()).unwrap_err(),
+            DriverError::Config(ConfigError::SizeNotPowerOfTwo(3))
+        );
+    }
+
+    // virtio 1.4 §"Available Buffer Notification Suppression" (driver
+    // normative): without EVENT_IDX the driver MUST notify if flags is 0 and
+    // SHOULD NOT if it is 1; with EVENT_IDX it notifies when avail idx
+    // passes avail_event.
+    #[test]
+    fn kick_decision_follows_the_device() {
+        with_ring(Features::empty(), |mem, drv, dev| {
+            drv.add(mem, &[seg(0x4000, 1)], &[]).unwrap();
+            assert!(drv.publish_avail(mem).unwrap());
+            assert!(!drv.publish_avail(mem).unwrap(), "nothing new, no kick");
+            dev.disable_notification(mem).unwrap();
+            drv.add(mem, &[seg(0x4000, 1)], &[]).unwrap();
+            assert!(!drv.publish_avail(mem).unwrap());
+        });
+        with_ring(Features::EVENT_IDX, |mem, drv, dev| {
+            drv.add(mem, &[seg(0x4000, 1)], &[]).unwrap();
+            assert!(drv.publish_avail(mem).unwrap());
+            // The device has not asked again: no more kicks.
+            drv.add(mem, &[seg(0x4000, 1)], &[]).unwrap();
+            assert!(!drv.publish_avail(mem).unwrap());
+            let _: Chain<1> = dev.pop(mem).unwrap().unwrap();
+            let _: Chain<1> = dev.pop(mem).unwrap().unwrap();
+            assert!(!dev.enable_notification(mem).unwrap());
+            drv.add(mem, &[seg(0x4000, 1)], &[]).unwrap();
+            assert!(drv.publish_avail(mem).unwrap());
+        });
+    }
+
+    // The device is untrusted from the driver's side too: a used id outside
+    // the ring is an error, not a panic.
+    #[test]
+    fn driver_rejects_bogus_used_ids() {
+        with_ring(Features::empty(), |mem, drv, _| {
+            drv.add(mem, &[seg(0x4000, 1)], &[]).unwrap();
+            drv.publish_avail(mem).unwrap();
+            let used = SplitDriver::layout(0, SIZE).device_addr;
+            mem.write_obj(
+                used + 4,
+                &VirtqUsedElem {
+                    id: 9.into(),
+                    len: 0.into(),
+                },
+            )
+            .unwrap();
+            mem.store_u16_release(used + 2, 1).unwrap();
+            assert_eq!(drv.pop_used(mem), Err(DriverError::BadUsedId(9)));
+        });
+    }
+
+    // virtio 1.4 §"In-order use of descriptors": one used entry stands for
+    // the whole batch; the driver expands it, the skipped buffers counting
+    // as completely written.
+    #[test]
+    fn in_order_driver_expands_batches() {
+        with_ring(Features::IN_ORDER, |mem, drv, dev| {
+            let a = drv.add(mem, &[], &[seg(0x4000, 8)]).unwrap();
+            let b = drv
+                .add(mem, &[], &[seg(0x4100, 4), seg(0x4200, 4)])
+                .unwrap();
+            assert_eq!((a, b), (0, 1));
+            drv.publish_avail(mem).unwrap();
+            for len in [8, 3] {
+                let c: Chain<2> = dev.pop(mem).unwrap().unwrap();
+                dev.push_used(mem, c.head(), len).unwrap();
+            }
+            dev.publish_used(mem).unwrap();
+            assert_eq!(drv.pop_used(mem), Ok(Some(Used { id: 0, len: 8 })));
+            assert_eq!(drv.pop_used(mem), Ok(Some(Used { id: 1, len: 3 })));
+            assert_eq!(drv.pop_used(mem), Ok(None));
+            assert_eq!(drv.num_free(), SIZE);
+            // Descriptors are handed out in ring order, wrapping.
+            assert_eq!(drv.add(mem, &[seg(0x4000, 1)], &[]), Ok(3));
+            assert_eq!(drv.add(mem, &[seg(0x4000, 1); 2], &[]), Ok(0));
+        });
+    }
+}

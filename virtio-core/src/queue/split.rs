@@ -1340,4 +1340,54 @@ mod tests {
             assert_eq!(used_idx(mem), 1);
         });
     }
+
+    // Guest memory as a vhost-user daemon sees it: several regions. The
+    // rings sit in one, a buffer straddles two contiguous ones, and a buffer
+    // in the gap between regions is refused.
+    #[test]
+    fn queue_over_multiple_regions() {
+        use crate::memory::MultiRegion;
+        let (mut low, mut mid, mut high) = (vec![0u64; 0x800], vec![0u64; 0x10], vec![0u64; 0x10]);
+        let mut mem = MultiRegion::<3>::new();
+        mem.add(Region::new(0, low.as_mut_bytes()).unwrap())
+            .unwrap();
+        mem.add(Region::new(0x10_0000, mid.as_mut_bytes()).unwrap())
+            .unwrap();
+        mem.add(Region::new(0x10_0080, high.as_mut_bytes()).unwrap())
+            .unwrap();
+        let mut q = SplitQueue::new(&mem, config(), Features::empty()).unwrap();
+        let d = |i: u16, addr: u64, len: u32, flags: u16, next: u16| {
+            let desc = VirtqDesc {
+                addr: addr.into(),
+                len: len.into(),
+                flags: flags.into(),
+                next: next.into(),
+            };
+            mem.write_obj(DESC + 16 * u64::from(i), &desc).unwrap();
+        };
+        d(0, 0x10_0070, 0x20, WRITE, 0);
+        d(1, 0x20_0000, 4, 0, 0);
+        mem.write(AVAIL + 4, &[0, 0, 1, 0]).unwrap();
+        mem.store_u16_release(AVAIL + 2, 2).unwrap();
+        let chain: Chain<2> = q.pop(&mem).unwrap().unwrap();
+        let mut w = chain.writer(&mem);
+        w.write_all(&[0xab; 0x20]).unwrap();
+        q.push_used(&mem, chain.head(), w.bytes_written()).unwrap();
+        let e = q.pop::<_, 2>(&mem).unwrap_err();
+        assert_eq!(
+            e,
+            QueueError::Chain(ChainError {
+                head: e.head().unwrap(),
+                kind: ChainErrorKind::SegmentOutOfMemory {
+                    addr: 0x20_0000,
+                    len: 4
+                }
+            })
+        );
+        q.push_used(&mem, e.head().unwrap(), 0).unwrap();
+        assert!(q.publish_used(&mem).unwrap());
+        drop(mem);
+        assert_eq!(mid[0xe..], [u64::from_ne_bytes([0xab; 8]); 2]);
+        assert_eq!(high[..2], [u64::from_ne_bytes([0xab; 8]); 2]);
+    }
 }
