@@ -1,7 +1,5 @@
 //! Driver side of the split ring (virtio 1.4 §"Supplying Buffers to The Device", §"Receiving Used Buffers From The Device").
 
-use zerocopy::FromBytes;
-
 use super::{DriverError, Used};
 use crate::memory::GuestMemory;
 use crate::queue::{QueueConfig, Segment, vring_need_event};
@@ -400,8 +398,7 @@ impl SplitDriver {
     ) -> Result<u32, DriverError> {
         let mut writable: u32 = 0;
         for i in 0..entries {
-            let raw = mem.read_obj::<[u8; 16]>(table + u64::from(i) * DESC_SIZE)?;
-            let desc = VirtqDesc::read_from_bytes(&raw).unwrap_or_default();
+            let desc = mem.read_obj::<VirtqDesc>(table + u64::from(i) * DESC_SIZE)?;
             if DescFlags::from_bits_retain(desc.flags.get()).contains(DescFlags::WRITE) {
                 writable = writable.saturating_add(desc.len.get());
             }

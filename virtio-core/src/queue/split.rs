@@ -1,7 +1,5 @@
 //! The split virtqueue, device side (virtio 1.4 §"Split Virtqueues").
 
-use zerocopy::FromBytes;
-
 use super::chain::{Chain, Head};
 use super::error::{ChainError, ChainErrorKind, ConfigError, QueueError, RingArea};
 use super::{QueueConfig, vring_need_event};
@@ -267,24 +265,25 @@ impl SplitQueue {
                 return Err(fail(&chain, ChainErrorKind::Loop));
             }
             let addr = Self::slot(table, index, DESC_SIZE);
-            let mut raw = [0u8; 16];
-            if let Err(error) = mem.read(addr, &mut raw) {
-                return Err(if indirect {
-                    fail(
-                        &chain,
-                        ChainErrorKind::IndirectTableOutOfMemory {
-                            addr: table,
-                            len: entries.wrapping_mul(16),
-                        },
-                    )
-                } else {
-                    QueueError::Ring {
-                        area: RingArea::Descriptors,
-                        error,
-                    }
-                });
-            }
-            let desc = VirtqDesc::read_from_bytes(&raw).unwrap_or_default();
+            let desc = match mem.read_obj::<VirtqDesc>(addr) {
+                Ok(desc) => desc,
+                Err(error) => {
+                    return Err(if indirect {
+                        fail(
+                            &chain,
+                            ChainErrorKind::IndirectTableOutOfMemory {
+                                addr: table,
+                                len: entries.wrapping_mul(16),
+                            },
+                        )
+                    } else {
+                        QueueError::Ring {
+                            area: RingArea::Descriptors,
+                            error,
+                        }
+                    });
+                }
+            };
             if !indirect {
                 chain.count_desc();
             }
