@@ -1389,4 +1389,54 @@ mod tests {
         assert_eq!(mid[0xe..], [u64::from_ne_bytes([0xab; 8]); 2]);
         assert_eq!(high[..2], [u64::from_ne_bytes([0xab; 8]); 2]);
     }
+
+    // Copy, then validate: each descriptor (ring and indirect) is read exactly
+    // once per pop, so a driver rewriting a descriptor after it was checked
+    // cannot change what the device uses (no double fetch).
+    #[test]
+    fn every_descriptor_is_read_exactly_once() {
+        use core::cell::RefCell;
+        use std::collections::HashMap;
+        struct Counting<'a> {
+            inner: &'a Region<'a>,
+            reads: RefCell<HashMap<u64, usize>>,
+        }
+        impl GuestMemory for Counting<'_> {
+            fn read(&self, a: u64, b: &mut [u8]) -> Result<(), crate::memory::MemoryError> {
+                *self.reads.borrow_mut().entry(a).or_default() += 1;
+                self.inner.read(a, b)
+            }
+            fn write(&self, a: u64, b: &[u8]) -> Result<(), crate::memory::MemoryError> {
+                self.inner.write(a, b)
+            }
+            fn load_u16_acquire(&self, a: u64) -> Result<u16, crate::memory::MemoryError> {
+                self.inner.load_u16_acquire(a)
+            }
+            fn store_u16_release(&self, a: u64, v: u16) -> Result<(), crate::memory::MemoryError> {
+                self.inner.store_u16_release(a, v)
+            }
+            fn check_range(&self, a: u64, l: u64) -> Result<(), crate::memory::MemoryError> {
+                self.inner.check_range(a, l)
+            }
+        }
+        with_queue(Features::INDIRECT_DESC, |mem, q| {
+            let table = DATA + 0x1000;
+            set_desc(mem, DESC, 1, DATA, 4, NEXT, 2);
+            set_desc(mem, DESC, 2, DATA + 0x10, 4, NEXT, 3);
+            set_desc(mem, DESC, 3, table, 32, INDIRECT, 0);
+            set_desc(mem, table, 0, DATA + 0x20, 4, NEXT | WRITE, 1);
+            set_desc(mem, table, 1, DATA + 0x30, 4, WRITE, 0);
+            offer(mem, &[1]);
+            let counting = Counting {
+                inner: mem,
+                reads: RefCell::new(HashMap::new()),
+            };
+            let chain: Chain<4> = q.pop(&counting).unwrap().unwrap();
+            assert_eq!(chain.segments().len(), 4);
+            let reads = counting.reads.borrow();
+            for addr in [DESC + 16, DESC + 32, DESC + 48, table, table + 16] {
+                assert_eq!(reads.get(&addr), Some(&1), "descriptor at {addr:#x}");
+            }
+        });
+    }
 }
