@@ -1,10 +1,5 @@
 //! Property tests of the split queue against the driver side and a model.
-#![allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
+#![allow(clippy::arithmetic_side_effects)]
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
