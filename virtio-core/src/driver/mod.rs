@@ -16,10 +16,12 @@
 //! this side chose and checked when the ring was built.
 #![allow(clippy::arithmetic_side_effects)]
 
+mod packed;
 mod split;
 
 use core::fmt;
 
+pub use packed::PackedDriver;
 pub use split::SplitDriver;
 
 use crate::memory::MemoryError;

@@ -91,6 +91,11 @@ impl<const N: usize> Chain<N> {
         self.head.descs = self.head.descs.saturating_add(1);
     }
 
+    /// Sets the id once the walk found it (packed: the last descriptor's).
+    pub(crate) fn set_id(&mut self, id: u16) {
+        self.head.id = id;
+    }
+
     /// Marks the walk complete.
     pub(crate) fn finish(mut self) -> Self {
         self.head.full_len = Some(self.writable_len);

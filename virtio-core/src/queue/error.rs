@@ -116,6 +116,13 @@ pub enum ChainErrorKind {
     /// The chain's total length is over `u32::MAX` (§"The Virtqueue Descriptor Table": "MUST NOT add
     /// a descriptor chain longer than 2^32 bytes").
     TotalLengthOverflow,
+    /// Packed ring: a descriptor in the middle of a NEXT list is not
+    /// available (§"Next Flag": the driver makes a list's first descriptor
+    /// available only after the rest). The chain ends at the slot before.
+    NotAvailableMidChain {
+        /// The slot that was not available.
+        slot: u16,
+    },
     /// More non-empty segments than the `Chain<N>` the device asked for
     /// (the device's "reasonable limit" on chain length, §"Message Framing").
     TooManySegments {
@@ -161,6 +168,12 @@ impl fmt::Display for ChainErrorKind {
                 write!(f, "buffer {addr:#x}+{len:#x} is outside guest memory")
             }
             Self::TotalLengthOverflow => f.write_str("chain is longer than 2^32 - 1 bytes"),
+            Self::NotAvailableMidChain { slot } => {
+                write!(
+                    f,
+                    "descriptor at slot {slot} in the middle of a chain is not available"
+                )
+            }
             Self::TooManySegments { capacity } => {
                 write!(f, "chain has more than {capacity} segments")
             }

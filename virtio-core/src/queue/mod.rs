@@ -29,11 +29,139 @@
 
 mod chain;
 mod error;
+mod packed;
 mod split;
 
 pub use chain::{AccessError, Chain, Head, Reader, Segment, Writer};
 pub use error::{ChainError, ChainErrorKind, ConfigError, QueueError, RingArea};
+pub use packed::{PackedQueue, RingPosition};
 pub use split::SplitQueue;
+
+use crate::memory::GuestMemory;
+use crate::spec::Features;
+
+/// One virtqueue in whichever ring format the driver negotiated.
+///
+/// A device holds a `Queue` per virtqueue and never needs to know which
+/// format it is: [`Queue::new`] picks the engine from
+/// [`Features::RING_PACKED`], and every method forwards to it (enum
+/// dispatch, no trait objects).
+#[derive(Clone, Debug)]
+pub enum Queue {
+    /// A split ring (virtio 1.4 §"Split Virtqueues").
+    Split(SplitQueue),
+    /// A packed ring (virtio 1.4 §"Packed Virtqueues").
+    Packed(PackedQueue),
+}
+
+/// Forwards a call to whichever engine the queue holds.
+macro_rules! dispatch {
+    ($self:expr, $q:ident => $call:expr) => {
+        match $self {
+            Queue::Split($q) => $call,
+            Queue::Packed($q) => $call,
+        }
+    };
+}
+
+impl Queue {
+    /// Builds the engine for the negotiated ring format.
+    ///
+    /// # Errors
+    /// [`ConfigError`] if the configuration does not suit the format.
+    pub fn new<M: GuestMemory>(
+        mem: &M,
+        config: QueueConfig,
+        features: Features,
+    ) -> Result<Self, ConfigError> {
+        if features.contains(Features::RING_PACKED) {
+            PackedQueue::new(mem, config, features).map(Self::Packed)
+        } else {
+            SplitQueue::new(mem, config, features).map(Self::Split)
+        }
+    }
+
+    /// The queue size.
+    pub fn size(&self) -> u16 {
+        dispatch!(self, q => q.size())
+    }
+
+    /// Takes and validates the next available chain; see
+    /// [`SplitQueue::pop`] and [`PackedQueue::pop`].
+    ///
+    /// # Errors
+    /// [`QueueError::Chain`] for a malformed chain the device must still
+    /// complete; other errors mean the ring is corrupt.
+    pub fn pop<M: GuestMemory, const N: usize>(
+        &mut self,
+        mem: &M,
+    ) -> Result<Option<Chain<N>>, QueueError> {
+        dispatch!(self, q => q.pop(mem))
+    }
+
+    /// Returns a buffer with `written` bytes written; see
+    /// [`SplitQueue::push_used`].
+    ///
+    /// # Errors
+    /// As for the engine's `push_used`.
+    pub fn push_used<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        head: Head,
+        written: u32,
+    ) -> Result<(), QueueError> {
+        dispatch!(self, q => q.push_used(mem, head, written))
+    }
+
+    /// Publishes the pushed buffers and says whether to notify the driver;
+    /// see [`SplitQueue::publish_used`].
+    ///
+    /// # Errors
+    /// [`QueueError::Ring`] if a ring is unreachable.
+    pub fn publish_used<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, QueueError> {
+        dispatch!(self, q => q.publish_used(mem))
+    }
+
+    /// Asks the driver to stop notifying; see
+    /// [`SplitQueue::disable_notification`].
+    ///
+    /// # Errors
+    /// [`QueueError::Ring`] if a ring is unreachable.
+    pub fn disable_notification<M: GuestMemory>(&mut self, mem: &M) -> Result<(), QueueError> {
+        dispatch!(self, q => q.disable_notification(mem))
+    }
+
+    /// Asks the driver to notify again and re-checks for buffers added in
+    /// the meantime; see [`SplitQueue::enable_notification`].
+    ///
+    /// # Errors
+    /// As for the engine's `enable_notification`.
+    pub fn enable_notification<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, QueueError> {
+        dispatch!(self, q => q.enable_notification(mem))
+    }
+
+    /// Whether the driver has made buffers available that the device has
+    /// not taken.
+    ///
+    /// # Errors
+    /// As for `pop`, for a corrupt or unreachable ring.
+    pub fn has_available<M: GuestMemory>(&self, mem: &M) -> Result<bool, QueueError> {
+        match self {
+            Self::Split(q) => Ok(q.pending(mem)? > 0),
+            Self::Packed(q) => q.has_available(mem),
+        }
+    }
+
+    /// True for a packed ring.
+    pub fn is_packed(&self) -> bool {
+        matches!(self, Self::Packed(_))
+    }
+
+    /// Forgets all ring state (queue or device reset).
+    pub fn reset(&mut self) {
+        dispatch!(self, q => q.reset())
+    }
+}
 
 /// Where the driver placed a virtqueue, as the transport's queue registers
 /// (or messages) give it.

@@ -1,0 +1,611 @@
+//! The packed virtqueue, device side (virtio 1.4 §"Packed Virtqueues").
+//!
+//! One ring of descriptors is shared both ways. The driver makes a
+//! descriptor available by writing its `flags` with AVAIL equal to its wrap
+//! counter and USED the inverse; the device marks a buffer used by writing
+//! one descriptor, at the next used slot, with AVAIL = USED = its own wrap
+//! counter, and then skips as many slots as the buffer took. Both wrap
+//! counters start at 1 and flip each time their side passes the last slot.
+//!
+//! # Batching
+//!
+//! [`PackedQueue::push_used`] writes a used descriptor's `id` and `len` at
+//! once and its `flags` too, except for the first descriptor of a batch:
+//! that one's `flags` are stored by [`PackedQueue::publish_used`], with
+//! release ordering, after everything else. The driver only ever polls the
+//! slot it expects next, so it sees a whole batch at once, as with the split
+//! ring's single index store (and as §"Multi-buffer requests" asks).
+//!
+//! # Malformed chains
+//!
+//! A packed chain occupies consecutive ring slots and the driver needs the
+//! used descriptor to skip exactly that many. So when a chain is malformed,
+//! [`PackedQueue::pop`] keeps reading the rest of it (its `flags` and `id`
+//! only) to its last descriptor before it reports the error: the [`Head`]
+//! in the error then carries the buffer id and slot count, and completing
+//! it keeps device and driver in step.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use super::chain::{Chain, Head};
+use super::error::{ChainError, ChainErrorKind, ConfigError, QueueError, RingArea};
+use super::{NotificationData, QueueConfig, vring_need_event};
+use crate::memory::{GuestMemory, MemoryError};
+use crate::spec::{
+    DescFlags, Features, Le16, Le32, Le64, MAX_QUEUE_SIZE, PACKED_DESC_ALIGN, PACKED_EVENT_ALIGN,
+    PvirtqDesc, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
+    packed_desc_ring_size,
+};
+
+const DESC_SIZE: u64 = 16;
+/// Offsets inside a `pvirtq_desc`.
+const DESC_LEN: u64 = 8;
+const DESC_ID: u64 = 12;
+const DESC_FLAGS: u64 = 14;
+/// Offsets inside a `pvirtq_event_suppress`.
+const EVENT_OFF_WRAP: u64 = 0;
+const EVENT_FLAGS: u64 = 2;
+/// Bit 15 of `off_wrap` and of a packed position: the wrap counter.
+const WRAP_BIT: u16 = 1 << 15;
+
+/// A packed descriptor without its `flags`, which are read on their own with
+/// acquire ordering (so the rest is read after the driver published it).
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+struct DescBody {
+    addr: Le64,
+    len: Le32,
+    id: Le16,
+}
+const _: () = assert!(core::mem::size_of::<DescBody>() == 14);
+
+impl QueueConfig {
+    /// Checks this configuration for a packed ring: the size is in
+    /// `1..=32768` (any value, not only powers of two), the descriptor ring
+    /// is 16-aligned, the two event suppression structures 4-aligned, and
+    /// each area is wholly in `mem` (virtio 1.4 §"Structure Size and
+    /// Alignment").
+    ///
+    /// # Errors
+    /// The first rule broken, as a [`ConfigError`].
+    pub fn check_packed<M: GuestMemory>(&self, mem: &M) -> Result<(), ConfigError> {
+        let size = self.size;
+        if size == 0 {
+            return Err(ConfigError::ZeroSize);
+        }
+        if size > MAX_QUEUE_SIZE {
+            return Err(ConfigError::SizeTooLarge(size));
+        }
+        let areas = [
+            (
+                RingArea::Descriptors,
+                self.desc_addr,
+                PACKED_DESC_ALIGN,
+                packed_desc_ring_size(size),
+            ),
+            (RingArea::Driver, self.driver_addr, PACKED_EVENT_ALIGN, 4),
+            (RingArea::Device, self.device_addr, PACKED_EVENT_ALIGN, 4),
+        ];
+        for (area, addr, align, len) in areas {
+            if !addr.is_multiple_of(align) {
+                return Err(ConfigError::Misaligned { area, addr });
+            }
+            mem.check_range(addr, len)
+                .map_err(|error| ConfigError::OutOfMemory { area, error })?;
+        }
+        Ok(())
+    }
+}
+
+/// A position in a packed ring: a slot and the wrap counter that goes with
+/// it. Encoded as `slot | wrap << 15`, the form of `off_wrap`, of
+/// `NOTIFICATION_DATA` and of vhost-user's packed ring base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RingPosition {
+    /// Slot in the descriptor ring, `0..size`.
+    pub slot: u16,
+    /// The wrap counter (starts `true`).
+    pub wrap: bool,
+}
+
+impl RingPosition {
+    /// Where both sides start: slot 0, wrap counter 1.
+    pub const START: Self = Self {
+        slot: 0,
+        wrap: true,
+    };
+
+    /// Decodes `slot | wrap << 15`.
+    pub const fn from_u16(value: u16) -> Self {
+        Self {
+            slot: value & !WRAP_BIT,
+            wrap: value & WRAP_BIT != 0,
+        }
+    }
+
+    /// Encodes as `slot | wrap << 15`.
+    pub const fn to_u16(self) -> u16 {
+        (self.slot & !WRAP_BIT) | if self.wrap { WRAP_BIT } else { 0 }
+    }
+
+    /// This position moved on by `n` slots in a ring of `size` (`slot <
+    /// size`), flipping the wrap counter once per lap completed.
+    fn advance(self, n: u16, size: u16) -> Self {
+        // slot < size <= 32768, so the sum fits in a u32 easily.
+        let next = u32::from(self.slot).wrapping_add(u32::from(n));
+        let size = u32::from(size.max(1));
+        if next < size {
+            return Self {
+                slot: next as u16,
+                ..self
+            };
+        }
+        let laps = next / size;
+        Self {
+            // The remainder is below size, so it fits in a u16.
+            slot: (next % size) as u16,
+            wrap: self.wrap ^ (laps % 2 == 1),
+        }
+    }
+}
+
+impl NotificationData {
+    /// For a packed ring: the position of the next descriptor the driver
+    /// has not yet made available (`next_off` and `next_wrap`).
+    pub const fn packed_position(self) -> RingPosition {
+        RingPosition {
+            slot: self.next_off & !WRAP_BIT,
+            wrap: self.next_wrap,
+        }
+    }
+}
+
+/// Device side of one packed virtqueue.
+///
+/// Queue sizes need not be powers of two. Addresses were checked against
+/// guest memory when the queue was built, so slot offsets cannot overflow;
+/// every access is still checked, since guest memory may change.
+#[derive(Clone, Debug)]
+pub struct PackedQueue {
+    size: u16,
+    desc: u64,
+    /// Driver Event Suppression (the device reads it).
+    driver_event: u64,
+    /// Device Event Suppression (the device writes it).
+    device_event: u64,
+    event_idx: bool,
+    indirect: bool,
+    in_order: bool,
+    /// Next slot the device will read, with the driver's wrap counter.
+    next_avail: RingPosition,
+    /// Next slot a used descriptor goes to, with the device's wrap counter.
+    next_used: RingPosition,
+    /// Ring slots taken by popped chains and not yet returned.
+    in_flight: u16,
+    /// Slots `next_used` moved since the last publish.
+    unpublished: u16,
+    /// The first used descriptor written since the last publish: its slot
+    /// and the flags still to be stored there.
+    first_pending: Option<(u16, u16)>,
+    /// IN_ORDER only: slots taken by the run of buffers pushed since the
+    /// last used descriptor, and the last buffer's id and length.
+    batch_descs: u16,
+    batch_last: Option<(u16, u32)>,
+}
+
+impl PackedQueue {
+    /// Builds the queue the driver configured, with the negotiated features
+    /// (`INDIRECT_DESC`, `EVENT_IDX` and `IN_ORDER` are honoured).
+    ///
+    /// # Errors
+    /// [`ConfigError`] as [`QueueConfig::check_packed`] says.
+    pub fn new<M: GuestMemory>(
+        mem: &M,
+        config: QueueConfig,
+        features: Features,
+    ) -> Result<Self, ConfigError> {
+        config.check_packed(mem)?;
+        Ok(Self {
+            size: config.size,
+            desc: config.desc_addr,
+            driver_event: config.driver_addr,
+            device_event: config.device_addr,
+            event_idx: features.contains(Features::EVENT_IDX),
+            indirect: features.contains(Features::INDIRECT_DESC),
+            in_order: features.contains(Features::IN_ORDER),
+            next_avail: RingPosition::START,
+            next_used: RingPosition::START,
+            in_flight: 0,
+            unpublished: 0,
+            first_pending: None,
+            batch_descs: 0,
+            batch_last: None,
+        })
+    }
+
+    /// The queue size.
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// The next slot the device will read and the driver wrap counter it
+    /// expects there (vhost-user's `GET_VRING_BASE` for packed rings).
+    pub fn next_avail(&self) -> RingPosition {
+        self.next_avail
+    }
+
+    /// Where the next used descriptor goes and the device wrap counter,
+    /// counting buffers pushed but not yet published.
+    pub fn next_used(&self) -> RingPosition {
+        let mut at = self.next_used;
+        if self.batch_last.is_some() {
+            at = at.advance(self.batch_descs, self.size);
+        }
+        at
+    }
+
+    /// Restarts from given ring positions (vhost-user's `SET_VRING_BASE`,
+    /// or resuming a migrated queue); every buffer before `next_avail` is
+    /// taken as used. Slots outside the ring are reduced modulo its size.
+    /// Pending unpublished completions are lost.
+    pub fn set_positions(&mut self, next_avail: RingPosition, next_used: RingPosition) {
+        let fit = |p: RingPosition| RingPosition {
+            slot: p.slot % self.size.max(1),
+            ..p
+        };
+        self.next_avail = fit(next_avail);
+        self.next_used = fit(next_used);
+        self.in_flight = 0;
+        self.unpublished = 0;
+        self.first_pending = None;
+        self.batch_descs = 0;
+        self.batch_last = None;
+    }
+
+    /// Forgets all ring state, as after a queue or device reset: both wrap
+    /// counters are 1 again and the device starts at slot 0 (virtio 1.4
+    /// §"Virtqueue Reset").
+    pub fn reset(&mut self) {
+        self.set_positions(RingPosition::START, RingPosition::START);
+    }
+
+    fn slot_addr(&self, slot: u16) -> u64 {
+        self.desc
+            .wrapping_add(u64::from(slot).wrapping_mul(DESC_SIZE))
+    }
+
+    fn ring_err(area: RingArea) -> impl Fn(MemoryError) -> QueueError {
+        move |error| QueueError::Ring { area, error }
+    }
+
+    /// Reads a slot's flags (acquire) and says whether the driver made it
+    /// available in the lap `wrap`: AVAIL equals `wrap` and USED does not
+    /// (§"Driver and Device Ring Wrap Counters").
+    fn avail_flags<M: GuestMemory>(
+        &self,
+        mem: &M,
+        at: RingPosition,
+    ) -> Result<Option<DescFlags>, QueueError> {
+        let raw = mem
+            .load_u16_acquire(self.slot_addr(at.slot).wrapping_add(DESC_FLAGS))
+            .map_err(Self::ring_err(RingArea::Descriptors))?;
+        let flags = DescFlags::from_bits_retain(raw);
+        let avail = flags.contains(DescFlags::AVAIL);
+        let used = flags.contains(DescFlags::USED);
+        Ok((avail == at.wrap && used != at.wrap).then_some(flags))
+    }
+
+    /// Whether the driver has made a buffer available that the device has
+    /// not taken yet.
+    ///
+    /// # Errors
+    /// [`QueueError::Ring`] if the descriptor ring is unreachable.
+    pub fn has_available<M: GuestMemory>(&self, mem: &M) -> Result<bool, QueueError> {
+        Ok(self.avail_flags(mem, self.next_avail)?.is_some())
+    }
+
+    /// Takes the next available chain, walks and validates it.
+    ///
+    /// Returns `Ok(None)` when the next slot is not available.
+    ///
+    /// # Errors
+    /// [`QueueError::Chain`] for a malformed chain: its slots have been
+    /// consumed and it must be completed via [`QueueError::head`].
+    /// [`QueueError::Ring`] if the descriptor ring is unreachable; nothing
+    /// was consumed.
+    pub fn pop<M: GuestMemory, const N: usize>(
+        &mut self,
+        mem: &M,
+    ) -> Result<Option<Chain<N>>, QueueError> {
+        let Some(first) = self.avail_flags(mem, self.next_avail)? else {
+            return Ok(None);
+        };
+        let mut chain = Chain::<N>::new(0);
+        let mut error = None;
+        let mut at = self.next_avail;
+        let mut flags = first;
+        let mut slots: u16 = 0;
+        let id = loop {
+            let body = mem
+                .read_obj::<DescBody>(self.slot_addr(at.slot))
+                .map_err(Self::ring_err(RingArea::Descriptors))?;
+            slots = slots.wrapping_add(1);
+            chain.count_desc();
+            if error.is_none() {
+                error = self.take_desc(mem, &mut chain, &body, flags, slots).err();
+            }
+            if !flags.contains(DescFlags::NEXT) {
+                break body.id.get();
+            }
+            // A list is at most the queue size long (§"Scatter-Gather
+            // Support"); after `size` slots the walk is back at its start,
+            // which the availability check below refuses anyway.
+            if slots >= self.size {
+                error.get_or_insert(ChainErrorKind::LongerThanQueue { size: self.size });
+                break body.id.get();
+            }
+            at = at.advance(1, self.size);
+            match self.avail_flags(mem, at)? {
+                Some(f) => flags = f,
+                None => {
+                    // §"Next Flag": the driver makes the first descriptor
+                    // available only after the rest; one that is not is a
+                    // broken chain. It ends here, at what was read.
+                    error.get_or_insert(ChainErrorKind::NotAvailableMidChain { slot: at.slot });
+                    break body.id.get();
+                }
+            }
+        };
+        chain.set_id(id);
+        self.next_avail = self.next_avail.advance(slots, self.size);
+        // Every slot popped and not yet used is inside the ring, so the sum
+        // stays at most `size`.
+        self.in_flight = self.in_flight.saturating_add(slots);
+        match error {
+            None => Ok(Some(chain.finish())),
+            Some(kind) => Err(QueueError::Chain(ChainError {
+                head: chain.partial_head(),
+                kind,
+            })),
+        }
+    }
+
+    /// Validates one ring descriptor (the `slots`-th of its chain) and adds
+    /// its buffers to `chain`.
+    fn take_desc<M: GuestMemory, const N: usize>(
+        &self,
+        mem: &M,
+        chain: &mut Chain<N>,
+        body: &DescBody,
+        flags: DescFlags,
+        slots: u16,
+    ) -> Result<(), ChainErrorKind> {
+        let (addr, len) = (body.addr.get(), body.len.get());
+        if !flags.contains(DescFlags::INDIRECT) {
+            return chain.push(mem, addr, len, flags.contains(DescFlags::WRITE));
+        }
+        // §"Indirect Flag": WRITE on this descriptor is ignored; it must not
+        // be part of a NEXT list.
+        if !self.indirect {
+            return Err(ChainErrorKind::IndirectNotNegotiated);
+        }
+        if flags.contains(DescFlags::NEXT) || slots > 1 {
+            return Err(ChainErrorKind::IndirectWithNext);
+        }
+        if len == 0 || len % 16 != 0 {
+            return Err(ChainErrorKind::IndirectTableLength { len });
+        }
+        mem.check_range(addr, u64::from(len))
+            .map_err(|_| ChainErrorKind::IndirectTableOutOfMemory { addr, len })?;
+        let entries = len / 16;
+        if entries > u32::from(self.size) {
+            return Err(ChainErrorKind::LongerThanQueue { size: self.size });
+        }
+        for i in 0..entries {
+            let entry = addr.wrapping_add(u64::from(i).wrapping_mul(DESC_SIZE));
+            let desc = mem
+                .read_obj::<PvirtqDesc>(entry)
+                .map_err(|_| ChainErrorKind::IndirectTableOutOfMemory { addr, len })?;
+            let f = DescFlags::from_bits_retain(desc.flags.get());
+            // Only WRITE is valid inside the table; NEXT and the id are
+            // reserved and ignored (the table's length is the list's). An
+            // INDIRECT flag, though, asks for a nesting no device supports.
+            if f.contains(DescFlags::INDIRECT) {
+                return Err(ChainErrorKind::NestedIndirect);
+            }
+            chain.push(
+                mem,
+                desc.addr.get(),
+                desc.len.get(),
+                f.contains(DescFlags::WRITE),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Returns a buffer to the driver with `written` bytes written to its
+    /// device-writable part. The driver sees it after
+    /// [`Self::publish_used`].
+    ///
+    /// Buffers may be returned in any order (unless `IN_ORDER` was
+    /// negotiated); each used descriptor goes to the next used slot and the
+    /// device then skips the slots the buffer took (§"Next Flag"). With
+    /// `IN_ORDER` a run of fully written buffers costs one used descriptor,
+    /// carrying the last buffer's id (§"In-order use of descriptors").
+    ///
+    /// # Errors
+    /// [`QueueError::NothingInFlight`] if `head` takes more slots than are
+    /// in flight (a device bug; nothing is written), [`QueueError::Ring`]
+    /// if the ring is unreachable.
+    pub fn push_used<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        head: Head,
+        written: u32,
+    ) -> Result<(), QueueError> {
+        if head.descs == 0 || head.descs > self.in_flight {
+            return Err(QueueError::NothingInFlight);
+        }
+        self.in_flight = self.in_flight.wrapping_sub(head.descs);
+        if self.in_order {
+            // At most `size` slots are in flight, so the run fits in a u16.
+            self.batch_descs = self.batch_descs.wrapping_add(head.descs);
+            self.batch_last = Some((head.id, written));
+            if head.full_len != Some(written) {
+                self.flush_batch(mem)?;
+            }
+            return Ok(());
+        }
+        self.write_used(mem, head.id, written, head.descs)
+    }
+
+    /// IN_ORDER: writes the one used descriptor covering the run.
+    fn flush_batch<M: GuestMemory>(&mut self, mem: &M) -> Result<(), QueueError> {
+        if let Some((id, len)) = self.batch_last.take() {
+            let descs = core::mem::take(&mut self.batch_descs);
+            self.write_used(mem, id, len, descs)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a used descriptor at `next_used` (`len` and `id` first, then
+    /// `flags` with release ordering, or deferred to the publish if it is
+    /// the first of the batch) and skips `descs` slots.
+    fn write_used<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        id: u16,
+        len: u32,
+        descs: u16,
+    ) -> Result<(), QueueError> {
+        let at = self.next_used;
+        let addr = self.slot_addr(at.slot);
+        let err = Self::ring_err(RingArea::Descriptors);
+        mem.write(addr.wrapping_add(DESC_LEN), &len.to_le_bytes())
+            .map_err(&err)?;
+        mem.write(addr.wrapping_add(DESC_ID), &id.to_le_bytes())
+            .map_err(&err)?;
+        // §"Write Flag": WRITE says whether any data was written; AVAIL and
+        // USED both equal the device's wrap counter.
+        let mut flags = DescFlags::empty();
+        flags.set(DescFlags::WRITE, len > 0);
+        flags.set(DescFlags::AVAIL | DescFlags::USED, at.wrap);
+        if self.first_pending.is_none() {
+            self.first_pending = Some((at.slot, flags.bits()));
+        } else {
+            mem.store_u16_release(addr.wrapping_add(DESC_FLAGS), flags.bits())
+                .map_err(&err)?;
+        }
+        self.next_used = at.advance(descs, self.size);
+        self.unpublished = self.unpublished.saturating_add(descs);
+        Ok(())
+    }
+
+    /// Publishes every buffer pushed so far by storing the first pending
+    /// used descriptor's `flags` last (release), then decides whether the
+    /// driver wants a used buffer notification from its Driver Event
+    /// Suppression structure: ENABLE notifies, DISABLE does not, and DESC
+    /// (with `EVENT_IDX`) notifies when this batch used the slot and lap it
+    /// names.
+    ///
+    /// # Errors
+    /// [`QueueError::Ring`] if the ring or the structure is unreachable.
+    pub fn publish_used<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, QueueError> {
+        self.flush_batch(mem)?;
+        let Some((slot, flags)) = self.first_pending.take() else {
+            return Ok(false);
+        };
+        mem.store_u16_release(self.slot_addr(slot).wrapping_add(DESC_FLAGS), flags)
+            .map_err(Self::ring_err(RingArea::Descriptors))?;
+        let moved = core::mem::take(&mut self.unpublished);
+        // The used flags must be visible before we read the driver's
+        // suppression state, or both sides could skip the notification.
+        mem.fence();
+        let (off_wrap, event_flags) = self.read_driver_event(mem)?;
+        Ok(match event_flags {
+            RING_EVENT_FLAGS_DISABLE => false,
+            RING_EVENT_FLAGS_DESC if self.event_idx => {
+                self.crossed(RingPosition::from_u16(off_wrap), self.next_used, moved)
+            }
+            // ENABLE, DESC without EVENT_IDX and the reserved value: notify,
+            // the choice that cannot lose a wakeup.
+            _ => true,
+        })
+    }
+
+    /// Did moving to `new` by `moved` slots pass over `event`? Slots are
+    /// counted on a line where the lap of `new` is `0..size` and the lap
+    /// before it `-size..0`, so `vring_need_event` applies (the computation
+    /// Linux's packed ring uses).
+    fn crossed(&self, event: RingPosition, new: RingPosition, moved: u16) -> bool {
+        let mut event_idx = event.slot;
+        if event.wrap != new.wrap {
+            event_idx = event_idx.wrapping_sub(self.size);
+        }
+        vring_need_event(event_idx, new.slot, new.slot.wrapping_sub(moved))
+    }
+
+    /// The driver's `off_wrap` and `flags` (the two flag bits only).
+    fn read_driver_event<M: GuestMemory>(&self, mem: &M) -> Result<(u16, u16), QueueError> {
+        let err = Self::ring_err(RingArea::Driver);
+        let flags = mem
+            .load_u16_acquire(self.driver_event.wrapping_add(EVENT_FLAGS))
+            .map_err(&err)?;
+        let off_wrap = mem
+            .load_u16_acquire(self.driver_event.wrapping_add(EVENT_OFF_WRAP))
+            .map_err(&err)?;
+        Ok((off_wrap, flags & 0x3))
+    }
+
+    fn write_device_event<M: GuestMemory>(
+        &self,
+        mem: &M,
+        off_wrap: u16,
+        flags: u16,
+    ) -> Result<(), QueueError> {
+        let err = Self::ring_err(RingArea::Device);
+        mem.store_u16_release(self.device_event.wrapping_add(EVENT_OFF_WRAP), off_wrap)
+            .map_err(&err)?;
+        mem.store_u16_release(self.device_event.wrapping_add(EVENT_FLAGS), flags)
+            .map_err(&err)
+    }
+
+    /// Asks the driver to stop sending available buffer notifications
+    /// (Device Event Suppression `flags` = DISABLE).
+    ///
+    /// # Errors
+    /// [`QueueError::Ring`] if the structure is unreachable.
+    pub fn disable_notification<M: GuestMemory>(&mut self, mem: &M) -> Result<(), QueueError> {
+        mem.store_u16_release(
+            self.device_event.wrapping_add(EVENT_FLAGS),
+            RING_EVENT_FLAGS_DISABLE,
+        )
+        .map_err(Self::ring_err(RingArea::Device))
+    }
+
+    /// Asks the driver to notify on its next available buffer (ENABLE, or
+    /// with `EVENT_IDX` DESC at the next slot the device will read), then
+    /// checks again for a buffer it made available before it could see the
+    /// request.
+    ///
+    /// Returns `true` if a buffer is available: the device must keep
+    /// popping rather than wait for a notification that may never come.
+    ///
+    /// # Errors
+    /// [`QueueError::Ring`] if the ring or structure is unreachable.
+    pub fn enable_notification<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, QueueError> {
+        if self.event_idx {
+            self.write_device_event(mem, self.next_avail.to_u16(), RING_EVENT_FLAGS_DESC)?;
+        } else {
+            self.write_device_event(mem, 0, RING_EVENT_FLAGS_ENABLE)?;
+        }
+        // Our store must be visible before we look at the ring again.
+        mem.fence();
+        self.has_available(mem)
+    }
+}
+
+#[cfg(test)]
+#[path = "packed_tests.rs"]
+mod tests;
