@@ -134,17 +134,17 @@ impl RingPosition {
     fn advance(self, n: u16, size: u16) -> Self {
         // slot < size <= 32768, so the sum fits in a u32 easily.
         let next = u32::from(self.slot).wrapping_add(u32::from(n));
-        let size = u32::from(size.max(1));
+        let size = u32::from(size);
         if next < size {
             return Self {
                 slot: next as u16,
                 ..self
             };
         }
-        let laps = next / size;
+        let laps = next.checked_div(size).unwrap_or(0);
         Self {
             // The remainder is below size, so it fits in a u16.
-            slot: (next % size) as u16,
+            slot: next.checked_rem(size).unwrap_or(0) as u16,
             wrap: self.wrap ^ (laps % 2 == 1),
         }
     }
@@ -251,7 +251,7 @@ impl PackedQueue {
     /// Pending unpublished completions are lost.
     pub fn set_positions(&mut self, next_avail: RingPosition, next_used: RingPosition) {
         let fit = |p: RingPosition| RingPosition {
-            slot: p.slot % self.size.max(1),
+            slot: p.slot.checked_rem(self.size).unwrap_or(0),
             ..p
         };
         self.next_avail = fit(next_avail);
