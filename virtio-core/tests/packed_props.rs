@@ -1,7 +1,11 @@
 //! Property tests of the packed queue: the same request stream through a
 //! split and a packed ring gives the driver the same results, and random
 //! packed rings never make the device panic, loop or stray.
-#![allow(clippy::arithmetic_side_effects)]
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::indexing_slicing
+)]
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -264,7 +268,6 @@ proptest! {
             SplitQueue::new(&mem, cfg, features).unwrap(),
         );
         let split_seen = run(&mut split, &mem, &stream)?;
-        drop(mem);
 
         let packed_features = features | Features::RING_PACKED;
         let run_packed = |size: u16| -> Result<Vec<Outcome>, TestCaseError> {
