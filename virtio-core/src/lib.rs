@@ -14,6 +14,10 @@
 //!   validated once into a [`queue::Chain`] snapshot; requests are read and
 //!   responses written through cursors; completions are published in
 //!   batches with the notification decision made once per batch.
+//! * [`device`] — [`device::DeviceCore`], the status state machine every
+//!   transport drives (features, queue setup, interrupts, config
+//!   generation), and the [`device::VirtioDevice`] trait devices implement.
+//!   Devices see only validated chains.
 //! * [`driver`] (feature `driver`) — the other end of the rings, for tests,
 //!   benches, fuzzing and Rust guests.
 //!
@@ -30,6 +34,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod device;
 #[cfg(feature = "driver")]
 pub mod driver;
 pub mod memory;

@@ -1,0 +1,200 @@
+//! The device side's one state machine: status, features, queues, interrupts.
+//!
+//! Every transport (virtio-mmio, the shared-memory transport, vhost-user)
+//! translates its wire into calls on [`DeviceCore`]; every device implements
+//! [`VirtioDevice`] and never sees a transport. A request's path reads top to
+//! bottom:
+//!
+//! ```text
+//! transport ── notify ──► DeviceCore::notify ──► VirtioDevice::queue_notify
+//!                                                  │ DeviceQueues::pop  (validated chains only)
+//!                                                  │ parse, backend, respond
+//!                                                  │ DeviceQueues::push_used
+//!            ◄── interrupt status ── DeviceCore publishes each touched queue
+//! ```
+//!
+//! # What the core guarantees
+//!
+//! * **Status** (virtio 1.4 §"Device Status Field"): status starts at 0 and a
+//!   write of 0 resets everything (queues, features, interrupt status, the
+//!   device). The driver can only add bits; `DEVICE_NEEDS_RESET` is the
+//!   device's own bit and a driver write of it is ignored.
+//! * **Features** (§"Feature Bits"): the core offers `VERSION_1`, the ring
+//!   features of [`RING_FEATURES`] and the device's own bits. Setting
+//!   `FEATURES_OK` is refused, visibly (the bit does not read back), when the
+//!   driver accepted a bit that was not offered, did not accept
+//!   `VERSION_1`, or the device vetoes the set
+//!   ([`VirtioDevice::check_features`]).
+//! * **Queues**: the transport stores each queue's configuration through
+//!   [`DeviceCore::set_queue_size`] and friends; the ring engine
+//!   ([`Queue`]) is built from it at `DRIVER_OK` (or when a queue is enabled
+//!   later). No buffer is consumed before `DRIVER_OK`, after `FAILED`, or
+//!   while `DEVICE_NEEDS_RESET` is set.
+//! * **Malformed input never gets lost**: a device only ever sees validated
+//!   chains. A chain the queue rejects is returned by the core with used
+//!   length 0 (or, if the device asks, puts the device into
+//!   `DEVICE_NEEDS_RESET`, [`MalformedChain`]); a corrupt ring puts the
+//!   device into `DEVICE_NEEDS_RESET` with a configuration change interrupt.
+//! * **Interrupt status** bits ([`INTERRUPT_USED_BUFFER`],
+//!   [`INTERRUPT_CONFIG_CHANGE`]) are held until acknowledged.
+//! * **Config generation** changes whenever the configuration space may have
+//!   changed.
+
+mod core;
+mod error;
+mod queues;
+#[cfg(test)]
+#[cfg(feature = "driver")]
+mod tests;
+
+pub use self::core::DeviceCore;
+pub use error::{FeaturesError, NeedsResetCause, QueueSetupError};
+pub use queues::DeviceQueues;
+
+use crate::memory::GuestMemory;
+use crate::spec::{DeviceId, Features};
+
+#[cfg(doc)]
+use crate::queue::Queue;
+
+/// The device-independent ring features [`DeviceCore`] offers to every
+/// driver, besides `VERSION_1`: exactly what the queue engines honour.
+///
+/// `IN_ORDER` is not here: it makes the *device* complete buffers in order,
+/// so a device opts in by offering it from [`VirtioDevice::features`]
+/// ([`OPT_IN_RING_FEATURES`]).
+pub const RING_FEATURES: Features = Features::INDIRECT_DESC
+    .union(Features::EVENT_IDX)
+    .union(Features::RING_PACKED)
+    .union(Features::RING_RESET)
+    .union(Features::NOTIFICATION_DATA);
+
+/// Ring features a device may add to its offer when it honours what they
+/// ask of the device (`IN_ORDER`: buffers completed in the order popped).
+pub const OPT_IN_RING_FEATURES: Features = Features::IN_ORDER;
+
+/// Feature bits a device may offer as its own: the device-specific ranges
+/// 0–23 and 50–63 (virtio 1.4 §"Feature Bits").
+pub const DEVICE_FEATURE_MASK: Features =
+    Features::from_bits_retain(0x00ff_ffff | 0xfffc_0000_0000_0000);
+
+/// `InterruptStatus` bit 0: a used buffer notification.
+pub const INTERRUPT_USED_BUFFER: u32 = 1 << 0;
+/// `InterruptStatus` bit 1: a configuration change notification.
+pub const INTERRUPT_CONFIG_CHANGE: u32 = 1 << 1;
+
+/// What the core does with a chain the queue engine rejected
+/// ([`crate::queue::QueueError::Chain`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum MalformedChain {
+    /// Return it to the driver with used length 0 and keep going (the
+    /// default: the driver gets its buffer back and sees nothing written).
+    ReturnEmpty,
+    /// Return it with used length 0 and enter `DEVICE_NEEDS_RESET`, for
+    /// devices whose protocol cannot survive a lost request.
+    NeedsReset,
+}
+
+/// A virtio device model: what it offers and how it serves its queues.
+///
+/// The device never sees a transport or a raw ring. [`DeviceCore`] calls it
+/// with the negotiated features and hands it only validated chains through
+/// [`DeviceQueues`]. Methods have no error results: a device answers a bad
+/// request on the wire (status byte, used length 0) and reports an
+/// unrecoverable problem with [`DeviceQueues::set_needs_reset`].
+pub trait VirtioDevice {
+    /// What a malformed chain on any of this device's queues leads to.
+    const MALFORMED_CHAIN: MalformedChain = MalformedChain::ReturnEmpty;
+
+    /// The device ID (virtio 1.4 §"Device Types").
+    fn device_id(&self) -> DeviceId;
+
+    /// The device's own feature bits (ranges in [`DEVICE_FEATURE_MASK`]),
+    /// plus any of [`OPT_IN_RING_FEATURES`] it honours. Other bits are
+    /// ignored; the core adds `VERSION_1` and [`RING_FEATURES`].
+    fn features(&self) -> Features;
+
+    /// Number of virtqueues the device has (the most any negotiated feature
+    /// set can use).
+    fn num_queues(&self) -> u16;
+
+    /// Largest size the driver may give `queue` (at most 32768). The core
+    /// only asks for `queue < num_queues()`.
+    fn max_queue_size(&self, queue: u16) -> u16;
+
+    /// Size of the device-specific configuration space in bytes.
+    fn config_len(&self) -> u32 {
+        0
+    }
+
+    /// Reads configuration bytes at `offset` into `data`. Bytes beyond the
+    /// configuration read as 0 ([`read_config_bytes`] does this for a
+    /// `zerocopy` config struct). Must be allowed in any status, including
+    /// before `FEATURES_OK` (virtio 1.4 §"Device Configuration Space").
+    fn read_config(&self, offset: u32, data: &mut [u8]) {
+        let _ = offset;
+        data.fill(0);
+    }
+
+    /// The driver wrote configuration bytes at `offset`. Writes to
+    /// read-only fields are ignored. Called in any status.
+    fn write_config(&mut self, offset: u32, data: &[u8]) {
+        let _ = (offset, data);
+    }
+
+    /// The device's veto at `FEATURES_OK`: `Err` refuses the feature set
+    /// (it is already known to be a subset of what was offered, with
+    /// `VERSION_1`).
+    ///
+    /// # Errors
+    /// [`FeaturesError::Rejected`] to refuse.
+    fn check_features(&self, features: Features) -> Result<(), FeaturesError> {
+        let _ = features;
+        Ok(())
+    }
+
+    /// The driver set `DRIVER_OK` with these negotiated features; the
+    /// queues the driver enabled are built.
+    fn activate(&mut self, features: Features) {
+        let _ = features;
+    }
+
+    /// The device was reset: forget every held chain and all per-driver
+    /// state (a held chain's head is meaningless after a reset).
+    fn reset(&mut self);
+
+    /// One queue was reset (`RING_RESET`) or disabled: forget the chains
+    /// held from it.
+    fn queue_reset(&mut self, queue: u16) {
+        let _ = queue;
+    }
+
+    /// The driver notified `queue` (or the core is catching up after
+    /// `DRIVER_OK`): serve what it has. Spurious calls must be harmless.
+    fn queue_notify<M: GuestMemory>(&mut self, queue: u16, queues: &mut DeviceQueues<'_, M>);
+
+    /// Something outside the driver may have work for the device (input
+    /// arrived at a console backend, a timer fired): the embedder calls
+    /// [`DeviceCore::poll`], which lands here.
+    fn poll<M: GuestMemory>(&mut self, queues: &mut DeviceQueues<'_, M>) {
+        let _ = queues;
+    }
+}
+
+/// Serves a configuration read from a device's configuration bytes:
+/// copies what overlaps `config[offset..]` and zero-fills the rest.
+pub fn read_config_bytes(config: &[u8], offset: u32, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    let Some(src) = config.get(start..) else {
+        return;
+    };
+    let n = src.len().min(data.len());
+    if let (Some(dst), Some(src)) = (data.get_mut(..n), src.get(..n)) {
+        dst.copy_from_slice(src);
+    }
+}

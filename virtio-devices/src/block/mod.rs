@@ -1,0 +1,442 @@
+//! The block device (ID 2, virtio 1.4 §"Block Device").
+//!
+//! One request queue. Each request is a 16-byte header, then data
+//! (device-readable for writes, device-writable for reads), then one status
+//! byte the device writes last, at the very end of the writable part. A
+//! request is served in three steps:
+//!
+//! 1. **Check the chain's shape**: at least one writable byte for the
+//!    status (otherwise the chain is returned with used length 0, the one
+//!    case without a status), at most `seg_max` data segments, no segment
+//!    above `size_max`.
+//! 2. **Parse** the header into a [`RequestType`] and check the request
+//!    against the negotiated features and the disk (multiple of 512 bytes,
+//!    inside the capacity, discard segments valid).
+//! 3. **Run** it on the [`BlockStorage`] and answer: data written to the
+//!    writable part, anything not written zero-filled, and the
+//!    [`Status`] byte last. The used length is the whole writable part.
+
+mod storage;
+mod wire;
+
+pub use storage::{BlockStorage, RamDisk, RamDiskError};
+pub use wire::*;
+
+use virtio_core::device::{
+    DeviceQueues, FeaturesError, OPT_IN_RING_FEATURES, VirtioDevice, read_config_bytes,
+};
+use virtio_core::memory::GuestMemory;
+use virtio_core::queue::{Chain, Reader, Writer};
+use virtio_core::spec::{DeviceId, Features};
+use zerocopy::IntoBytes;
+
+/// Most segments of one request chain (header and status included).
+pub const CHAIN_SEGMENTS: usize = 64;
+/// The largest `seg_max` the device offers: the chain capacity less the
+/// header and status segments.
+pub const MAX_SEG_MAX: u32 = (CHAIN_SEGMENTS as u32).wrapping_sub(2);
+/// Most segments in one discard or write-zeroes request.
+pub const MAX_DISCARD_SEGMENTS: u32 = 16;
+
+/// Bytes moved per storage call.
+const CHUNK: usize = 4096;
+const SECTOR: u64 = SECTOR_SIZE as u64;
+
+/// Limits of the `DISCARD` or `WRITE_ZEROES` command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeCommand {
+    /// Most sectors per segment.
+    pub max_sectors: u32,
+    /// Most segments per request (at most [`MAX_DISCARD_SEGMENTS`]).
+    pub max_segments: u32,
+    /// `DISCARD`: alignment in sectors. `WRITE_ZEROES`: whether the unmap
+    /// hint may deallocate (non-zero = yes).
+    pub alignment_or_may_unmap: u32,
+}
+
+/// What the block device offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockOptions {
+    /// Offer `RO`: every write fails with `IOERR` and writes nothing.
+    pub read_only: bool,
+    /// Offer `FLUSH`.
+    pub flush: bool,
+    /// Offer `BLK_SIZE` with this block size.
+    pub blk_size: Option<u32>,
+    /// Most data segments per request (`SEG_MAX`, always offered; capped at
+    /// [`MAX_SEG_MAX`]).
+    pub seg_max: u32,
+    /// Offer `SIZE_MAX` with this largest segment.
+    pub size_max: Option<u32>,
+    /// Offer `DISCARD`.
+    pub discard: Option<RangeCommand>,
+    /// Offer `WRITE_ZEROES`.
+    pub write_zeroes: Option<RangeCommand>,
+    /// The `GET_ID` answer (NUL-padded ASCII).
+    pub id: [u8; ID_BYTES],
+    /// Largest queue size the driver may choose.
+    pub queue_size: u16,
+}
+
+impl Default for BlockOptions {
+    fn default() -> Self {
+        Self {
+            read_only: false,
+            flush: true,
+            blk_size: None,
+            seg_max: MAX_SEG_MAX,
+            size_max: None,
+            discard: None,
+            write_zeroes: None,
+            id: [0; ID_BYTES],
+            queue_size: 128,
+        }
+    }
+}
+
+/// Counters of what the device did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockStats {
+    /// Requests answered `OK`.
+    pub ok: u32,
+    /// Requests answered `IOERR`.
+    pub io_errors: u32,
+    /// Requests answered `UNSUPP`.
+    pub unsupported: u32,
+    /// Chains with no room for a status byte (returned with used length 0).
+    pub no_status: u32,
+}
+
+/// The block device over a [`BlockStorage`].
+#[derive(Debug)]
+pub struct Block<S> {
+    storage: S,
+    options: BlockOptions,
+    negotiated: Features,
+    stats: BlockStats,
+}
+
+/// A request that failed, with the status to answer.
+type Outcome = Result<(), Status>;
+
+impl<S: BlockStorage> Block<S> {
+    /// A block device over `storage`.
+    pub fn new(storage: S, mut options: BlockOptions) -> Self {
+        options.seg_max = options.seg_max.clamp(1, MAX_SEG_MAX);
+        for cmd in [&mut options.discard, &mut options.write_zeroes]
+            .into_iter()
+            .flatten()
+        {
+            cmd.max_segments = cmd.max_segments.clamp(1, MAX_DISCARD_SEGMENTS);
+        }
+        Self {
+            storage,
+            options,
+            negotiated: Features::empty(),
+            stats: BlockStats::default(),
+        }
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The storage, mutably (call `DeviceCore::config_changed` if the
+    /// capacity changes).
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
+    /// What the device did so far.
+    pub fn stats(&self) -> BlockStats {
+        self.stats
+    }
+
+    /// The configuration space as the driver sees it.
+    pub fn config(&self) -> BlkConfig {
+        let o = &self.options;
+        let mut c = BlkConfig {
+            capacity: self.storage.capacity().into(),
+            size_max: o.size_max.unwrap_or(0).into(),
+            seg_max: o.seg_max.into(),
+            blk_size: o.blk_size.unwrap_or(SECTOR_SIZE).into(),
+            num_queues: 1.into(),
+            ..BlkConfig::default()
+        };
+        if let Some(d) = o.discard {
+            c.max_discard_sectors = d.max_sectors.into();
+            c.max_discard_seg = d.max_segments.into();
+            c.discard_sector_alignment = d.alignment_or_may_unmap.into();
+        }
+        if let Some(w) = o.write_zeroes {
+            c.max_write_zeroes_sectors = w.max_sectors.into();
+            c.max_write_zeroes_seg = w.max_segments.into();
+            c.write_zeroes_may_unmap = u8::from(w.alignment_or_may_unmap != 0);
+        }
+        c
+    }
+
+    fn negotiated(&self, bit: u64) -> bool {
+        self.negotiated.bits() & bit != 0
+    }
+
+    /// Serves one chain; returns the used length.
+    fn serve<M: GuestMemory, const N: usize>(&mut self, chain: &Chain<N>, mem: &M) -> u32 {
+        if chain.writable_len() == 0 {
+            // No room for a status: the request cannot be answered, only
+            // returned.
+            self.stats.no_status = self.stats.no_status.saturating_add(1);
+            return 0;
+        }
+        let mut reader = chain.reader(mem);
+        let mut writer = chain.writer(mem);
+        let status = match self.check_shape(chain).and_then(|()| {
+            let header: BlkReqHeader = reader.read_obj().map_err(|_| Status::IoErr)?;
+            self.run(&header, &mut reader, &mut writer)
+        }) {
+            Ok(()) => Status::Ok,
+            Err(status) => status,
+        };
+        let counter = match status {
+            Status::Ok => &mut self.stats.ok,
+            Status::IoErr => &mut self.stats.io_errors,
+            Status::Unsupp => &mut self.stats.unsupported,
+        };
+        *counter = counter.saturating_add(1);
+        finish(&mut writer, status)
+    }
+
+    /// `SEG_MAX` and `SIZE_MAX` (virtio 1.4 §"Block Device / Feature bits":
+    /// the limits the driver agreed to).
+    fn check_shape<const N: usize>(&self, chain: &Chain<N>) -> Outcome {
+        let data_segments = chain.segments().len().saturating_sub(2);
+        if data_segments > self.options.seg_max as usize {
+            return Err(Status::IoErr);
+        }
+        if let Some(max) = self.options.size_max
+            && chain.segments().iter().any(|s| s.len > max)
+        {
+            return Err(Status::IoErr);
+        }
+        Ok(())
+    }
+
+    /// Checks that `sectors` sectors from `sector` are on the disk.
+    fn check_range(&self, sector: u64, sectors: u64) -> Outcome {
+        match sector.checked_add(sectors) {
+            Some(end) if end <= self.storage.capacity() => Ok(()),
+            _ => Err(Status::IoErr),
+        }
+    }
+
+    fn run<M: GuestMemory>(
+        &mut self,
+        header: &BlkReqHeader,
+        reader: &mut Reader<'_, M>,
+        writer: &mut Writer<'_, M>,
+    ) -> Outcome {
+        let sector = header.sector.get();
+        // The data area is the writable part less the status byte.
+        let data_room = writer.remaining().saturating_sub(1);
+        match RequestType::from(header.type_.get()) {
+            RequestType::In => self.read(sector, data_room, writer),
+            RequestType::Out => self.write(sector, reader),
+            RequestType::Flush if self.negotiated(F_FLUSH) => {
+                self.storage.flush().map_err(|_| Status::IoErr)
+            }
+            RequestType::GetId => {
+                let Some(id) = self.options.id.get(..ID_BYTES.min(data_room as usize)) else {
+                    return Err(Status::IoErr);
+                };
+                writer.write_all(id).map_err(|_| Status::IoErr)
+            }
+            RequestType::Discard if self.negotiated(F_DISCARD) => {
+                self.ranges(reader, self.options.discard, false)
+            }
+            RequestType::WriteZeroes if self.negotiated(F_WRITE_ZEROES) => {
+                self.ranges(reader, self.options.write_zeroes, true)
+            }
+            // Not negotiated, zoned (virtio 1.4 §"Block Device / Device
+            // Operation": without ZONED, zone requests MUST get UNSUPP),
+            // lifetime, secure erase, or unknown.
+            _ => Err(Status::Unsupp),
+        }
+    }
+
+    fn read<M: GuestMemory>(
+        &mut self,
+        sector: u64,
+        len: u32,
+        writer: &mut Writer<'_, M>,
+    ) -> Outcome {
+        if !len.is_multiple_of(SECTOR_SIZE) {
+            return Err(Status::IoErr);
+        }
+        self.check_range(sector, u64::from(len / SECTOR_SIZE))?;
+        let mut buf = [0u8; CHUNK];
+        let mut at = sector;
+        let mut left = len as usize;
+        while left > 0 {
+            let n = left.min(CHUNK);
+            let part = buf.get_mut(..n).ok_or(Status::IoErr)?;
+            self.storage.read(at, part).map_err(|_| Status::IoErr)?;
+            writer.write_all(part).map_err(|_| Status::IoErr)?;
+            at = at.saturating_add(n as u64 / SECTOR);
+            left = left.saturating_sub(n);
+        }
+        Ok(())
+    }
+
+    fn write<M: GuestMemory>(&mut self, sector: u64, reader: &mut Reader<'_, M>) -> Outcome {
+        // virtio 1.4 §"Block Device / Device Operation": with RO offered,
+        // IOERR and no data written.
+        if self.options.read_only {
+            return Err(Status::IoErr);
+        }
+        let len = reader.remaining();
+        if !len.is_multiple_of(SECTOR_SIZE) {
+            return Err(Status::IoErr);
+        }
+        self.check_range(sector, u64::from(len / SECTOR_SIZE))?;
+        let mut buf = [0u8; CHUNK];
+        let mut at = sector;
+        let mut left = len as usize;
+        while left > 0 {
+            let n = left.min(CHUNK);
+            let part = buf.get_mut(..n).ok_or(Status::IoErr)?;
+            reader.read_exact(part).map_err(|_| Status::IoErr)?;
+            self.storage.write(at, part).map_err(|_| Status::IoErr)?;
+            at = at.saturating_add(n as u64 / SECTOR);
+            left = left.saturating_sub(n);
+        }
+        Ok(())
+    }
+
+    /// `DISCARD` / `WRITE_ZEROES`: every segment is checked before any is
+    /// applied.
+    fn ranges<M: GuestMemory>(
+        &mut self,
+        reader: &mut Reader<'_, M>,
+        limits: Option<RangeCommand>,
+        zeroes: bool,
+    ) -> Outcome {
+        let limits = limits.ok_or(Status::Unsupp)?;
+        if self.options.read_only {
+            return Err(Status::IoErr);
+        }
+        const SEG_LEN: u32 = size_of::<BlkDiscardWriteZeroes>() as u32;
+        let len = reader.remaining();
+        let count = len / SEG_LEN;
+        if len == 0 || !len.is_multiple_of(SEG_LEN) || count > limits.max_segments {
+            return Err(Status::IoErr);
+        }
+        let mut segments: heapless::Vec<BlkDiscardWriteZeroes, { MAX_DISCARD_SEGMENTS as usize }> =
+            heapless::Vec::new();
+        for _ in 0..count {
+            let seg: BlkDiscardWriteZeroes = reader.read_obj().map_err(|_| Status::IoErr)?;
+            let flags = seg.flags.get();
+            // virtio 1.4 §"Block Device / Device Operation": UNSUPP for an
+            // unknown flag, and for DISCARD with `unmap` set.
+            if flags & !SEGMENT_F_UNMAP != 0 || (!zeroes && flags & SEGMENT_F_UNMAP != 0) {
+                return Err(Status::Unsupp);
+            }
+            let sectors = seg.num_sectors.get();
+            if sectors > limits.max_sectors {
+                return Err(Status::IoErr);
+            }
+            self.check_range(seg.sector.get(), u64::from(sectors))?;
+            segments.push(seg).map_err(|_| Status::IoErr)?;
+        }
+        for seg in &segments {
+            let (sector, sectors) = (seg.sector.get(), seg.num_sectors.get());
+            if zeroes {
+                self.storage.write_zeroes(sector, sectors)
+            } else {
+                self.storage.discard(sector, sectors)
+            }
+            .map_err(|_| Status::IoErr)?;
+        }
+        Ok(())
+    }
+}
+
+/// Zero-fills what the request left unwritten before the status byte, then
+/// writes the status byte last. Returns the used length.
+fn finish<M: GuestMemory>(writer: &mut Writer<'_, M>, status: Status) -> u32 {
+    let zero = [0u8; 512];
+    while writer.remaining() > 1 {
+        let n = (writer.remaining().saturating_sub(1) as usize).min(zero.len());
+        let Some(part) = zero.get(..n) else { break };
+        if writer.write_all(part).is_err() {
+            return writer.bytes_written();
+        }
+    }
+    let _ = writer.write_all(&[status as u8]);
+    writer.bytes_written()
+}
+
+impl<S: BlockStorage> VirtioDevice for Block<S> {
+    fn device_id(&self) -> DeviceId {
+        DeviceId::Block
+    }
+
+    /// `SEG_MAX` always, the options' bits, and `IN_ORDER` (requests are
+    /// completed as they come).
+    fn features(&self) -> Features {
+        let o = &self.options;
+        let mut bits = F_SEG_MAX;
+        for (on, bit) in [
+            (o.read_only, F_RO),
+            (o.flush, F_FLUSH),
+            (o.blk_size.is_some(), F_BLK_SIZE),
+            (o.size_max.is_some(), F_SIZE_MAX),
+            (o.discard.is_some(), F_DISCARD),
+            (o.write_zeroes.is_some(), F_WRITE_ZEROES),
+        ] {
+            if on {
+                bits |= bit;
+            }
+        }
+        Features::from_bits_retain(bits) | (OPT_IN_RING_FEATURES & Features::IN_ORDER)
+    }
+
+    fn num_queues(&self) -> u16 {
+        1
+    }
+
+    fn max_queue_size(&self, _queue: u16) -> u16 {
+        self.options.queue_size
+    }
+
+    fn config_len(&self) -> u32 {
+        size_of::<BlkConfig>() as u32
+    }
+
+    fn read_config(&self, offset: u32, data: &mut [u8]) {
+        read_config_bytes(self.config().as_bytes(), offset, data);
+    }
+
+    fn check_features(&self, _features: Features) -> Result<(), FeaturesError> {
+        Ok(())
+    }
+
+    fn activate(&mut self, features: Features) {
+        self.negotiated = features;
+    }
+
+    fn reset(&mut self) {
+        self.negotiated = Features::empty();
+    }
+
+    fn queue_notify<M: GuestMemory>(&mut self, queue: u16, queues: &mut DeviceQueues<'_, M>) {
+        let mem = queues.memory();
+        while let Some(chain) = queues.pop::<CHAIN_SEGMENTS>(queue) {
+            let used = self.serve(&chain, mem);
+            queues.push_used(queue, chain.head(), used);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

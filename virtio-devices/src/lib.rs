@@ -1,0 +1,36 @@
+//! Virtio device models over the ecosystem's backend traits.
+//!
+//! Each device implements [`virtio_core::device::VirtioDevice`]: it is
+//! handed validated chains by [`virtio_core::device::DeviceCore`], parses
+//! each request once through the chain's reader, calls its backend, and
+//! writes the response through the chain's writer. Devices never see a
+//! transport; put a [`DeviceCore`](virtio_core::device::DeviceCore) around
+//! one and attach it with any transport (e.g. `virtio-transport-mmio`).
+//!
+//! | module | device | id | backend | feature |
+//! |---|---|---|---|---|
+//! | [`rng`] | entropy | 4 | [`rand_core::TryRng`] | `rng` |
+//! | [`console`] | console (with multiport) | 3 | [`embedded_io::Read`] + [`embedded_io::Write`] + [`embedded_io::ReadReady`] | `console` |
+//! | [`block`] | block | 2 | [`block::BlockStorage`] (RAM disk included) | `block` |
+//!
+//! # Invariants
+//!
+//! Nothing a driver puts in a request can make a device panic: requests are
+//! read through bounds-checked cursors, guest-controlled numbers go through
+//! checked arithmetic, and every request is completed (with an error status
+//! where the device has one, otherwise with used length 0).
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
+
+#[cfg(feature = "block")]
+pub mod block;
+#[cfg(feature = "console")]
+pub mod console;
+#[cfg(feature = "rng")]
+pub mod rng;
+
+#[cfg(test)]
+mod harness;
