@@ -129,12 +129,26 @@ impl Driver {
         i: u16,
     ) -> Result<u16, DriverError> {
         let (rd, wr) = shape.segments(i);
+        if shape != Shape::Indirect {
+            return self.add_segments(mem, &rd, &wr);
+        }
         let table = TABLES + 64 * u64::from(i);
-        match (self, shape) {
-            (Driver::Split(d), Shape::Indirect) => d.add_indirect(mem, table, &rd, &wr),
-            (Driver::Split(d), _) => d.add(mem, &rd, &wr),
-            (Driver::Packed(d), Shape::Indirect) => d.add_indirect(mem, table, &rd, &wr),
-            (Driver::Packed(d), _) => d.add(mem, &rd, &wr),
+        match self {
+            Driver::Split(d) => d.add_indirect(mem, table, &rd, &wr),
+            Driver::Packed(d) => d.add_indirect(mem, table, &rd, &wr),
+        }
+    }
+
+    /// Adds a chain of direct descriptors.
+    pub fn add_segments<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        readable: &[Segment],
+        writable: &[Segment],
+    ) -> Result<u16, DriverError> {
+        match self {
+            Driver::Split(d) => d.add(mem, readable, writable),
+            Driver::Packed(d) => d.add(mem, readable, writable),
         }
     }
 
