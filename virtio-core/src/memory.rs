@@ -112,6 +112,7 @@ impl fmt::Display for RegionError {
 impl core::error::Error for RegionError {}
 
 /// The last address of `addr .. addr + len` for a non-empty access.
+#[inline]
 fn last_addr(addr: u64, len: u64) -> Result<u64, MemoryError> {
     len.checked_sub(1)
         .and_then(|l| addr.checked_add(l))
@@ -308,6 +309,7 @@ impl<'a> Region<'a> {
     }
 
     /// Host offset of a `len`-byte access at `addr`, if wholly inside.
+    #[inline]
     fn offset(&self, addr: u64, len: u64) -> Result<usize, MemoryError> {
         let last = last_addr(addr, len)?;
         if addr < self.base || last > self.last {
@@ -319,71 +321,78 @@ impl<'a> Region<'a> {
     }
 
     /// Host pointer for `[offset, offset + n)`, already bounds-checked.
+    #[inline]
     fn ptr(&self, offset: usize) -> *mut u8 {
         // `wrapping_add` keeps this free of `unsafe`; callers only pass
         // offsets that `offset` validated, so the pointer is in bounds.
         self.host.as_ptr().wrapping_add(offset)
     }
 
-    /// Copies out of a checked range: bytes up to an 8-byte host boundary,
-    /// then volatile 64-bit loads, then the tail bytes.
+    /// Copies out of a checked range with volatile loads of one width: the
+    /// widest (8, 4, 2 or 1 bytes) to which both the host address and the
+    /// length are aligned. A descriptor is two 8-byte loads, a used element
+    /// two 4-byte ones, a sector 64 8-byte ones; with a constant length the
+    /// compiler folds the choice and unrolls the loop.
+    #[inline(always)]
     fn copy_out(&self, offset: usize, buf: &mut [u8]) {
         let src = self.ptr(offset);
-        let head = src.align_offset(8).min(buf.len());
-        let Some((head_buf, body)) = buf.split_at_mut_checked(head) else {
-            return;
-        };
-        for (i, byte) in head_buf.iter_mut().enumerate() {
-            // SAFETY: `offset .. offset + buf.len()` was checked to lie in the
-            // region, which the constructor's contract makes valid for reads;
-            // volatile because the driver may write it concurrently.
-            *byte = unsafe { src.add(i).read_volatile() };
+        let align = src.addr() | buf.len();
+        macro_rules! copy {
+            ($t:ty) => {
+                for (i, dst) in buf.chunks_exact_mut(size_of::<$t>()).enumerate() {
+                    let p = src
+                        .wrapping_add(i.wrapping_mul(size_of::<$t>()))
+                        .cast::<$t>();
+                    // SAFETY: `offset .. offset + buf.len()` was checked to
+                    // lie in the region, which the constructor's contract
+                    // makes valid for reads; `p` is inside it and aligned to
+                    // the width (start and length are multiples of it).
+                    // Volatile: the driver may write the memory concurrently.
+                    let word = unsafe { p.read_volatile() };
+                    dst.copy_from_slice(&word.to_ne_bytes());
+                }
+            };
         }
-        let src = src.wrapping_add(head);
-        let mut chunks = body.chunks_exact_mut(8);
-        let mut done = 0;
-        for chunk in &mut chunks {
-            // SAFETY: in bounds as above; `src + done` is 8-aligned because
-            // `src` was advanced to an 8-byte boundary and `done` steps by 8.
-            let word = unsafe { src.add(done).cast::<u64>().read_volatile() };
-            chunk.copy_from_slice(&word.to_ne_bytes());
-            done = done.wrapping_add(8);
-        }
-        for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
-            // SAFETY: in bounds as above.
-            *byte = unsafe { src.add(done.wrapping_add(i)).read_volatile() };
+        if align.is_multiple_of(8) {
+            copy!(u64);
+        } else if align.is_multiple_of(4) {
+            copy!(u32);
+        } else if align.is_multiple_of(2) {
+            copy!(u16);
+        } else {
+            copy!(u8);
         }
     }
 
-    /// Copies into a checked range, in the same three steps as `copy_out`.
+    /// Copies into a checked range, with stores of one width chosen as in
+    /// `copy_out`.
+    #[inline(always)]
     fn copy_in(&self, offset: usize, buf: &[u8]) {
         let dst = self.ptr(offset);
-        let head = dst.align_offset(8).min(buf.len());
-        let Some((head_buf, body)) = buf.split_at_checked(head) else {
-            return;
-        };
-        for (i, byte) in head_buf.iter().enumerate() {
-            // SAFETY: `offset .. offset + buf.len()` was checked to lie in the
-            // region, which the constructor's contract makes valid for writes.
-            unsafe { dst.add(i).write_volatile(*byte) };
-        }
-        let dst = dst.wrapping_add(head);
-        let mut chunks = body.chunks_exact(8);
-        let mut done = 0;
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            // SAFETY: in bounds as above; 8-aligned as in `copy_out`.
-            unsafe {
-                dst.add(done)
-                    .cast::<u64>()
-                    .write_volatile(u64::from_ne_bytes(word))
+        let align = dst.addr() | buf.len();
+        macro_rules! copy {
+            ($t:ty) => {
+                for (i, src) in buf.chunks_exact(size_of::<$t>()).enumerate() {
+                    let p = dst
+                        .wrapping_add(i.wrapping_mul(size_of::<$t>()))
+                        .cast::<$t>();
+                    let mut word = [0u8; size_of::<$t>()];
+                    word.copy_from_slice(src);
+                    // SAFETY: in bounds and aligned as in `copy_out`; the
+                    // constructor's contract makes the region valid for
+                    // writes.
+                    unsafe { p.write_volatile(<$t>::from_ne_bytes(word)) };
+                }
             };
-            done = done.wrapping_add(8);
         }
-        for (i, byte) in chunks.remainder().iter().enumerate() {
-            // SAFETY: in bounds as above.
-            unsafe { dst.add(done.wrapping_add(i)).write_volatile(*byte) };
+        if align.is_multiple_of(8) {
+            copy!(u64);
+        } else if align.is_multiple_of(4) {
+            copy!(u32);
+        } else if align.is_multiple_of(2) {
+            copy!(u16);
+        } else {
+            copy!(u8);
         }
     }
 
@@ -406,6 +415,7 @@ impl<'a> Region<'a> {
 }
 
 impl GuestMemory for Region<'_> {
+    #[inline]
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         if buf.is_empty() {
             return Ok(());
@@ -415,6 +425,7 @@ impl GuestMemory for Region<'_> {
         Ok(())
     }
 
+    #[inline]
     fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
         if buf.is_empty() {
             return Ok(());
@@ -424,16 +435,19 @@ impl GuestMemory for Region<'_> {
         Ok(())
     }
 
+    #[inline]
     fn load_u16_acquire(&self, addr: u64) -> Result<u16, MemoryError> {
         Ok(u16::from_le(self.atomic_u16(addr)?.load(Ordering::Acquire)))
     }
 
+    #[inline]
     fn store_u16_release(&self, addr: u64, value: u16) -> Result<(), MemoryError> {
         self.atomic_u16(addr)?
             .store(value.to_le(), Ordering::Release);
         Ok(())
     }
 
+    #[inline]
     fn check_range(&self, addr: u64, len: u64) -> Result<(), MemoryError> {
         if len == 0 {
             return Ok(());

@@ -264,6 +264,23 @@ impl<'a> Cursor<'a> {
         if n32 > self.remaining {
             return Err(short);
         }
+        // Fast path: the access lies within the current segment (a request
+        // header in its own descriptor, a status byte), one piece.
+        if let Some((seg, rest)) = self.segments.split_first() {
+            let avail = seg.len.wrapping_sub(self.offset);
+            if n32 <= avail {
+                f(seg.addr.wrapping_add(u64::from(self.offset)), 0, n)?;
+                if n32 == avail {
+                    self.segments = rest;
+                    self.offset = 0;
+                } else {
+                    self.offset = self.offset.wrapping_add(n32);
+                }
+                self.done = self.done.wrapping_add(n32);
+                self.remaining = self.remaining.wrapping_sub(n32);
+                return Ok(());
+            }
+        }
         let mut at: usize = 0;
         let mut left = n32;
         while left > 0 {

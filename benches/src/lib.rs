@@ -1,0 +1,230 @@
+//! The workload shared by the queue benchmarks: ring layout, chain shapes,
+//! the driver-side refill and the device-side work per request.
+//!
+//! Every engine does the same work per request: pop the chain (walking
+//! every descriptor), read a 16-byte header from the first readable
+//! segment, write one status byte to the last writable segment (when the
+//! shape has one), and return the buffer; the used index is published and
+//! the notification decided once per batch. The rings are laid out by our
+//! own driver side at the same guest addresses for every engine, so they
+//! all read the same bytes.
+//!
+//! This crate is a benchmark harness, not library code: setup failures
+//! panic with a message.
+
+use virtio_core::driver::{DriverError, PackedDriver, SplitDriver, Used};
+use virtio_core::memory::GuestMemory;
+use virtio_core::queue::{Chain, Queue, QueueConfig, QueueError, Segment};
+use virtio_core::spec::Features;
+
+/// Queue size of the criterion benches.
+pub const QUEUE_SIZE: u16 = 256;
+/// The ring sits at guest address 0.
+pub const RING: u64 = 0;
+/// Indirect tables, one per request slot (4 entries of 16 bytes).
+pub const TABLES: u64 = 0x1_0000;
+/// Request buffers, one `SLOT`-byte area per request slot.
+pub const DATA: u64 = 0x2_0000;
+const SLOT: u64 = 2048;
+
+/// Bytes of guest memory a ring of `size` needs with this layout.
+pub fn memory_len(size: u16) -> usize {
+    (DATA + SLOT * u64::from(size)) as usize
+}
+
+/// The chain shapes measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// One device-readable 16-byte descriptor (a transmit-style request):
+    /// the header is read, there is no status to write.
+    One,
+    /// A 16-byte readable header, two 512-byte readable data buffers and a
+    /// 1-byte writable status (a block write).
+    Four,
+    /// The same four buffers behind one INDIRECT descriptor.
+    Indirect,
+}
+
+impl Shape {
+    pub const ALL: [Shape; 3] = [Shape::One, Shape::Four, Shape::Indirect];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::One => "1-desc",
+            Shape::Four => "4-desc",
+            Shape::Indirect => "indirect",
+        }
+    }
+
+    /// Ring descriptors one request takes.
+    pub fn ring_descs(self) -> u16 {
+        match self {
+            Shape::Four => 4,
+            Shape::One | Shape::Indirect => 1,
+        }
+    }
+
+    /// The readable and writable segments of request slot `i`.
+    pub fn segments(self, i: u16) -> (Vec<Segment>, Vec<Segment>) {
+        let base = DATA + SLOT * u64::from(i);
+        let header = Segment {
+            addr: base,
+            len: 16,
+        };
+        match self {
+            Shape::One => (vec![header], vec![]),
+            Shape::Four | Shape::Indirect => (
+                vec![
+                    header,
+                    Segment {
+                        addr: base + 64,
+                        len: 512,
+                    },
+                    Segment {
+                        addr: base + 1024,
+                        len: 512,
+                    },
+                ],
+                vec![Segment {
+                    addr: base + 1600,
+                    len: 1,
+                }],
+            ),
+        }
+    }
+}
+
+/// Our driver side of either ring format.
+pub enum Driver {
+    Split(SplitDriver),
+    Packed(Box<PackedDriver<{ virtio_core::spec::MAX_QUEUE_SIZE as usize }>>),
+}
+
+impl Driver {
+    /// Lays out and initialises a ring of `size` at [`RING`].
+    pub fn new<M: GuestMemory>(mem: &M, size: u16, features: Features) -> (Self, QueueConfig) {
+        if features.contains(Features::RING_PACKED) {
+            let cfg = PackedDriver::<0>::layout(RING, size);
+            let drv = PackedDriver::new(mem, cfg, features).expect("packed ring layout");
+            (Driver::Packed(Box::new(drv)), cfg)
+        } else {
+            let cfg = SplitDriver::layout(RING, size);
+            let drv = SplitDriver::new(mem, cfg, features).expect("split ring layout");
+            (Driver::Split(drv), cfg)
+        }
+    }
+
+    pub fn num_free(&self) -> u16 {
+        match self {
+            Driver::Split(d) => d.num_free(),
+            Driver::Packed(d) => d.num_free(),
+        }
+    }
+
+    /// Adds request slot `i` in `shape`.
+    pub fn add<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        shape: Shape,
+        i: u16,
+    ) -> Result<u16, DriverError> {
+        let (rd, wr) = shape.segments(i);
+        if shape != Shape::Indirect {
+            return self.add_segments(mem, &rd, &wr);
+        }
+        let table = TABLES + 64 * u64::from(i);
+        match self {
+            Driver::Split(d) => d.add_indirect(mem, table, &rd, &wr),
+            Driver::Packed(d) => d.add_indirect(mem, table, &rd, &wr),
+        }
+    }
+
+    /// Adds a chain of direct descriptors.
+    pub fn add_segments<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        readable: &[Segment],
+        writable: &[Segment],
+    ) -> Result<u16, DriverError> {
+        match self {
+            Driver::Split(d) => d.add(mem, readable, writable),
+            Driver::Packed(d) => d.add(mem, readable, writable),
+        }
+    }
+
+    /// Makes the added chains visible; true if the device wants a kick.
+    pub fn publish_avail<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, DriverError> {
+        match self {
+            Driver::Split(d) => d.publish_avail(mem),
+            Driver::Packed(d) => d.publish_avail(mem),
+        }
+    }
+
+    pub fn pop_used<M: GuestMemory>(&mut self, mem: &M) -> Result<Option<Used>, DriverError> {
+        match self {
+            Driver::Split(d) => d.pop_used(mem),
+            Driver::Packed(d) => d.pop_used(mem),
+        }
+    }
+
+    pub fn enable_interrupts<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, DriverError> {
+        match self {
+            Driver::Split(d) => d.enable_interrupts(mem),
+            Driver::Packed(d) => d.enable_interrupts(mem),
+        }
+    }
+
+    pub fn disable_interrupts<M: GuestMemory>(&mut self, mem: &M) -> Result<(), DriverError> {
+        match self {
+            Driver::Split(d) => d.disable_interrupts(mem),
+            Driver::Packed(d) => d.disable_interrupts(mem),
+        }
+    }
+
+    /// Collects every used buffer, then fills the whole ring with `shape`
+    /// requests and publishes them: one full batch for the device.
+    pub fn refill<M: GuestMemory>(&mut self, mem: &M, shape: Shape) -> u16 {
+        while self.pop_used(mem).unwrap().is_some() {}
+        let mut n = 0;
+        while self.num_free() >= shape.ring_descs() {
+            self.add(mem, shape, n).unwrap();
+            n += 1;
+        }
+        self.publish_avail(mem).unwrap();
+        n
+    }
+}
+
+/// The device's work for one request on our engines.
+#[inline]
+pub fn serve<M: GuestMemory, const N: usize>(mem: &M, chain: &Chain<N>) -> u32 {
+    let header: [u8; 16] = chain.reader(mem).read_obj().unwrap();
+    core::hint::black_box(header);
+    match chain.writable_segments().last() {
+        Some(status) => {
+            mem.write(status.addr + u64::from(status.len) - 1, &[0])
+                .unwrap();
+            chain.writable_len()
+        }
+        None => 0,
+    }
+}
+
+/// Pops everything available on `q`, serves it, and publishes once.
+/// Returns the requests served and whether the driver wants an interrupt.
+#[inline(never)]
+pub fn device_batch<M: GuestMemory>(q: &mut Queue, mem: &M) -> Result<(u32, bool), QueueError> {
+    let mut n = 0;
+    while let Some(chain) = q.pop::<_, 4>(mem)? {
+        let written = serve(mem, &chain);
+        q.push_used(mem, chain.head(), written)?;
+        n += 1;
+    }
+    Ok((n, q.publish_used(mem)?))
+}
+
+/// Guest memory for the benches and tools: a `u64`-backed buffer served as
+/// one region at guest address 0.
+pub fn host_memory(size: u16) -> Vec<u64> {
+    vec![0u64; memory_len(size).div_ceil(8)]
+}
