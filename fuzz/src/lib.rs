@@ -1,0 +1,304 @@
+//! What the fuzz targets share: guest memory that fails the run on any
+//! access outside the region and bounds the work, the input formats, and
+//! small device backends. The seed generator (`src/bin/seeds.rs`) writes
+//! inputs in the same formats, so the formats live here once.
+
+use std::cell::{Cell, RefCell};
+
+use virtio_core::memory::{GuestMemory, MemoryError, Region};
+
+/// Guest memory every target uses: this many bytes at guest address 0.
+pub const MEM_LEN: usize = 0x8000;
+/// Accesses allowed per run: any loop the driver could cause would blow it.
+pub const STEP_LIMIT: u64 = 1 << 20;
+
+/// Fixed ring placement of the queue targets.
+pub const DESC: u64 = 0x0;
+pub const DRIVER_AREA: u64 = 0x1000;
+pub const DEVICE_AREA: u64 = 0x2000;
+/// Where the seeds put buffers and indirect tables.
+pub const DATA: u64 = 0x2800;
+
+/// A region that panics (fails the fuzz run) when the code under test
+/// reads or writes outside it, or takes more than [`STEP_LIMIT`] accesses,
+/// and records every write so a target can check where the device wrote.
+/// Range *checks* outside the region are fine: that is how validation asks.
+pub struct Guarded<'a> {
+    inner: Region<'a>,
+    steps: Cell<u64>,
+    pub writes: RefCell<Vec<(u64, u64)>>,
+}
+
+impl<'a> Guarded<'a> {
+    pub fn new(host: &'a mut [u8]) -> Self {
+        Self {
+            inner: Region::new(0, host).expect("region"),
+            steps: Cell::new(0),
+            writes: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn touch(&self, addr: u64, len: u64) {
+        let steps = self.steps.get() + 1;
+        assert!(steps <= STEP_LIMIT, "more than {STEP_LIMIT} memory accesses: unbounded work");
+        self.steps.set(steps);
+        let end = u128::from(addr) + u128::from(len);
+        assert!(
+            end <= MEM_LEN as u128,
+            "access of {len} bytes at {addr:#x} outside the region"
+        );
+    }
+
+    /// True if every recorded write lies inside one of `areas`.
+    pub fn writes_within(&self, areas: &[(u64, u64)]) -> Result<(), (u64, u64)> {
+        for &(addr, len) in self.writes.borrow().iter() {
+            let inside = areas
+                .iter()
+                .any(|&(start, n)| addr >= start && addr + len <= start + n);
+            if !inside {
+                return Err((addr, len));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GuestMemory for Guarded<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        if !buf.is_empty() {
+            self.touch(addr, buf.len() as u64);
+        }
+        self.inner.read(addr, buf)
+    }
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
+        if !buf.is_empty() {
+            self.touch(addr, buf.len() as u64);
+            self.writes.borrow_mut().push((addr, buf.len() as u64));
+        }
+        self.inner.write(addr, buf)
+    }
+    fn load_u16_acquire(&self, addr: u64) -> Result<u16, MemoryError> {
+        self.touch(addr, 2);
+        self.inner.load_u16_acquire(addr)
+    }
+    fn store_u16_release(&self, addr: u64, value: u16) -> Result<(), MemoryError> {
+        self.touch(addr, 2);
+        self.writes.borrow_mut().push((addr, 2));
+        self.inner.store_u16_release(addr, value)
+    }
+    fn check_range(&self, addr: u64, len: u64) -> Result<(), MemoryError> {
+        let steps = self.steps.get() + 1;
+        assert!(steps <= STEP_LIMIT, "more than {STEP_LIMIT} memory accesses: unbounded work");
+        self.steps.set(steps);
+        self.inner.check_range(addr, len)
+    }
+}
+
+/// Backing store for a [`Guarded`] region.
+pub fn host() -> Vec<u64> {
+    vec![0u64; MEM_LEN / 8]
+}
+
+/// Copies `image` to the start of guest memory (the rest stays zero).
+pub fn load_image(mem: &impl GuestMemory, image: &[u8]) {
+    let n = image.len().min(MEM_LEN);
+    mem.write(0, &image[..n]).expect("image");
+}
+
+/// Input of the queue targets: a header, then the memory image.
+///
+/// | byte | meaning |
+/// |---|---|
+/// | 0 | queue size selector (split: `1 << (b % 6)`; packed: `b % 48 + 1`) |
+/// | 1..9 | negotiated features, le64 |
+/// | 9..11 | starting available position (split index; packed `slot | wrap << 15`) |
+/// | 11..13 | starting used position, same form (packed only; a split ring resumes with used = available) |
+/// | 13 | bit 0: complete in reverse order; bits 1..: max chains to pop |
+/// | 14.. | memory image from guest address 0 |
+pub struct QueueInput<'a> {
+    pub size_byte: u8,
+    pub features: u64,
+    pub avail: u16,
+    pub used: u16,
+    pub reverse: bool,
+    pub max_pops: u8,
+    pub image: &'a [u8],
+}
+
+pub const QUEUE_HEADER: usize = 14;
+
+impl<'a> QueueInput<'a> {
+    pub fn parse(data: &'a [u8]) -> Option<Self> {
+        let h = data.get(..QUEUE_HEADER)?;
+        Some(Self {
+            size_byte: h[0],
+            features: u64::from_le_bytes(h[1..9].try_into().ok()?),
+            avail: u16::from_le_bytes([h[9], h[10]]),
+            used: u16::from_le_bytes([h[11], h[12]]),
+            reverse: h[13] & 1 != 0,
+            max_pops: h[13] >> 1,
+            image: &data[QUEUE_HEADER..],
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = vec![self.size_byte];
+        v.extend_from_slice(&self.features.to_le_bytes());
+        v.extend_from_slice(&self.avail.to_le_bytes());
+        v.extend_from_slice(&self.used.to_le_bytes());
+        v.push(u8::from(self.reverse) | (self.max_pops << 1));
+        v.extend_from_slice(self.image);
+        v
+    }
+}
+
+/// One MMIO access of the `mmio_block` target: 7 bytes, `kind` (bit 0:
+/// write; bits 1-2: width 0 byte, 1 halfword, 2+ word), `le16 offset`,
+/// `le32 value`.
+#[derive(Clone, Copy, Debug)]
+pub struct MmioOp {
+    pub write: bool,
+    pub width: u8,
+    pub offset: u16,
+    pub value: u32,
+}
+
+impl MmioOp {
+    pub const LEN: usize = 7;
+
+    pub fn parse(b: &[u8]) -> Option<Self> {
+        let b: &[u8; 7] = b.try_into().ok()?;
+        Some(Self {
+            write: b[0] & 1 != 0,
+            width: (b[0] >> 1) & 3,
+            offset: u16::from_le_bytes([b[1], b[2]]),
+            value: u32::from_le_bytes([b[3], b[4], b[5], b[6]]),
+        })
+    }
+
+    pub fn encode(&self) -> [u8; 7] {
+        let v = self.value.to_le_bytes();
+        let o = self.offset.to_le_bytes();
+        [u8::from(self.write) | (self.width << 1), o[0], o[1], v[0], v[1], v[2], v[3]]
+    }
+
+    pub fn write32(offset: u16, value: u32) -> Self {
+        Self { write: true, width: 2, offset, value }
+    }
+}
+
+/// Input of the `mmio_block` target: `le16 image_len`, the memory image,
+/// then [`MmioOp`]s.
+pub fn split_mmio_input(data: &[u8]) -> Option<(&[u8], &[u8])> {
+    let n = usize::from(u16::from_le_bytes([*data.first()?, *data.get(1)?]));
+    let rest = data.get(2..)?;
+    let n = n.min(rest.len());
+    Some(rest.split_at(n))
+}
+
+/// Input of the `device_requests` target.
+///
+/// | byte | meaning |
+/// |---|---|
+/// | 0 | device: 0 rng, 1 block, 2 console (`% 3`) |
+/// | 1 | queue selector (`% num_queues`) |
+/// | 2 | option bits (block: read-only, discard, write-zeroes; console: multiport) |
+/// | 3 | readable segment count (`% 5`) |
+/// | 4 | writable segment count (`% 5`) |
+/// | 5.. | one `le16` length per segment (`% 1025`), then the readable bytes |
+pub struct RequestInput<'a> {
+    pub device: u8,
+    pub queue: u8,
+    pub options: u8,
+    pub readable: Vec<u16>,
+    pub writable: Vec<u16>,
+    pub bytes: &'a [u8],
+}
+
+impl<'a> RequestInput<'a> {
+    pub fn parse(data: &'a [u8]) -> Option<Self> {
+        let h = data.get(..5)?;
+        let (nr, nw) = (usize::from(h[3] % 5), usize::from(h[4] % 5));
+        let mut at = 5;
+        let mut lens = Vec::new();
+        for _ in 0..nr + nw {
+            let l = data.get(at..at + 2)?;
+            lens.push(u16::from_le_bytes([l[0], l[1]]) % 1025);
+            at += 2;
+        }
+        let writable = lens.split_off(nr);
+        Some(Self {
+            device: h[0] % 3,
+            queue: h[1],
+            options: h[2],
+            readable: lens,
+            writable,
+            bytes: &data[at..],
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = vec![
+            self.device,
+            self.queue,
+            self.options,
+            self.readable.len() as u8,
+            self.writable.len() as u8,
+        ];
+        for l in self.readable.iter().chain(&self.writable) {
+            v.extend_from_slice(&l.to_le_bytes());
+        }
+        v.extend_from_slice(self.bytes);
+        v
+    }
+}
+
+/// A deterministic RNG backend (xorshift): not cryptographic, fuzzing only.
+pub struct XorShift(pub u64);
+
+impl rand_core::TryRng for XorShift {
+    type Error = core::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(self.try_next_u64()? as u32)
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Ok(self.0)
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        for chunk in dst.chunks_mut(8) {
+            let v = self.try_next_u64()?.to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+/// A console port backend that swallows output and has no input.
+#[derive(Default)]
+pub struct Sink(pub usize);
+
+impl embedded_io::ErrorType for Sink {
+    type Error = core::convert::Infallible;
+}
+impl embedded_io::Read for Sink {
+    fn read(&mut self, _buf: &mut [u8]) -> Result<usize, Self::Error> {
+        Ok(0)
+    }
+}
+impl embedded_io::ReadReady for Sink {
+    fn read_ready(&mut self) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+}
+impl embedded_io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
