@@ -209,7 +209,13 @@ fn run(o: &Options) -> Result<RunStats, String> {
             if let Some(c) = core(o.cpus.1) {
                 core_affinity::set_for_current(c);
             }
-            device_loop(o, &mem, &mut q, &stop, &driver_thread)
+            // The chain snapshot is returned by value: size it to the
+            // request, as a device sizes it to its protocol.
+            match o.chain {
+                ..=4 => device_loop::<_, 4>(o, &mem, &mut q, &stop, &driver_thread),
+                ..=16 => device_loop::<_, 16>(o, &mem, &mut q, &stop, &driver_thread),
+                _ => device_loop::<_, MAX_CHAIN>(o, &mem, &mut q, &stop, &driver_thread),
+            }
         });
         let device_thread = device.thread().clone();
         let driver = (|| -> Result<RunStats, String> {
@@ -286,7 +292,7 @@ fn driver_loop<M: GuestMemory>(
     Ok(kicks)
 }
 
-fn device_loop<M: GuestMemory>(
+fn device_loop<M: GuestMemory, const N: usize>(
     o: &Options,
     mem: &M,
     q: &mut Queue,
@@ -301,7 +307,7 @@ fn device_loop<M: GuestMemory>(
     }
     loop {
         let mut served = 0u32;
-        while let Some(chain) = q.pop::<_, MAX_CHAIN>(mem).map_err(err)? {
+        while let Some(chain) = q.pop::<_, N>(mem).map_err(err)? {
             let written = serve(mem, &chain);
             q.push_used(mem, chain.head(), written).map_err(err)?;
             served += 1;

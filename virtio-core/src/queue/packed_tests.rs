@@ -568,8 +568,11 @@ fn packed_rejects_list_wrapping_onto_itself() {
     });
 }
 
-// Copy, then validate (no double fetch): each ring descriptor's body and
-// each indirect entry is read once per pop, and its flags once with acquire.
+// virtio 1.4 §"The Virtqueue Descriptor Table" (packed): the driver MUST NOT
+// change a descriptor after making it available — a hostile one may, so the
+// device copies, then validates (no double fetch): each ring descriptor's
+// body and each indirect entry is read once per pop, its flags once with
+// acquire.
 #[test]
 fn packed_every_descriptor_is_read_exactly_once() {
     use core::cell::RefCell;
@@ -753,8 +756,10 @@ fn packed_reset_restarts_positions_and_wrap_counters() {
     });
 }
 
-// The device returns no more ring slots than it took (a device bug refused,
-// so the used position never overtakes the available one).
+// virtio 1.4 §"Packed Virtqueues" (device normative): used descriptors go
+// into slots the device took, in completion order. Returning more slots than
+// are in flight (a device bug) is refused, so the used position never
+// overtakes the available one.
 #[test]
 fn packed_push_used_refuses_more_than_in_flight() {
     with_queue(Features::RING_PACKED, |mem, q| {
