@@ -24,15 +24,26 @@ use zerocopy::IntoBytes;
 const QSIZE: u16 = 16;
 
 fuzz_target!(|data: &[u8]| {
-    let Some(input) = RequestInput::parse(data) else { return };
+    let Some(input) = RequestInput::parse(data) else {
+        return;
+    };
     let mut buf = host();
     let mem = Guarded::new(buf.as_mut_bytes());
     match input.device {
-        0 => run(Rng::new(XorShift(0x9e37_79b9_7f4a_7c15)), &mem, &input, Check::Rng),
+        0 => run(
+            Rng::new(XorShift(0x9e37_79b9_7f4a_7c15)),
+            &mem,
+            &input,
+            Check::Rng,
+        ),
         1 => {
             let mut disk = vec![0u8; 16 * 512];
             let o = input.options;
-            let range = Some(RangeCommand { max_sectors: 8, max_segments: 2, alignment_or_may_unmap: 1 });
+            let range = Some(RangeCommand {
+                max_sectors: 8,
+                max_segments: 2,
+                alignment_or_may_unmap: 1,
+            });
             let options = BlockOptions {
                 read_only: o & 1 != 0,
                 discard: if o & 2 != 0 { range } else { None },
@@ -40,9 +51,19 @@ fuzz_target!(|data: &[u8]| {
                 queue_size: QSIZE,
                 ..BlockOptions::default()
             };
-            run(Block::new(RamDisk::new(&mut disk), options), &mem, &input, Check::Block);
+            run(
+                Block::new(RamDisk::new(&mut disk), options),
+                &mem,
+                &input,
+                Check::Block,
+            );
         }
-        _ => run(Console::new([Sink::default(), Sink::default()]), &mem, &input, Check::Console),
+        _ => run(
+            Console::new([Sink::default(), Sink::default()]),
+            &mem,
+            &input,
+            Check::Console,
+        ),
     }
 });
 
@@ -69,9 +90,12 @@ fn run<D: VirtioDevice>(device: D, mem: &Guarded<'_>, input: &RequestInput<'_>, 
     let cfg = SplitDriver::layout(base, QSIZE);
     let mut drv = SplitDriver::new(mem, cfg, core.negotiated_features()).expect("ring");
     core.set_queue_size(queue, u32::from(QSIZE)).expect("size");
-    core.set_queue_area(queue, RingArea::Descriptors, cfg.desc_addr).expect("desc");
-    core.set_queue_area(queue, RingArea::Driver, cfg.driver_addr).expect("driver");
-    core.set_queue_area(queue, RingArea::Device, cfg.device_addr).expect("device");
+    core.set_queue_area(queue, RingArea::Descriptors, cfg.desc_addr)
+        .expect("desc");
+    core.set_queue_area(queue, RingArea::Driver, cfg.driver_addr)
+        .expect("driver");
+    core.set_queue_area(queue, RingArea::Device, cfg.device_addr)
+        .expect("device");
     core.set_queue_ready(queue, true).expect("ready");
     core.set_status(1 | 2 | 4 | 8);
 
@@ -80,7 +104,10 @@ fn run<D: VirtioDevice>(device: D, mem: &Guarded<'_>, input: &RequestInput<'_>, 
     let mut place = |lens: &[u16]| -> Vec<Segment> {
         lens.iter()
             .map(|&len| {
-                let s = Segment { addr: at, len: u32::from(len) };
+                let s = Segment {
+                    addr: at,
+                    len: u32::from(len),
+                };
                 at += u64::from(len);
                 s
             })
@@ -100,7 +127,8 @@ fn run<D: VirtioDevice>(device: D, mem: &Guarded<'_>, input: &RequestInput<'_>, 
         snapshot.push(bytes);
     }
     for s in &writable {
-        mem.write(s.addr, &vec![0xa5; s.len as usize]).expect("writable buffer");
+        mem.write(s.addr, &vec![0xa5; s.len as usize])
+            .expect("writable buffer");
     }
     let writable_len: u32 = writable.iter().map(|s| s.len).sum();
     if drv.add(mem, &readable, &writable).is_err() {
@@ -113,7 +141,11 @@ fn run<D: VirtioDevice>(device: D, mem: &Guarded<'_>, input: &RequestInput<'_>, 
     let mut returned = 0;
     while let Some(used) = drv.pop_used(mem).expect("the device returns valid ids") {
         returned += 1;
-        assert!(used.len <= writable_len, "used length {} over the writable {writable_len}", used.len);
+        assert!(
+            used.len <= writable_len,
+            "used length {} over the writable {writable_len}",
+            used.len
+        );
         if check == Check::Block && used.len > 0 {
             let status = byte_at(mem, &writable, used.len - 1);
             assert!(status <= 2, "block status byte {status}");

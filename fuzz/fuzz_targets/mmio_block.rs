@@ -32,12 +32,20 @@ impl InterruptLine for Line {
 const MAX_OPS: usize = 512;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((image, ops)) = split_mmio_input(data) else { return };
+    let Some((image, ops)) = split_mmio_input(data) else {
+        return;
+    };
     let mut buf = host();
     let mem = Guarded::new(buf.as_mut_bytes());
     load_image(&mem, image);
     let mut disk = vec![0u8; 8 * 512];
-    let block = Block::new(RamDisk::new(&mut disk), BlockOptions { queue_size: 16, ..BlockOptions::default() });
+    let block = Block::new(
+        RamDisk::new(&mut disk),
+        BlockOptions {
+            queue_size: 16,
+            ..BlockOptions::default()
+        },
+    );
     let core: DeviceCore<_, _, 1> = DeviceCore::new(block, &mem);
     let offered = core.device_features();
     let mut mmio = MmioTransport::new(core, Line::default());
@@ -58,15 +66,28 @@ fuzz_target!(|data: &[u8]| {
         let status = core.status();
         if status.contains(DeviceStatus::FEATURES_OK) {
             let negotiated = core.negotiated_features();
-            assert!(offered.contains(negotiated), "negotiated {negotiated:?} outside the offer");
-            assert!(negotiated.contains(Features::VERSION_1), "FEATURES_OK without VERSION_1");
+            assert!(
+                offered.contains(negotiated),
+                "negotiated {negotiated:?} outside the offer"
+            );
+            assert!(
+                negotiated.contains(Features::VERSION_1),
+                "FEATURES_OK without VERSION_1"
+            );
         }
         if status.contains(DeviceStatus::DRIVER_OK) && !status.contains(DeviceStatus::FAILED) {
-            assert!(status.contains(DeviceStatus::FEATURES_OK), "DRIVER_OK without FEATURES_OK");
+            assert!(
+                status.contains(DeviceStatus::FEATURES_OK),
+                "DRIVER_OK without FEATURES_OK"
+            );
         }
         let isr = core.interrupt_status();
         assert_eq!(isr & !3, 0, "undefined InterruptStatus bits {isr:#x}");
-        assert_eq!(mmio.irq().0, isr != 0, "interrupt line out of step with InterruptStatus");
+        assert_eq!(
+            mmio.irq().0,
+            isr != 0,
+            "interrupt line out of step with InterruptStatus"
+        );
         assert_eq!(mmio.read(regs::MAGIC_VALUE, Width::Word), regs::MAGIC);
         assert_eq!(mmio.read(regs::VERSION, Width::Word), regs::VERSION_2);
         assert_eq!(mmio.read(regs::DEVICE_ID, Width::Word), 2);

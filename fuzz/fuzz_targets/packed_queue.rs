@@ -10,23 +10,34 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use virtio_core::memory::GuestMemory;
-use virtio_core::queue::{Chain, PackedQueue, QueueConfig, RingPosition};
+use virtio_core::queue::{PackedQueue, QueueConfig, RingPosition};
 use virtio_core::spec::Features;
-use virtio_fuzz::{DESC, DEVICE_AREA, DRIVER_AREA, Guarded, QueueInput, host, load_image};
+use virtio_fuzz::{
+    DESC, DEVICE_AREA, DRIVER_AREA, Guarded, QueueInput, check_chain, host, load_image,
+};
 use zerocopy::IntoBytes;
 
 fuzz_target!(|data: &[u8]| {
-    let Some(input) = QueueInput::parse(data) else { return };
+    let Some(input) = QueueInput::parse(data) else {
+        return;
+    };
     let mut buf = host();
     let mem = Guarded::new(buf.as_mut_bytes());
     load_image(&mem, input.image);
     mem.writes.borrow_mut().clear();
     let size = u16::from(input.size_byte % 48) + 1;
-    let cfg = QueueConfig { size, desc_addr: DESC, driver_addr: DRIVER_AREA, device_addr: DEVICE_AREA };
+    let cfg = QueueConfig {
+        size,
+        desc_addr: DESC,
+        driver_addr: DRIVER_AREA,
+        device_addr: DEVICE_AREA,
+    };
     let features = Features::from_bits_retain(input.features) | Features::RING_PACKED;
     let mut q = PackedQueue::new(&mem, cfg, features).expect("the fixed layout is valid");
-    let (avail, used) = (RingPosition::from_u16(input.avail), RingPosition::from_u16(input.used));
+    let (avail, used) = (
+        RingPosition::from_u16(input.avail),
+        RingPosition::from_u16(input.used),
+    );
     q.set_positions(avail, used);
     let used_start = q.next_used();
 
@@ -47,37 +58,40 @@ fuzz_target!(|data: &[u8]| {
                     heads.push((head, 0));
                 }
                 None => {
-                    assert!(e.needs_reset(), "an error without a head must need a reset: {e}");
+                    assert!(
+                        e.needs_reset(),
+                        "an error without a head must need a reset: {e}"
+                    );
                     break;
                 }
             },
         }
     }
     // One lap of the ring at most: a slot is never available in two laps.
-    assert!(slots <= u32::from(size), "popped {slots} slots of a ring of {size}");
+    assert!(
+        slots <= u32::from(size),
+        "popped {slots} slots of a ring of {size}"
+    );
     if input.reverse && !features.contains(Features::IN_ORDER) {
         heads.reverse();
     }
     for &(head, len) in &heads {
-        q.push_used(&mem, head, len).expect("a popped chain can be completed");
+        q.push_used(&mem, head, len)
+            .expect("a popped chain can be completed");
     }
     let _ = q.publish_used(&mem);
     let _ = q.enable_notification(&mem);
     let _ = q.disable_notification(&mem);
 
-    let moved = (u32::from(q.next_used().slot) + 2 * u32::from(size) - u32::from(used_start.slot)) % u32::from(size);
-    assert_eq!(moved, slots % u32::from(size), "used position moved by the slots completed");
+    let moved = (u32::from(q.next_used().slot) + 2 * u32::from(size) - u32::from(used_start.slot))
+        % u32::from(size);
+    assert_eq!(
+        moved,
+        slots % u32::from(size),
+        "used position moved by the slots completed"
+    );
     let ring = (DESC, 16 * u64::from(size));
     if let Err((addr, len)) = mem.writes_within(&[ring, (DEVICE_AREA, 4)]) {
         panic!("device wrote {len} bytes at {addr:#x}, outside the ring and its event structure");
     }
 });
-
-fn check_chain<M: GuestMemory, const N: usize>(mem: &M, chain: &Chain<N>) {
-    let total = |segs: &[virtio_core::queue::Segment]| segs.iter().map(|s| u64::from(s.len)).sum::<u64>();
-    assert_eq!(total(chain.readable_segments()), u64::from(chain.readable_len()));
-    assert_eq!(total(chain.writable_segments()), u64::from(chain.writable_len()));
-    for s in chain.segments() {
-        assert!(s.len > 0 && mem.check_range(s.addr, u64::from(s.len)).is_ok(), "segment outside memory");
-    }
-}

@@ -10,19 +10,28 @@
 
 use libfuzzer_sys::fuzz_target;
 use virtio_core::memory::GuestMemory;
-use virtio_core::queue::{Chain, QueueConfig, SplitQueue};
+use virtio_core::queue::{QueueConfig, SplitQueue};
 use virtio_core::spec::{Features, split_used_size};
-use virtio_fuzz::{DESC, DEVICE_AREA, DRIVER_AREA, Guarded, QueueInput, host, load_image};
+use virtio_fuzz::{
+    DESC, DEVICE_AREA, DRIVER_AREA, Guarded, QueueInput, check_chain, host, load_image,
+};
 use zerocopy::IntoBytes;
 
 fuzz_target!(|data: &[u8]| {
-    let Some(input) = QueueInput::parse(data) else { return };
+    let Some(input) = QueueInput::parse(data) else {
+        return;
+    };
     let mut buf = host();
     let mem = Guarded::new(buf.as_mut_bytes());
     load_image(&mem, input.image);
     mem.writes.borrow_mut().clear();
     let size = 1u16 << (input.size_byte % 6);
-    let cfg = QueueConfig { size, desc_addr: DESC, driver_addr: DRIVER_AREA, device_addr: DEVICE_AREA };
+    let cfg = QueueConfig {
+        size,
+        desc_addr: DESC,
+        driver_addr: DRIVER_AREA,
+        device_addr: DEVICE_AREA,
+    };
     let features = Features::from_bits_retain(input.features);
     let mut q = SplitQueue::new(&mem, cfg, features).expect("the fixed layout is valid");
     // The device resumes with every earlier buffer returned (as after
@@ -40,18 +49,25 @@ fuzz_target!(|data: &[u8]| {
             Err(e) => match e.head() {
                 Some(head) => heads.push((head, 0)),
                 None => {
-                    assert!(e.needs_reset(), "an error without a head must need a reset: {e}");
+                    assert!(
+                        e.needs_reset(),
+                        "an error without a head must need a reset: {e}"
+                    );
                     break;
                 }
             },
         }
     }
-    assert!(heads.len() <= usize::from(size), "more chains than the ring holds");
+    assert!(
+        heads.len() <= usize::from(size),
+        "more chains than the ring holds"
+    );
     if input.reverse && !features.contains(Features::IN_ORDER) {
         heads.reverse();
     }
     for &(head, len) in &heads {
-        q.push_used(&mem, head, len).expect("a popped chain can be completed");
+        q.push_used(&mem, head, len)
+            .expect("a popped chain can be completed");
     }
     let _ = q.publish_used(&mem);
     let _ = q.enable_notification(&mem);
@@ -63,15 +79,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if !heads.is_empty() {
         let used_idx = mem.load_u16_acquire(DEVICE_AREA + 2).expect("used idx");
-        assert_eq!(used_idx, input.avail.wrapping_add(heads.len() as u16), "used index");
+        assert_eq!(
+            used_idx,
+            input.avail.wrapping_add(heads.len() as u16),
+            "used index"
+        );
     }
 });
-
-fn check_chain<M: GuestMemory, const N: usize>(mem: &M, chain: &Chain<N>) {
-    let total = |segs: &[virtio_core::queue::Segment]| segs.iter().map(|s| u64::from(s.len)).sum::<u64>();
-    assert_eq!(total(chain.readable_segments()), u64::from(chain.readable_len()));
-    assert_eq!(total(chain.writable_segments()), u64::from(chain.writable_len()));
-    for s in chain.segments() {
-        assert!(s.len > 0 && mem.check_range(s.addr, u64::from(s.len)).is_ok(), "segment outside memory");
-    }
-}

@@ -6,6 +6,7 @@
 use std::cell::{Cell, RefCell};
 
 use virtio_core::memory::{GuestMemory, MemoryError, Region};
+use virtio_core::queue::{Chain, Segment};
 
 /// Guest memory every target uses: this many bytes at guest address 0.
 pub const MEM_LEN: usize = 0x8000;
@@ -40,7 +41,10 @@ impl<'a> Guarded<'a> {
 
     fn touch(&self, addr: u64, len: u64) {
         let steps = self.steps.get() + 1;
-        assert!(steps <= STEP_LIMIT, "more than {STEP_LIMIT} memory accesses: unbounded work");
+        assert!(
+            steps <= STEP_LIMIT,
+            "more than {STEP_LIMIT} memory accesses: unbounded work"
+        );
         self.steps.set(steps);
         let end = u128::from(addr) + u128::from(len);
         assert!(
@@ -88,7 +92,10 @@ impl GuestMemory for Guarded<'_> {
     }
     fn check_range(&self, addr: u64, len: u64) -> Result<(), MemoryError> {
         let steps = self.steps.get() + 1;
-        assert!(steps <= STEP_LIMIT, "more than {STEP_LIMIT} memory accesses: unbounded work");
+        assert!(
+            steps <= STEP_LIMIT,
+            "more than {STEP_LIMIT} memory accesses: unbounded work"
+        );
         self.steps.set(steps);
         self.inner.check_range(addr, len)
     }
@@ -179,11 +186,24 @@ impl MmioOp {
     pub fn encode(&self) -> [u8; 7] {
         let v = self.value.to_le_bytes();
         let o = self.offset.to_le_bytes();
-        [u8::from(self.write) | (self.width << 1), o[0], o[1], v[0], v[1], v[2], v[3]]
+        [
+            u8::from(self.write) | (self.width << 1),
+            o[0],
+            o[1],
+            v[0],
+            v[1],
+            v[2],
+            v[3],
+        ]
     }
 
     pub fn write32(offset: u16, value: u32) -> Self {
-        Self { write: true, width: 2, offset, value }
+        Self {
+            write: true,
+            width: 2,
+            offset,
+            value,
+        }
     }
 }
 
@@ -300,5 +320,25 @@ impl embedded_io::Write for Sink {
     }
     fn flush(&mut self) -> Result<(), Self::Error> {
         Ok(())
+    }
+}
+
+/// A validated chain's invariants: its segments lie in memory, are not
+/// empty, and add up to its readable and writable lengths.
+pub fn check_chain<M: GuestMemory, const N: usize>(mem: &M, chain: &Chain<N>) {
+    let total = |segs: &[Segment]| segs.iter().map(|s| u64::from(s.len)).sum::<u64>();
+    assert_eq!(
+        total(chain.readable_segments()),
+        u64::from(chain.readable_len())
+    );
+    assert_eq!(
+        total(chain.writable_segments()),
+        u64::from(chain.writable_len())
+    );
+    for s in chain.segments() {
+        assert!(
+            s.len > 0 && mem.check_range(s.addr, u64::from(s.len)).is_ok(),
+            "segment outside memory"
+        );
     }
 }

@@ -7,13 +7,15 @@
     clippy::indexing_slicing
 )]
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
+mod common;
+
+use common::Watched;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use virtio_core::driver::{DriverError, PackedDriver, SplitDriver, Used};
-use virtio_core::memory::{GuestMemory, MemoryError, Region};
+use virtio_core::memory::{GuestMemory, Region};
 use virtio_core::queue::{Chain, Head, PackedQueue, QueueConfig, QueueError, Segment, SplitQueue};
 use virtio_core::spec::Features;
 use zerocopy::IntoBytes;
@@ -293,35 +295,6 @@ proptest! {
     }
 }
 
-/// Guest memory that records every write, so a property can check where
-/// the device wrote.
-struct Watched<'a> {
-    inner: Region<'a>,
-    writes: RefCell<Vec<(u64, u64)>>,
-}
-
-impl GuestMemory for Watched<'_> {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        self.inner.read(addr, buf)
-    }
-    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
-        self.inner.write(addr, buf)?;
-        self.writes.borrow_mut().push((addr, buf.len() as u64));
-        Ok(())
-    }
-    fn load_u16_acquire(&self, addr: u64) -> Result<u16, MemoryError> {
-        self.inner.load_u16_acquire(addr)
-    }
-    fn store_u16_release(&self, addr: u64, value: u16) -> Result<(), MemoryError> {
-        self.inner.store_u16_release(addr, value)?;
-        self.writes.borrow_mut().push((addr, 2));
-        Ok(())
-    }
-    fn check_range(&self, addr: u64, len: u64) -> Result<(), MemoryError> {
-        self.inner.check_range(addr, len)
-    }
-}
-
 // Random packed ring contents (descriptors, flags, indirect tables, event
 // structures, starting positions) never make the device panic or loop, and
 // never make it access memory outside the region (the region refuses it)
@@ -338,8 +311,8 @@ proptest! {
         base in prop::sample::select(vec![0u64, 0x1000, u64::MAX - 0x7ff]),
         complete in any::<bool>(),
     ) {
-        let mut buf: Vec<u64> = contents.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
-        let mem = Watched { inner: Region::new(base, buf.as_mut_bytes()).unwrap(), writes: RefCell::new(Vec::new()) };
+        let mut buf = common::host_from(&contents);
+        let mem = Watched::new(Region::new(base, buf.as_mut_bytes()).unwrap());
         let cfg = QueueConfig {
             size,
             desc_addr: base,
@@ -378,12 +351,7 @@ proptest! {
         q.disable_notification(&mem).unwrap();
         let ring = (cfg.desc_addr, 16 * u64::from(size));
         let dev_event = (cfg.device_addr, 4);
-        for &(addr, len) in mem.writes.borrow().iter() {
-            let inside = |(start, n): (u64, u64)| addr >= start && addr + len <= start + n;
-            prop_assert!(
-                inside(ring) || inside(dev_event),
-                "device wrote {len} bytes at {addr:#x}, outside its areas"
-            );
-        }
+        let stray = mem.stray_write(&[ring, dev_event]);
+        prop_assert!(stray.is_none(), "device wrote outside its areas: {:x?}", stray);
     }
 }

@@ -1,13 +1,15 @@
 //! Property tests of the split queue against the driver side and a model.
 #![allow(clippy::arithmetic_side_effects)]
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
+mod common;
+
+use common::Watched;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use virtio_core::driver::SplitDriver;
-use virtio_core::memory::{GuestMemory, MemoryError, Region};
+use virtio_core::memory::{GuestMemory, Region};
 use virtio_core::queue::{Chain, QueueConfig, Segment, SplitQueue, vring_need_event};
 use virtio_core::spec::Features;
 use zerocopy::IntoBytes;
@@ -186,35 +188,6 @@ proptest! {
     }
 }
 
-/// Guest memory that records every write, so a property can check the
-/// device wrote nothing but the used ring.
-struct Watched<'a> {
-    inner: Region<'a>,
-    writes: RefCell<Vec<(u64, u64)>>,
-}
-
-impl GuestMemory for Watched<'_> {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        self.inner.read(addr, buf)
-    }
-    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
-        self.inner.write(addr, buf)?;
-        self.writes.borrow_mut().push((addr, buf.len() as u64));
-        Ok(())
-    }
-    fn load_u16_acquire(&self, addr: u64) -> Result<u16, MemoryError> {
-        self.inner.load_u16_acquire(addr)
-    }
-    fn store_u16_release(&self, addr: u64, value: u16) -> Result<(), MemoryError> {
-        self.inner.store_u16_release(addr, value)?;
-        self.writes.borrow_mut().push((addr, 2));
-        Ok(())
-    }
-    fn check_range(&self, addr: u64, len: u64) -> Result<(), MemoryError> {
-        self.inner.check_range(addr, len)
-    }
-}
-
 // Property (b): random descriptor tables and ring contents never panic,
 // never loop, and never make the device access memory outside the region
 // (the region refuses it) or write anything but the used ring.
@@ -229,8 +202,8 @@ proptest! {
         base in prop::sample::select(vec![0u64, 0x1000, u64::MAX - 0x7ff]),
     ) {
         let size = 1u16 << size_log;
-        let mut buf: Vec<u64> = contents.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
-        let mem = Watched { inner: Region::new(base, buf.as_mut_bytes()).unwrap(), writes: RefCell::new(Vec::new()) };
+        let mut buf = common::host_from(&contents);
+        let mem = Watched::new(Region::new(base, buf.as_mut_bytes()).unwrap());
         // Rings at fixed offsets; descriptors point anywhere the bytes say.
         let cfg = QueueConfig {
             size,
@@ -260,12 +233,8 @@ proptest! {
         }
         let _ = q.publish_used(&mem);
         let _ = q.enable_notification(&mem);
-        for &(addr, len) in mem.writes.borrow().iter() {
-            prop_assert!(
-                addr >= used_area.0 && addr + len <= used_area.0 + used_area.1,
-                "device wrote {len} bytes at {addr:#x}, outside the used ring"
-            );
-        }
+        let stray = mem.stray_write(&[used_area]);
+        prop_assert!(stray.is_none(), "device wrote outside the used ring: {:x?}", stray);
     }
 }
 

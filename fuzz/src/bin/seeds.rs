@@ -10,7 +10,9 @@ use virtio_core::driver::{PackedDriver, SplitDriver};
 use virtio_core::memory::GuestMemory;
 use virtio_core::queue::{QueueConfig, Segment};
 use virtio_core::spec::Features;
-use virtio_fuzz::{DATA, DESC, DEVICE_AREA, DRIVER_AREA, Guarded, MmioOp, QueueInput, RequestInput, host};
+use virtio_fuzz::{
+    DATA, DESC, DEVICE_AREA, DRIVER_AREA, Guarded, MmioOp, QueueInput, RequestInput, host,
+};
 use virtio_transport_mmio::regs;
 use zerocopy::IntoBytes;
 
@@ -21,9 +23,17 @@ fn seg(addr: u64, len: u32) -> Segment {
 /// Chains of several shapes: readable, writable, mixed, indirect.
 fn add_chains(add: &mut dyn FnMut(Option<u64>, &[Segment], &[Segment])) {
     add(None, &[seg(DATA, 16)], &[]);
-    add(None, &[seg(DATA + 0x40, 16)], &[seg(DATA + 0x80, 64), seg(DATA + 0xc0, 1)]);
+    add(
+        None,
+        &[seg(DATA + 0x40, 16)],
+        &[seg(DATA + 0x80, 64), seg(DATA + 0xc0, 1)],
+    );
     add(None, &[], &[seg(DATA + 0x100, 128)]);
-    add(Some(DATA + 0x400), &[seg(DATA + 0x200, 16), seg(DATA + 0x240, 32)], &[seg(DATA + 0x280, 1)]);
+    add(
+        Some(DATA + 0x400),
+        &[seg(DATA + 0x200, 16), seg(DATA + 0x240, 32)],
+        &[seg(DATA + 0x280, 1)],
+    );
 }
 
 fn image(mem: &Guarded<'_>) -> Vec<u8> {
@@ -36,28 +46,51 @@ fn split_seed(features: Features, size_log: u8) -> Vec<u8> {
     let mut buf = host();
     let mem = Guarded::new(buf.as_mut_bytes());
     let size = 1u16 << size_log;
-    let cfg = QueueConfig { size, desc_addr: DESC, driver_addr: DRIVER_AREA, device_addr: DEVICE_AREA };
+    let cfg = QueueConfig {
+        size,
+        desc_addr: DESC,
+        driver_addr: DRIVER_AREA,
+        device_addr: DEVICE_AREA,
+    };
     let mut drv = SplitDriver::new(&mem, cfg, features).expect("split ring");
     add_chains(&mut |table, r, w| {
         let _ = match table {
-            Some(t) if features.contains(Features::INDIRECT_DESC) => drv.add_indirect(&mem, t, r, w),
+            Some(t) if features.contains(Features::INDIRECT_DESC) => {
+                drv.add_indirect(&mem, t, r, w)
+            }
             _ => drv.add(&mem, r, w),
         };
     });
     drv.publish_avail(&mem).expect("publish");
     let img = image(&mem);
-    QueueInput { size_byte: size_log, features: features.bits(), avail: 0, used: 0, reverse: true, max_pops: 8, image: &img }.encode()
+    QueueInput {
+        size_byte: size_log,
+        features: features.bits(),
+        avail: 0,
+        used: 0,
+        reverse: true,
+        max_pops: 8,
+        image: &img,
+    }
+    .encode()
 }
 
 fn packed_seed(features: Features, size: u16) -> Vec<u8> {
     let mut buf = host();
     let mem = Guarded::new(buf.as_mut_bytes());
-    let cfg = QueueConfig { size, desc_addr: DESC, driver_addr: DRIVER_AREA, device_addr: DEVICE_AREA };
+    let cfg = QueueConfig {
+        size,
+        desc_addr: DESC,
+        driver_addr: DRIVER_AREA,
+        device_addr: DEVICE_AREA,
+    };
     let features = features | Features::RING_PACKED;
     let mut drv = PackedDriver::<64>::new(&mem, cfg, features).expect("packed ring");
     add_chains(&mut |table, r, w| {
         let _ = match table {
-            Some(t) if features.contains(Features::INDIRECT_DESC) => drv.add_indirect(&mem, t, r, w),
+            Some(t) if features.contains(Features::INDIRECT_DESC) => {
+                drv.add_indirect(&mem, t, r, w)
+            }
             _ => drv.add(&mem, r, w),
         };
     });
@@ -104,7 +137,12 @@ fn mmio_seed(requests: &[(u32, u64)]) -> Vec<u8> {
         w(regs::STATUS, 1),
         w(regs::STATUS, 3),
         w(regs::DEVICE_FEATURES_SEL, 1),
-        MmioOp { write: false, width: 2, offset: regs::DEVICE_FEATURES as u16, value: 0 },
+        MmioOp {
+            write: false,
+            width: 2,
+            offset: regs::DEVICE_FEATURES as u16,
+            value: 0,
+        },
         w(regs::DRIVER_FEATURES_SEL, 1),
         w(regs::DRIVER_FEATURES, 1),
         w(regs::DRIVER_FEATURES_SEL, 0),
@@ -118,9 +156,19 @@ fn mmio_seed(requests: &[(u32, u64)]) -> Vec<u8> {
         w(regs::QUEUE_READY, 1),
         w(regs::STATUS, 15),
         w(regs::QUEUE_NOTIFY, 0),
-        MmioOp { write: false, width: 2, offset: regs::INTERRUPT_STATUS as u16, value: 0 },
+        MmioOp {
+            write: false,
+            width: 2,
+            offset: regs::INTERRUPT_STATUS as u16,
+            value: 0,
+        },
         w(regs::INTERRUPT_ACK, 1),
-        MmioOp { write: false, width: 0, offset: regs::CONFIG as u16, value: 0 },
+        MmioOp {
+            write: false,
+            width: 0,
+            offset: regs::CONFIG as u16,
+            value: 0,
+        },
         w(regs::QUEUE_RESET, 1),
         w(regs::STATUS, 0),
     ]
@@ -133,8 +181,23 @@ fn mmio_seed(requests: &[(u32, u64)]) -> Vec<u8> {
     v
 }
 
-fn request_seed(device: u8, queue: u8, options: u8, readable: &[u16], writable: &[u16], bytes: &[u8]) -> Vec<u8> {
-    RequestInput { device, queue, options, readable: readable.to_vec(), writable: writable.to_vec(), bytes }.encode()
+fn request_seed(
+    device: u8,
+    queue: u8,
+    options: u8,
+    readable: &[u16],
+    writable: &[u16],
+    bytes: &[u8],
+) -> Vec<u8> {
+    RequestInput {
+        device,
+        queue,
+        options,
+        readable: readable.to_vec(),
+        writable: writable.to_vec(),
+        bytes,
+    }
+    .encode()
 }
 
 fn block_header(kind: u32, sector: u64) -> Vec<u8> {
@@ -145,34 +208,77 @@ fn block_header(kind: u32, sector: u64) -> Vec<u8> {
 }
 
 fn main() {
-    let dir = std::env::args().nth(1).map_or_else(|| PathBuf::from("corpus"), PathBuf::from);
+    let dir = std::env::args()
+        .nth(1)
+        .map_or_else(|| PathBuf::from("corpus"), PathBuf::from);
     let write = |target: &str, name: &str, data: Vec<u8>| {
         let d = dir.join(target);
         fs::create_dir_all(&d).expect("corpus dir");
         fs::write(Path::new(&d).join(name), data).expect("seed");
     };
-    for (i, f) in [Features::empty(), Features::INDIRECT_DESC, Features::EVENT_IDX | Features::INDIRECT_DESC, Features::IN_ORDER]
-        .into_iter()
-        .enumerate()
+    for (i, f) in [
+        Features::empty(),
+        Features::INDIRECT_DESC,
+        Features::EVENT_IDX | Features::INDIRECT_DESC,
+        Features::IN_ORDER,
+    ]
+    .into_iter()
+    .enumerate()
     {
         write("split_queue", &format!("split-{i}"), split_seed(f, 3));
         write("split_queue", &format!("split-small-{i}"), split_seed(f, 2));
         write("packed_queue", &format!("packed-{i}"), packed_seed(f, 8));
-        write("packed_queue", &format!("packed-odd-{i}"), packed_seed(f, 5));
+        write(
+            "packed_queue",
+            &format!("packed-odd-{i}"),
+            packed_seed(f, 5),
+        );
     }
-    write("mmio_block", "write-read-flush", mmio_seed(&[(1, 0), (0, 0), (4, 0)]));
-    write("mmio_block", "get-id-and-past-end", mmio_seed(&[(8, 0), (0, 100)]));
-    write("device_requests", "rng", request_seed(0, 0, 0, &[], &[64], &[]));
+    write(
+        "mmio_block",
+        "write-read-flush",
+        mmio_seed(&[(1, 0), (0, 0), (4, 0)]),
+    );
+    write(
+        "mmio_block",
+        "get-id-and-past-end",
+        mmio_seed(&[(8, 0), (0, 100)]),
+    );
+    write(
+        "device_requests",
+        "rng",
+        request_seed(0, 0, 0, &[], &[64], &[]),
+    );
     let mut out = block_header(1, 2);
     out.extend_from_slice(&[0x5a; 512]);
-    write("device_requests", "block-out", request_seed(1, 0, 0, &[16, 512], &[1], &out));
-    write("device_requests", "block-in", request_seed(1, 0, 0, &[16], &[512, 1], &block_header(0, 3)));
+    write(
+        "device_requests",
+        "block-out",
+        request_seed(1, 0, 0, &[16, 512], &[1], &out),
+    );
+    write(
+        "device_requests",
+        "block-in",
+        request_seed(1, 0, 0, &[16], &[512, 1], &block_header(0, 3)),
+    );
     let mut discard = block_header(11, 0);
     discard.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]);
-    write("device_requests", "block-discard", request_seed(1, 0, 2, &[16, 16], &[1], &discard));
-    write("device_requests", "console-tx", request_seed(2, 1, 0, &[13], &[], b"hello, world\n"));
+    write(
+        "device_requests",
+        "block-discard",
+        request_seed(1, 0, 2, &[16, 16], &[1], &discard),
+    );
+    write(
+        "device_requests",
+        "console-tx",
+        request_seed(2, 1, 0, &[13], &[], b"hello, world\n"),
+    );
     // Multiport control queue (transmitq of control, index 3): DEVICE_READY.
     let ready = [0u8, 0, 0, 0, 0, 0, 1, 0];
-    write("device_requests", "console-control", request_seed(2, 3, 0, &[8], &[], &ready));
+    write(
+        "device_requests",
+        "console-control",
+        request_seed(2, 3, 0, &[8], &[], &ready),
+    );
     println!("seeds written to {}", dir.display());
 }

@@ -178,6 +178,22 @@ pub struct QueueConfig {
     pub device_addr: u64,
 }
 
+/// Checks each ring area `(area, address, alignment, length)` is aligned
+/// and wholly inside `mem`: the placement rules both ring formats share.
+fn check_areas<M: GuestMemory>(
+    mem: &M,
+    areas: &[(RingArea, u64, u64, u64)],
+) -> Result<(), ConfigError> {
+    for &(area, addr, align, len) in areas {
+        if !addr.is_multiple_of(align) {
+            return Err(ConfigError::Misaligned { area, addr });
+        }
+        mem.check_range(addr, len)
+            .map_err(|error| ConfigError::OutOfMemory { area, error })?;
+    }
+    Ok(())
+}
+
 /// The EVENT_IDX rule: should the other side be notified now that the index
 /// moved from `old` to `new`, given it asked to hear about `event`?
 ///

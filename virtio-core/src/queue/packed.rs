@@ -29,7 +29,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::chain::{Chain, Head};
 use super::error::{ChainError, ChainErrorKind, ConfigError, QueueError, RingArea};
-use super::{NotificationData, QueueConfig, vring_need_event};
+use super::{NotificationData, QueueConfig, check_areas, vring_need_event};
 use crate::memory::{GuestMemory, MemoryError};
 use crate::spec::{
     DescFlags, Features, Le16, Le32, Le64, MAX_QUEUE_SIZE, PACKED_DESC_ALIGN, PACKED_EVENT_ALIGN,
@@ -86,14 +86,7 @@ impl QueueConfig {
             (RingArea::Driver, self.driver_addr, PACKED_EVENT_ALIGN, 4),
             (RingArea::Device, self.device_addr, PACKED_EVENT_ALIGN, 4),
         ];
-        for (area, addr, align, len) in areas {
-            if !addr.is_multiple_of(align) {
-                return Err(ConfigError::Misaligned { area, addr });
-            }
-            mem.check_range(addr, len)
-                .map_err(|error| ConfigError::OutOfMemory { area, error })?;
-        }
-        Ok(())
+        check_areas(mem, &areas)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::chain::{Chain, Head};
 use super::error::{ChainError, ChainErrorKind, ConfigError, QueueError, RingArea};
-use super::{QueueConfig, vring_need_event};
+use super::{QueueConfig, check_areas, vring_need_event};
 use crate::memory::GuestMemory;
 use crate::spec::{
     DescFlags, Features, MAX_QUEUE_SIZE, SPLIT_AVAIL_ALIGN, SPLIT_DESC_ALIGN, SPLIT_USED_ALIGN,
@@ -58,14 +58,7 @@ impl QueueConfig {
                 split_used_size(size),
             ),
         ];
-        for (area, addr, align, len) in areas {
-            if !addr.is_multiple_of(align) {
-                return Err(ConfigError::Misaligned { area, addr });
-            }
-            mem.check_range(addr, len)
-                .map_err(|error| ConfigError::OutOfMemory { area, error })?;
-        }
-        Ok(())
+        check_areas(mem, &areas)
     }
 }
 
