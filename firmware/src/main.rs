@@ -1,0 +1,300 @@
+//! virtio over the shared-memory transport inside one Cortex-M4 image.
+//!
+//! The device end (an entropy device and a RAM block device) and the driver
+//! end share a window in SRAM. The driver end runs in thread mode; its
+//! doorbell pends an NVIC interrupt and the device end runs in that
+//! interrupt's handler. Everything is checked; results go out over
+//! semihosting and any mismatch exits non-zero.
+//!
+//! `cargo run --release` (from `firmware/`) runs it under
+//! `qemu-system-arm -M mps2-an386`.
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod common;
+
+use core::cell::RefCell;
+
+use common::{DOORBELL, LAYOUT, NvicDoorbell, WINDOW_WORDS, XorShift};
+use cortex_m::interrupt::Mutex;
+use cortex_m_rt::{ExceptionFrame, entry, exception};
+use cortex_m_semihosting::{debug, hprintln};
+use virtio_core::driver::SplitDriver;
+use virtio_core::memory::{GuestMemory, Region};
+use virtio_core::queue::Segment;
+use virtio_core::spec::Features;
+use virtio_devices::block::{BlkReqHeader, Block, BlockOptions, RamDisk};
+use virtio_devices::rng::Rng;
+use virtio_transport_shm::layout::Bump;
+use virtio_transport_shm::{DataArea, DeviceEnd, DriverEnd, Polled, ShmDevice, Spin};
+use zerocopy::IntoBytes;
+
+type Data = DataArea<'static, Region<'static>>;
+type Devices = (
+    ShmDevice<Rng<XorShift>, Data, 1>,
+    ShmDevice<Block<RamDisk<'static>>, Data, 1>,
+);
+type Device = DeviceEnd<'static, Region<'static>, Devices, Polled>;
+
+/// The device end, reached from the doorbell interrupt.
+static DEVICE: Mutex<RefCell<Option<Device>>> = Mutex::new(RefCell::new(None));
+
+const DISK_SECTORS: usize = 16;
+
+/// Stops QEMU with a failure exit code.
+fn fail(what: &str) -> ! {
+    hprintln!("FAIL: {}", what);
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+macro_rules! check {
+    ($cond:expr, $($what:tt)*) => {
+        if !$cond {
+            hprintln!($($what)*);
+            fail(stringify!($cond));
+        }
+    };
+}
+
+macro_rules! ok {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(_) => fail(stringify!($e)),
+        }
+    };
+}
+
+#[entry]
+fn main() -> ! {
+    let Some(mut cp) = cortex_m::Peripherals::take() else {
+        fail("peripherals");
+    };
+    let seed = common::seed(&mut cp.SYST);
+    let Some(words) = cortex_m::singleton!(: [u64; WINDOW_WORDS] = [0; WINDOW_WORDS]) else {
+        fail("window");
+    };
+    let window_at = words.as_ptr();
+    let Some(window) =
+        cortex_m::singleton!(: Region<'static> = ok!(Region::new(0, words.as_mut_bytes())))
+    else {
+        fail("region");
+    };
+    let window: &'static Region<'static> = window;
+    let Some(disk) = cortex_m::singleton!(: [u8; DISK_SECTORS * 512] = [0; DISK_SECTORS * 512])
+    else {
+        fail("disk");
+    };
+    hprintln!(
+        "shm firmware: window {} bytes at {:p} ({} slots x {} B, data area {} B)",
+        LAYOUT.window_len(),
+        window_at,
+        LAYOUT.slots(),
+        LAYOUT.slot_size(),
+        LAYOUT.data_len()
+    );
+
+    // ---- device end: owns the window, runs in the doorbell interrupt ----
+    let data = DataArea::new(window, &LAYOUT);
+    let devices = (
+        ShmDevice::new(Rng::new(XorShift::new(seed)), data),
+        ShmDevice::new(
+            Block::new(
+                RamDisk::new(disk),
+                BlockOptions {
+                    id: *b"cortex-m4-ramdisk\0\0\0",
+                    ..BlockOptions::default()
+                },
+            ),
+            data,
+        ),
+    );
+    let device = ok!(DeviceEnd::create(window, LAYOUT, devices, Polled));
+    cortex_m::interrupt::free(|cs| DEVICE.borrow(cs).replace(Some(device)));
+    common::enable_doorbell();
+
+    // ---- driver end: thread mode ----
+    let mut drv: DriverEnd<_, _, _, 2> = ok!(DriverEnd::attach(
+        window,
+        LAYOUT,
+        NvicDoorbell(DOORBELL),
+        Spin
+    ))
+    .with_max_waits(10_000);
+    check!(ok!(drv.ping(0xc0ffee)) == 0xc0ffee, "PING mismatch");
+    let present = ok!(drv.devices());
+    check!(present == 0b11, "GET_DEVICES {:#b}", present);
+    for dev in 0..2 {
+        let info = ok!(drv.device_info(dev));
+        hprintln!(
+            "device {}: id {}, {} queue(s), config {} bytes",
+            dev,
+            info.device_id.get(),
+            info.max_vqueues.get(),
+            info.config_size.get()
+        );
+    }
+    let mem = drv.data();
+    let mut alloc = Bump::new(&LAYOUT);
+
+    // rng: two requests; the bytes must not be constant or repeat.
+    let Some(base) = alloc.alloc(SplitDriver::layout_len(4), 16) else {
+        fail("alloc");
+    };
+    let rq = SplitDriver::layout(base, 4);
+    let mut q = ok!(SplitDriver::new(&mem, rq, Features::VERSION_1));
+    let f = ok!(drv.bring_up(0, Features::empty(), &[rq]));
+    hprintln!("rng: negotiated features {:#x}", f.bits());
+    let Some(buf) = alloc.alloc(32, 8) else {
+        fail("alloc")
+    };
+    let mut first = [0u8; 16];
+    let mut second = [0u8; 16];
+    for out in [&mut first, &mut second] {
+        ok!(q.add(&mem, &[], &[Segment { addr: buf, len: 16 }]));
+        if ok!(q.publish_avail(&mem)) {
+            ok!(drv.notify(0, 0, 0));
+        }
+        let used = loop {
+            if let Some(u) = ok!(q.pop_used(&mem)) {
+                break u;
+            }
+            ok!(drv.wait_used(0, 0));
+        };
+        check!(used.len == 16, "rng used length {}", used.len);
+        ok!(mem.read(buf, out));
+    }
+    hprintln!("rng: {:02x?}", first);
+    check!(first != second, "rng repeated itself");
+    check!(first.iter().any(|b| *b != first[0]), "rng constant");
+
+    // block: write every sector with its own pattern, read all back.
+    let Some(base) = alloc.alloc(SplitDriver::layout_len(8), 16) else {
+        fail("alloc");
+    };
+    let bq = SplitDriver::layout(base, 8);
+    let mut q = ok!(SplitDriver::new(&mem, bq, Features::VERSION_1));
+    let f = ok!(drv.bring_up(1, Features::empty(), &[bq]));
+    let mut cap = [0u8; 8];
+    ok!(drv.get_config(1, 0, &mut cap));
+    let capacity = u64::from_le_bytes(cap);
+    hprintln!(
+        "block: negotiated features {:#x}, capacity {} sectors",
+        f.bits(),
+        capacity
+    );
+    check!(capacity == DISK_SECTORS as u64, "capacity {}", capacity);
+    let (Some(hdr), Some(sector), Some(status)) =
+        (alloc.alloc(16, 16), alloc.alloc(512, 16), alloc.alloc(1, 1))
+    else {
+        fail("alloc");
+    };
+    let mut requests = 0u32;
+    for pass in 0..2u32 {
+        for s in 0..DISK_SECTORS as u64 {
+            let write = pass == 0;
+            let pattern = (s as u8).wrapping_mul(37).wrapping_add(11);
+            let h = BlkReqHeader {
+                type_: u32::from(write).into(),
+                reserved: 0.into(),
+                sector: s.into(),
+            };
+            ok!(mem.write(hdr, h.as_bytes()));
+            ok!(mem.write(sector, &[if write { pattern } else { 0 }; 512]));
+            let (hs, ds, ss) = (
+                Segment { addr: hdr, len: 16 },
+                Segment {
+                    addr: sector,
+                    len: 512,
+                },
+                Segment {
+                    addr: status,
+                    len: 1,
+                },
+            );
+            if write {
+                ok!(q.add(&mem, &[hs, ds], &[ss]));
+            } else {
+                ok!(q.add(&mem, &[hs], &[ds, ss]));
+            }
+            if ok!(q.publish_avail(&mem)) {
+                ok!(drv.notify(1, 0, 0));
+            }
+            loop {
+                if ok!(q.pop_used(&mem)).is_some() {
+                    break;
+                }
+                ok!(drv.wait_used(1, 0));
+            }
+            let mut st = [0xffu8];
+            ok!(mem.read(status, &mut st));
+            check!(st[0] == 0, "sector {} status {}", s, st[0]);
+            if !write {
+                let mut back = [0u8; 512];
+                ok!(mem.read(sector, &mut back));
+                check!(
+                    back.iter().all(|b| *b == pattern),
+                    "sector {} read back wrong",
+                    s
+                );
+            }
+            requests += 1;
+        }
+    }
+    hprintln!(
+        "block: {} requests (write + read back of {} sectors) ok",
+        requests,
+        DISK_SECTORS
+    );
+
+    let stats =
+        cortex_m::interrupt::free(|cs| DEVICE.borrow(cs).borrow().as_ref().map(|d| d.stats()));
+    let Some(stats) = stats else {
+        fail("device end gone")
+    };
+    hprintln!(
+        "device end: {} messages, {} answers, {} EVENT_USED, {} discarded",
+        stats.received,
+        stats.responses,
+        stats.events_used,
+        stats.discarded()
+    );
+    check!(
+        stats.discarded() == 0 && stats.ring_errors == 0,
+        "device end discarded messages"
+    );
+    check!(drv.stray_messages() == 0, "stray messages");
+    hprintln!("PASS");
+    debug::exit(debug::EXIT_SUCCESS);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+/// Every external interrupt lands here; the doorbell runs the device end.
+#[exception]
+unsafe fn DefaultHandler(irqn: i16) {
+    if irqn != DOORBELL.0 as i16 {
+        fail("unexpected interrupt");
+    }
+    cortex_m::interrupt::free(|cs| {
+        if let Some(device) = DEVICE.borrow(cs).borrow_mut().as_mut() {
+            while device.process() {}
+        }
+    });
+}
+
+#[exception]
+unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {
+    fail("hard fault");
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    hprintln!("{}", info);
+    fail("panic");
+}
