@@ -53,6 +53,12 @@ impl<'a> Guarded<'a> {
         );
     }
 
+    /// The region itself, for a harness's own driver-side accesses, which
+    /// are neither guarded nor recorded.
+    pub fn raw(&self) -> &Region<'a> {
+        &self.inner
+    }
+
     /// True if every recorded write lies inside one of `areas`.
     pub fn writes_within(&self, areas: &[(u64, u64)]) -> Result<(), (u64, u64)> {
         for &(addr, len) in self.writes.borrow().iter() {
@@ -341,4 +347,71 @@ pub fn check_chain<M: GuestMemory, const N: usize>(mem: &M, chain: &Chain<N>) {
             "segment outside memory"
         );
     }
+}
+
+/// The window layout of the `shm_device` target: 8 slots of 64 bytes each
+/// way and a 16 KiB data area, inside the guarded memory.
+pub fn shm_layout() -> virtio_transport_shm::Layout {
+    virtio_transport_shm::Layout::new(8, 64, 0x4000).expect("shm layout")
+}
+
+/// Input of the `shm_device` target: byte 0 (bit 0: overwrite the ring
+/// indices with bytes 1..9 first), bytes 1..9, `le16 n` and `n` bytes
+/// copied to the start of the data area (where a driver puts virtqueues),
+/// then messages as `u8 len` plus `len` bytes, each written into the next
+/// driver-to-device slot as a driver would, whatever its framing says.
+pub struct ShmInput<'a> {
+    pub flags: u8,
+    pub indices: [u8; 8],
+    pub data_area: &'a [u8],
+    pub messages: Vec<&'a [u8]>,
+}
+
+impl<'a> ShmInput<'a> {
+    pub fn parse(data: &'a [u8]) -> Self {
+        let flags = data.first().copied().unwrap_or(0);
+        let mut indices = [0u8; 8];
+        if let Some(b) = data.get(1..9) {
+            indices.copy_from_slice(b);
+        }
+        let n = data
+            .get(9..11)
+            .map_or(0, |b| usize::from(u16::from_le_bytes([b[0], b[1]])));
+        let rest = data.get(11..).unwrap_or(&[]);
+        let (data_area, mut rest) = rest.split_at(n.min(rest.len()));
+        let mut messages = Vec::new();
+        while let Some((&len, tail)) = rest.split_first() {
+            let n = usize::from(len).min(tail.len());
+            messages.push(&tail[..n]);
+            rest = &tail[n..];
+        }
+        Self {
+            flags,
+            indices,
+            data_area,
+            messages,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = vec![self.flags];
+        v.extend_from_slice(&self.indices);
+        v.extend_from_slice(&(self.data_area.len() as u16).to_le_bytes());
+        v.extend_from_slice(self.data_area);
+        for m in &self.messages {
+            v.push(m.len() as u8);
+            v.extend_from_slice(m);
+        }
+        v
+    }
+}
+
+/// A virtio-msg message: header (type, id, dev_num, token, size) + payload.
+pub fn message(type_: u8, id: u8, dev: u16, token: u16, payload: &[u8]) -> Vec<u8> {
+    let mut m = vec![type_, id];
+    m.extend_from_slice(&dev.to_le_bytes());
+    m.extend_from_slice(&token.to_le_bytes());
+    m.extend_from_slice(&((8 + payload.len()) as u16).to_le_bytes());
+    m.extend_from_slice(payload);
+    m
 }

@@ -11,7 +11,8 @@ use virtio_core::memory::GuestMemory;
 use virtio_core::queue::{QueueConfig, Segment};
 use virtio_core::spec::Features;
 use virtio_fuzz::{
-    DATA, DESC, DEVICE_AREA, DRIVER_AREA, Guarded, MmioOp, QueueInput, RequestInput, host,
+    DATA, DESC, DEVICE_AREA, DRIVER_AREA, Guarded, MmioOp, QueueInput, RequestInput, ShmInput,
+    host, message, shm_layout,
 };
 use virtio_transport_mmio::regs;
 use zerocopy::IntoBytes;
@@ -207,6 +208,77 @@ fn block_header(kind: u32, sector: u64) -> Vec<u8> {
     h
 }
 
+fn le32s(words: &[u32]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// A driver bringing up device `dev` over virtio-msg, one queue of 16 in
+/// the data area holding one request (`readable`/`writable` lengths), then
+/// kicking it, reading config and the queue back, and resetting.
+fn shm_seed(dev: u16, readable: &[u32], writable: &[u32]) -> Vec<u8> {
+    let layout = shm_layout();
+    let mut buf = host();
+    let mem = Guarded::new(buf.as_mut_bytes());
+    let ring = layout.data_off();
+    let cfg = SplitDriver::layout(ring, 16);
+    let mut drv = SplitDriver::new(mem.raw(), cfg, Features::VERSION_1).expect("ring");
+    let mut at = ring + 0x400;
+    let mut place = |lens: &[u32]| -> Vec<Segment> {
+        lens.iter()
+            .map(|&len| {
+                let s = seg(at, len);
+                at += u64::from(len);
+                s
+            })
+            .collect()
+    };
+    let (r, w) = (place(readable), place(writable));
+    if let Some(first) = r.first() {
+        // A block IN header for sector 1.
+        let mut h = 0u32.to_le_bytes().to_vec();
+        h.extend_from_slice(&[0; 4]);
+        h.extend_from_slice(&1u64.to_le_bytes());
+        mem.raw()
+            .write(first.addr, &h[..first.len.min(16) as usize])
+            .expect("header");
+    }
+    drv.add(mem.raw(), &r, &w).expect("request");
+    drv.publish_avail(mem.raw()).expect("publish");
+    let mut area = vec![0u8; 0x800];
+    mem.raw().read(ring, &mut area).expect("data area");
+    let mut vq = le32s(&[0, 0, 16, 0]);
+    for a in [cfg.desc_addr, cfg.driver_addr, cfg.device_addr] {
+        vq.extend_from_slice(&a.to_le_bytes());
+    }
+    let t = |n: u16| n;
+    let messages = vec![
+        message(2, 0x03, 0, t(1), &le32s(&[0x1234_5678])),
+        message(2, 0x02, 0, t(2), &[0, 0, 8, 0]),
+        message(0, 0x02, dev, t(3), &[]),
+        message(0, 0x08, dev, t(4), &le32s(&[1])),
+        message(0, 0x08, dev, t(5), &le32s(&[3])),
+        message(0, 0x03, dev, t(6), &le32s(&[0, 2])),
+        message(0, 0x04, dev, t(7), &le32s(&[0, 2, 0, 1])),
+        message(0, 0x08, dev, t(8), &le32s(&[11])),
+        message(0, 0x0a, dev, t(9), &vq),
+        message(0, 0x08, dev, t(10), &le32s(&[15])),
+        message(0, 0x41, dev, 0, &le32s(&[0, 0])),
+        message(0, 0x05, dev, t(11), &le32s(&[0, 8])),
+        message(0, 0x09, dev, t(12), &le32s(&[0])),
+        message(0, 0x07, dev, t(13), &[]),
+        message(0, 0x0c, dev, t(14), &le32s(&[0])),
+        message(0, 0x08, dev, t(15), &le32s(&[0])),
+    ];
+    let messages: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    ShmInput {
+        flags: 0,
+        indices: [0; 8],
+        data_area: &area,
+        messages,
+    }
+    .encode()
+}
+
 fn main() {
     let dir = std::env::args()
         .nth(1)
@@ -280,5 +352,7 @@ fn main() {
         "console-control",
         request_seed(2, 3, 0, &[8], &[], &ready),
     );
+    write("shm_device", "rng-bring-up", shm_seed(0, &[], &[64]));
+    write("shm_device", "block-read", shm_seed(1, &[16], &[512, 1]));
     println!("seeds written to {}", dir.display());
 }
