@@ -1,7 +1,5 @@
 //! Pieces both images share: the layout, the doorbell interrupt, the RNG.
 
-use core::convert::Infallible;
-
 use cortex_m::interrupt::InterruptNumber;
 use cortex_m::peripheral::NVIC;
 use virtio_transport_shm::{Doorbell, Layout};
@@ -51,46 +49,9 @@ pub fn enable_doorbell() {
     unsafe { NVIC::unmask(DOORBELL) };
 }
 
-/// A xorshift64 generator. **Not cryptographic**: it stands in for a
-/// hardware TRNG so the entropy device has something non-constant to
-/// serve; its seed comes from the SysTick counter at boot.
-pub struct XorShift(u64);
-
-impl XorShift {
-    /// A generator from `seed` (0 is replaced: xorshift would stay at 0).
-    pub fn new(seed: u64) -> Self {
-        Self(if seed == 0 {
-            0x2545_f491_4f6c_dd1d
-        } else {
-            seed
-        })
-    }
-
-    fn step(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-impl rand_core::TryRng for XorShift {
-    type Error = Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        Ok(self.step() as u32)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        Ok(self.step())
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        for chunk in dst.chunks_mut(8) {
-            let v = self.step().to_le_bytes();
-            let n = chunk.len();
-            chunk.copy_from_slice(&v[..n]);
-        }
-        Ok(())
-    }
-}
+/// The demo's stand-in for a hardware RNG: xorshift64 seeded from SysTick
+/// ([`seed`]); deterministic and NOT cryptographic.
+pub use virtio_devices::rng::test_utils::XorShift64 as XorShift;
 
 /// A seed from the SysTick counter (free-running from reset).
 pub fn seed(syst: &mut cortex_m::peripheral::SYST) -> u64 {

@@ -18,7 +18,7 @@ use virtio_core::spec::Features;
 use virtio_devices::block::{Block, BlockOptions, RamDisk, RangeCommand};
 use virtio_devices::console::Console;
 use virtio_devices::rng::Rng;
-use virtio_fuzz::{DATA, Guarded, RequestInput, Sink, XorShift, host};
+use virtio_fuzz::{DATA, Guarded, RequestInput, Sink, XorShift64, host};
 use zerocopy::IntoBytes;
 
 const QSIZE: u16 = 16;
@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     let mem = Guarded::new(buf.as_mut_bytes());
     match input.device {
         0 => run(
-            Rng::new(XorShift(0x9e37_79b9_7f4a_7c15)),
+            Rng::new(XorShift64::new(0x9e37_79b9_7f4a_7c15)),
             &mem,
             &input,
             Check::Rng,

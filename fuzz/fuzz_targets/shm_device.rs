@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use virtio_core::memory::GuestMemory;
 use virtio_devices::block::{Block, BlockOptions, RamDisk};
 use virtio_devices::rng::Rng;
-use virtio_fuzz::{Guarded, ShmInput, XorShift, host, shm_layout};
+use virtio_fuzz::{Guarded, ShmInput, XorShift64, host, shm_layout};
 use virtio_transport_shm::layout::offset;
 use virtio_transport_shm::ring::{Consumer, Direction, Slot};
 use virtio_transport_shm::{DataArea, DeviceEnd, Polled, ShmDevice};
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let mem = Guarded::new(buf.as_mut_bytes());
     let mut disk = vec![0u8; 8 * 512];
     let area = DataArea::new(&mem, &layout);
-    let rng = ShmDevice::<_, _, 1>::new(Rng::new(XorShift(7)), area);
+    let rng = ShmDevice::<_, _, 1>::new(Rng::new(XorShift64::new(7)), area);
     let blk = ShmDevice::<_, _, 1>::new(
         Block::new(
             RamDisk::new(&mut disk),

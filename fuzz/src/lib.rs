@@ -279,28 +279,8 @@ impl<'a> RequestInput<'a> {
     }
 }
 
-/// A deterministic RNG backend (xorshift): not cryptographic, fuzzing only.
-pub struct XorShift(pub u64);
-
-impl rand_core::TryRng for XorShift {
-    type Error = core::convert::Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        Ok(self.try_next_u64()? as u32)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        Ok(self.0)
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-        for chunk in dst.chunks_mut(8) {
-            let v = self.try_next_u64()?.to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-        Ok(())
-    }
-}
+/// The deterministic generator the rng device draws from (not cryptographic).
+pub use virtio_devices::rng::test_utils::XorShift64;
 
 /// A console port backend that swallows output and has no input.
 #[derive(Default)]

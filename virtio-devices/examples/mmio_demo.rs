@@ -14,38 +14,14 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::convert::Infallible;
-
 use support::{ArenaHal, MmioAdapter, Pipe, attach};
 use virtio_devices::block::{Block, BlockOptions, RamDisk};
 use virtio_devices::console::Console;
 use virtio_devices::rng::Rng;
+use virtio_devices::rng::test_utils::XorShift64;
 use virtio_drivers::device::blk::{SECTOR_SIZE, VirtIOBlk};
 use virtio_drivers::device::console::VirtIOConsole;
 use virtio_drivers::device::rng::VirtIORng;
-
-/// A small xorshift generator standing in for a hardware RNG.
-struct XorShift(u64);
-
-impl rand_core::TryRng for XorShift {
-    type Error = Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        Ok(self.try_next_u64()? as u32)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        Ok(self.0)
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        for chunk in dst.chunks_mut(8) {
-            let v = self.try_next_u64()?.to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-        Ok(())
-    }
-}
 
 fn summary<D: virtio_core::device::VirtioDevice>(name: &str, mmio: &support::Shared<D>) {
     let m = mmio.borrow();
@@ -99,7 +75,7 @@ fn main() {
     println!("  device stats: {stats:?}");
 
     println!("virtio-rng (ID 4) over virtio-mmio:");
-    let mmio = attach(Rng::new(XorShift(0x2545_f491_4f6c_dd1d)));
+    let mmio = attach(Rng::new(XorShift64::new(0x2545_f491_4f6c_dd1d)));
     let mut rng = VirtIORng::<ArenaHal, _>::new(MmioAdapter::new(mmio.clone())).unwrap();
     let mut buf = [0u8; 16];
     let n = rng.request_entropy(&mut buf).unwrap();

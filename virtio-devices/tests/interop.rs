@@ -9,33 +9,12 @@
 
 mod support;
 
-use core::convert::Infallible;
-
 use support::{ArenaHal, MmioAdapter, attach};
 use virtio_devices::block::{Block, BlockOptions, RamDisk};
 use virtio_devices::rng::Rng;
+use virtio_devices::rng::test_utils::CountingRng as Counter;
 use virtio_drivers::device::blk::{SECTOR_SIZE, VirtIOBlk};
 use virtio_drivers::device::rng::VirtIORng;
-
-/// A deterministic generator, so the test can check what arrived.
-struct Counter(u8);
-
-impl rand_core::TryRng for Counter {
-    type Error = Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        Ok(0)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        Ok(0)
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        for b in dst {
-            self.0 = self.0.wrapping_add(1);
-            *b = self.0;
-        }
-        Ok(())
-    }
-}
 
 #[test]
 fn virtio_drivers_rng_gets_random_bytes() {

@@ -30,6 +30,7 @@ use virtio_core::spec::Features;
 use virtio_devices::block::{BlkReqHeader, Block, BlockOptions, RamDisk};
 use virtio_devices::console::Console;
 use virtio_devices::rng::Rng;
+use virtio_devices::rng::test_utils::XorShift64;
 use virtio_transport_shm::layout::{self, Bump};
 use virtio_transport_shm::{DataArea, DeviceEnd, Doorbell, DriverEnd, Layout, ShmDevice};
 use zerocopy::IntoBytes;
@@ -42,29 +43,6 @@ const LAYOUT: Layout = match Layout::new(16, 64, 256 * 1024) {
 const RNG: u16 = 0;
 const CONSOLE: u16 = 1;
 const BLOCK: u16 = 2;
-
-/// Not cryptographic: a xorshift stand-in for a hardware RNG.
-struct XorShift(u64);
-
-impl rand_core::TryRng for XorShift {
-    type Error = Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        Ok(self.try_next_u64()? as u32)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        Ok(self.0)
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        for chunk in dst.chunks_mut(8) {
-            let v = self.try_next_u64()?.to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-        Ok(())
-    }
-}
 
 /// The console's host side: input queued by the host, output collected.
 #[derive(Clone, Default)]
@@ -155,7 +133,7 @@ fn main() {
         let device = s.spawn(move || {
             let data = DataArea::new(window, &LAYOUT);
             let devices = (
-                ShmDevice::<_, _, 1>::new(Rng::new(XorShift(0x2545_f491_4f6c_dd1d)), data),
+                ShmDevice::<_, _, 1>::new(Rng::new(XorShift64::new(0x2545_f491_4f6c_dd1d)), data),
                 ShmDevice::<_, _, 2>::new(Console::new([pipe_dev]).with_size(80, 25), data),
                 ShmDevice::<_, _, 1>::new(
                     Block::new(

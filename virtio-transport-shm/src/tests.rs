@@ -4,12 +4,10 @@
 #![allow(clippy::arithmetic_side_effects)]
 
 use core::cell::RefCell;
-use core::convert::Infallible;
 use std::vec;
 use std::vec::Vec;
 
 use proptest::prelude::*;
-use rand_core::TryRng;
 use virtio_core::driver::SplitDriver;
 use virtio_core::memory::{GuestMemory, MemoryError, Region};
 use virtio_core::queue::{QueueConfig, Segment};
@@ -24,6 +22,7 @@ use crate::layout::{self, Bump, offset};
 use crate::msg::{self, MsgError};
 use crate::ring::{Consumer, Direction, Producer, RingError, Slot};
 use crate::*;
+use virtio_devices::rng::test_utils::CountingRng as Counter;
 
 const LAYOUT: Layout = match Layout::new(4, 64, 16384) {
     Ok(l) => l,
@@ -32,26 +31,6 @@ const LAYOUT: Layout = match Layout::new(4, 64, 16384) {
 /// Guard bytes on each side of the window.
 const GUARD: usize = 64;
 const GUARD_BYTE: u8 = 0xa5;
-
-/// A counting "generator": 1, 2, 3, ...
-struct Counter(u8);
-
-impl TryRng for Counter {
-    type Error = Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        Ok(0)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        Ok(0)
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        for b in dst {
-            self.0 = self.0.wrapping_add(1);
-            *b = self.0;
-        }
-        Ok(())
-    }
-}
 
 /// Window memory with guard bytes around it.
 fn backing() -> Vec<u64> {

@@ -8,7 +8,6 @@
     clippy::panic
 )]
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
@@ -18,6 +17,7 @@ use virtio_core::queue::Segment;
 use virtio_core::spec::Features;
 use virtio_devices::block::{BlkReqHeader, Block, BlockOptions, RamDisk};
 use virtio_devices::rng::Rng;
+use virtio_devices::rng::test_utils::CountingRng as Counter;
 use virtio_transport_shm::layout::{self, Bump};
 use virtio_transport_shm::{DataArea, DeviceEnd, DriverEnd, FlagDoorbell, Layout, ShmDevice};
 use zerocopy::IntoBytes;
@@ -26,26 +26,6 @@ const LAYOUT: Layout = match Layout::new(4, 64, 8192) {
     Ok(l) => l,
     Err(_) => panic!("layout"),
 };
-
-/// A counting "generator" (not random at all: the test checks the bytes).
-struct Counter(u8);
-
-impl rand_core::TryRng for Counter {
-    type Error = Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        Ok(0)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        Ok(0)
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        for b in dst {
-            self.0 = self.0.wrapping_add(1);
-            *b = self.0;
-        }
-        Ok(())
-    }
-}
 
 #[test]
 fn driver_and_device_in_two_threads() {

@@ -117,5 +117,7 @@ impl<R: TryRng> VirtioDevice for Rng<R> {
     }
 }
 
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 #[cfg(test)]
 mod tests;

@@ -1,34 +1,12 @@
 #![allow(clippy::arithmetic_side_effects)]
 
-use core::convert::Infallible;
-
 use rand_core::TryRng;
 use virtio_core::queue::Segment;
 use virtio_core::spec::Features;
 
+use super::test_utils::CountingRng as Counter;
 use super::*;
 use crate::harness::Harness;
-
-/// A counting "generator": 1, 2, 3, ...
-#[derive(Default)]
-struct Counter(u8);
-
-impl TryRng for Counter {
-    type Error = Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        Ok(0)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        Ok(0)
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        for b in dst {
-            self.0 = self.0.wrapping_add(1);
-            *b = self.0;
-        }
-        Ok(())
-    }
-}
 
 #[derive(Debug)]
 struct Broken;
