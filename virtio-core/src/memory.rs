@@ -611,6 +611,114 @@ impl<const N: usize> GuestMemory for MultiRegion<'_, N> {
     }
 }
 
+/// Guest memory made of shared file mappings it owns (feature `mmap`): the
+/// memory table of a vhost-user daemon, one mapping per region the
+/// frontend sent. Each mapping is served as a [`Region`] inside a
+/// [`MultiRegion`] of up to `N` regions; a region lives exactly as long as
+/// its mapping, and this type never hands a region out.
+#[cfg(feature = "mmap")]
+pub struct MappedMemory<const N: usize> {
+    // Field order matters: the regions (raw pointers into the mappings) are
+    // dropped before the mappings are unmapped.
+    regions: MultiRegion<'static, N>,
+    maps: heapless::Vec<(u64, memmap2::MmapRaw), N>,
+}
+
+#[cfg(feature = "mmap")]
+impl<const N: usize> Default for MappedMemory<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(feature = "mmap")]
+impl<const N: usize> fmt::Debug for MappedMemory<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.regions.regions()).finish()
+    }
+}
+
+#[cfg(feature = "mmap")]
+impl<const N: usize> MappedMemory<N> {
+    /// No regions: every access fails.
+    pub const fn new() -> Self {
+        Self {
+            regions: MultiRegion::new(),
+            maps: heapless::Vec::new(),
+        }
+    }
+
+    /// Serves `map` (all of it) at guest addresses `base ..`, keeping the
+    /// mapping until the region is removed or this memory is dropped.
+    ///
+    /// # Errors
+    /// [`RegionError`] as for [`Region::new`] and [`MultiRegion::add`]; the
+    /// mapping is dropped (unmapped) then.
+    pub fn add(&mut self, base: u64, map: memmap2::MmapRaw) -> Result<(), RegionError> {
+        // SAFETY: `map` is a live mapping of `map.len()` readable and
+        // writable bytes at `map.as_mut_ptr()`. It is kept in `self.maps`
+        // for as long as the region is in `self.regions`: `remove` takes the
+        // region out before dropping the mapping, the field order drops the
+        // regions first, and no region is ever handed out. `MmapRaw` hands
+        // out no references, so the memory is reached only through the
+        // region's volatile and atomic accesses (and by the driver).
+        let region = unsafe { Region::from_raw_parts(base, map.as_mut_ptr(), map.len()) }?;
+        self.regions.add(region)?;
+        if let Err((base, map)) = self.maps.push((base, map)) {
+            // Cannot happen (both hold `N`), but the region must not outlive
+            // its mapping: take it out before the mapping drops.
+            let _ = self.regions.remove(base);
+            drop(map);
+            return Err(RegionError::Full);
+        }
+        Ok(())
+    }
+
+    /// Removes the region at `base` and unmaps it; false if there is none.
+    pub fn remove(&mut self, base: u64) -> bool {
+        let Some(pos) = self.maps.iter().position(|(b, _)| *b == base) else {
+            return false;
+        };
+        let _ = self.regions.remove(base);
+        self.maps.swap_remove(pos);
+        true
+    }
+
+    /// The number of regions.
+    pub fn len(&self) -> usize {
+        self.maps.len()
+    }
+
+    /// True with no regions.
+    pub fn is_empty(&self) -> bool {
+        self.maps.is_empty()
+    }
+}
+
+#[cfg(feature = "mmap")]
+impl<const N: usize> GuestMemory for MappedMemory<N> {
+    #[inline]
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        self.regions.read(addr, buf)
+    }
+    #[inline]
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
+        self.regions.write(addr, buf)
+    }
+    #[inline]
+    fn load_u16_acquire(&self, addr: u64) -> Result<u16, MemoryError> {
+        self.regions.load_u16_acquire(addr)
+    }
+    #[inline]
+    fn store_u16_release(&self, addr: u64, value: u16) -> Result<(), MemoryError> {
+        self.regions.store_u16_release(addr, value)
+    }
+    #[inline]
+    fn check_range(&self, addr: u64, len: u64) -> Result<(), MemoryError> {
+        self.regions.check_range(addr, len)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::arithmetic_side_effects)]
 mod tests {
@@ -808,5 +916,29 @@ mod tests {
         let m = MultiRegion::<1>::default();
         assert!(m.read(0, &mut [0u8; 1]).is_err());
         assert_eq!(m.write(5, &[]), Ok(()));
+    }
+
+    // The mapping-owning memory serves its mappings and refuses what is
+    // not mapped; removing a region unmaps it (not under Miri: no mmap).
+    #[cfg(all(feature = "mmap", not(miri)))]
+    #[test]
+    fn mapped_memory_serves_owned_mappings() {
+        let map = |len| memmap2::MmapRaw::from(memmap2::MmapMut::map_anon(len).unwrap());
+        let mut mem = MappedMemory::<2>::new();
+        mem.add(0x1000, map(0x1000)).unwrap();
+        mem.add(0x2000, map(0x1000)).unwrap();
+        assert_eq!(mem.add(0x2800, map(0x1000)), Err(RegionError::Overlap));
+        assert_eq!(mem.len(), 2);
+        // Contiguous regions serve a straddling access.
+        mem.write(0x1ffc, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        let mut buf = [0u8; 8];
+        mem.read(0x1ffc, &mut buf).unwrap();
+        assert_eq!(buf, [1, 2, 3, 4, 5, 6, 7, 8]);
+        mem.store_u16_release(0x2002, 0xbeef).unwrap();
+        assert_eq!(mem.load_u16_acquire(0x2002), Ok(0xbeef));
+        assert!(mem.remove(0x2000));
+        assert!(!mem.remove(0x2000));
+        assert!(mem.read(0x2002, &mut buf[..2]).is_err());
+        assert!(mem.read(0x1000, &mut buf).is_ok());
     }
 }

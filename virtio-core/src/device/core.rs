@@ -7,7 +7,7 @@ use super::{
     RING_FEATURES, VirtioDevice,
 };
 use crate::memory::GuestMemory;
-use crate::queue::{NotificationData, Queue, QueueConfig, RingArea};
+use crate::queue::{NotificationData, Queue, QueueConfig, RingArea, RingPosition};
 use crate::spec::{DeviceId, DeviceStatus, Features, MAX_QUEUE_SIZE};
 
 /// Rounds of "serve, re-enable notifications, re-check" per notification
@@ -348,11 +348,45 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> DeviceCore<D, M, Q> {
                 self.serve(queue);
             }
         } else {
-            slot.engine = None;
+            if let Some(engine) = slot.engine.take() {
+                slot.base = Some(ring_base(&engine));
+            }
             slot.dirty = false;
             self.device.queue_reset(queue);
         }
         Ok(())
+    }
+
+    /// Sets where `queue`'s ring resumes when it is next built, for
+    /// transports that stop and restart rings without a device reset
+    /// (vhost-user's `SET_VRING_BASE`, a resumed migration). `base` is the
+    /// next available index for a split ring and `slot | wrap << 15`
+    /// ([`RingPosition::to_u16`]) for a packed one.
+    ///
+    /// A split ring resumes its used index from the ring's `used.idx` in
+    /// guest memory (what the driver has seen), a packed ring its used
+    /// position from `base`. A device reset or queue reset forgets the
+    /// base; disabling the queue keeps its current position as the base.
+    ///
+    /// # Errors
+    /// [`QueueSetupError`]: no such queue, or the queue is enabled.
+    pub fn set_queue_base(&mut self, queue: u16, base: u16) -> Result<(), QueueSetupError> {
+        self.setup_slot(queue)?.base = Some(base);
+        Ok(())
+    }
+
+    /// Where `queue`'s ring is (while it runs) or would resume (while it is
+    /// stopped), in the form of [`Self::set_queue_base`]: vhost-user's
+    /// `GET_VRING_BASE`. `None` for no such queue, and for a queue that
+    /// was neither based nor run since the last reset (it starts fresh:
+    /// index 0 for a split ring, slot 0 with wrap counter 1 for a packed
+    /// one).
+    pub fn queue_base(&self, queue: u16) -> Option<u16> {
+        let slot = self.slot(queue)?;
+        match &slot.engine {
+            Some(engine) => Some(ring_base(engine)),
+            None => slot.base,
+        }
     }
 
     /// Per-queue reset (`RING_RESET`, virtio 1.4 §"Virtqueue Reset"): the
@@ -378,7 +412,12 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> DeviceCore<D, M, Q> {
             return;
         };
         match Queue::new(&self.mem, slot.config, features) {
-            Ok(engine) => slot.engine = Some(engine),
+            Ok(mut engine) => {
+                if let Some(base) = slot.base {
+                    resume_at(&mut engine, &self.mem, slot.config, base);
+                }
+                slot.engine = Some(engine);
+            }
             Err(error) => self.enter_needs_reset(NeedsResetCause::QueueConfig { queue, error }),
         }
     }
@@ -535,6 +574,34 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> DeviceCore<D, M, Q> {
         }
         if let Some(cause) = failure {
             self.enter_needs_reset(cause);
+        }
+    }
+}
+
+/// A ring's position in the form of [`DeviceCore::set_queue_base`].
+fn ring_base(engine: &Queue) -> u16 {
+    match engine {
+        Queue::Split(q) => q.next_avail(),
+        Queue::Packed(q) => q.next_avail().to_u16(),
+    }
+}
+
+/// Restarts a freshly built ring at `base` ([`DeviceCore::set_queue_base`]).
+fn resume_at<M: GuestMemory>(engine: &mut Queue, mem: &M, config: QueueConfig, base: u16) {
+    match engine {
+        Queue::Split(q) => {
+            // `used.idx` sits 2 bytes into the used ring; the ring was just
+            // checked to be inside memory, and a failed read keeps `base`.
+            let used = config
+                .device_addr
+                .checked_add(2)
+                .and_then(|addr| mem.load_u16_acquire(addr).ok())
+                .unwrap_or(base);
+            q.set_indices(base, used);
+        }
+        Queue::Packed(q) => {
+            let at = RingPosition::from_u16(base);
+            q.set_positions(at, at);
         }
     }
 }

@@ -23,6 +23,10 @@ pub(crate) struct QueueSlot {
     pub(crate) popped: u32,
     /// Malformed chains returned by the core since the last reset.
     pub(crate) malformed: u32,
+    /// Where the ring resumes when next built (vhost-user's vring base:
+    /// split `next_avail`, packed `slot | wrap << 15`); `None` starts it
+    /// fresh. See [`super::DeviceCore::set_queue_base`].
+    pub(crate) base: Option<u16>,
 }
 
 impl QueueSlot {

@@ -1,0 +1,603 @@
+//! The vhost-user request handler: protocol messages onto [`DeviceCore`].
+//!
+//! See the [crate docs](crate) for how the protocol maps onto the status
+//! machine. Each handler method checks its message against the state of the
+//! connection and either applies it or returns an error, which the `vhost`
+//! crate turns into a negative `REPLY_ACK` when the frontend asked for one.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+
+use vhost::VhostUserMemoryRegionBase;
+use vhost::vhost_user::message::{
+    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight,
+    VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures, VhostUserShMemConfig,
+    VhostUserSharedMsg, VhostUserSingleMemoryRegion, VhostUserVirtioFeatures,
+    VhostUserVringAddrFlags, VhostUserVringState,
+};
+use vhost::vhost_user::{
+    Backend, Error as VhostError, GpuBackend, Result as VhostResult, VhostUserBackendReqHandlerMut,
+};
+use virtio_core::device::{
+    DeviceCore, INTERRUPT_CONFIG_CHANGE, INTERRUPT_USED_BUFFER, VirtioDevice,
+};
+use virtio_core::queue::RingArea;
+use virtio_core::spec::{DeviceStatus, Features};
+
+use crate::memory::{GuestRam, MAX_REGIONS, MapError, MemoryTable, RegionSpec};
+
+/// Most virtqueues a served device may have.
+pub const MAX_QUEUES: usize = 8;
+
+/// Largest `GET_CONFIG` / `SET_CONFIG` payload accepted (the virtio
+/// configuration space is at most 256 bytes on PCI).
+pub const MAX_CONFIG_LEN: u32 = 256;
+
+/// `VHOST_USER_F_PROTOCOL_FEATURES`: a vhost-user bit, not a virtio one.
+const PROTOCOL_FEATURES: u64 = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+
+/// Ring features the core offers that vhost-user cannot carry: kicks are
+/// eventfds (no notification data) and there is no per-ring reset message
+/// in the protocol version QEMU speaks here.
+const NOT_OVER_VHOST_USER: Features = Features::NOTIFICATION_DATA.union(Features::RING_RESET);
+
+/// The core this daemon runs: one device over the frontend's memory.
+pub type Core<D> = DeviceCore<D, GuestRam, MAX_QUEUES>;
+
+/// One virtqueue as the frontend has described it so far.
+#[derive(Debug, Default)]
+struct Vring {
+    /// `SET_VRING_NUM`.
+    size: u16,
+    /// `SET_VRING_ADDR`, in the frontend's address space.
+    addrs: Option<RingAddrs>,
+    /// `SET_VRING_BASE`, or where the ring stopped.
+    base: u16,
+    kick: Option<File>,
+    call: Option<File>,
+    /// Started by `SET_VRING_KICK`, stopped by `GET_VRING_BASE`.
+    started: bool,
+    /// `SET_VRING_ENABLE` (always true without protocol features).
+    enabled: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct RingAddrs {
+    desc: u64,
+    avail: u64,
+    used: u64,
+}
+
+/// A served device and everything one frontend connection told us.
+#[derive(Debug)]
+pub struct VhostUserDevice<D: VirtioDevice> {
+    core: Core<D>,
+    vrings: Vec<Vring>,
+    protocol_features: VhostUserProtocolFeatures,
+    /// `VHOST_USER_F_PROTOCOL_FEATURES` was acked in `SET_FEATURES`.
+    rings_start_disabled: bool,
+    /// Bumped whenever a kick descriptor changes, so the poll loop knows
+    /// to rebuild its set.
+    kick_generation: u64,
+    owner: bool,
+}
+
+/// A request the handler refuses: the `vhost` crate answers it with a
+/// negative `REPLY_ACK` (when asked for one) and the connection goes on.
+fn other(msg: impl Into<String>) -> VhostError {
+    VhostError::ReqHandlerError(io::Error::other(msg.into()))
+}
+
+fn map_err(e: MapError) -> VhostError {
+    other(e.to_string())
+}
+
+impl<D: VirtioDevice> VhostUserDevice<D> {
+    /// A fresh connection's view of `device`.
+    pub fn new(device: D) -> Self {
+        let core = DeviceCore::new(device, GuestRam::new());
+        let vrings = (0..core.num_queues()).map(|_| Vring::default()).collect();
+        Self {
+            core,
+            vrings,
+            protocol_features: VhostUserProtocolFeatures::empty(),
+            rings_start_disabled: false,
+            kick_generation: 0,
+            owner: false,
+        }
+    }
+
+    /// The device core (for inspection and tests).
+    pub fn core(&self) -> &Core<D> {
+        &self.core
+    }
+
+    /// The kick descriptors of the started rings, with their queue index,
+    /// duplicated so the poll loop can wait on them without holding the
+    /// handler.
+    ///
+    /// # Errors
+    /// `dup` failed.
+    pub fn kick_fds(&self) -> io::Result<Vec<(u16, File)>> {
+        let mut fds = Vec::new();
+        for (queue, vring) in (0u16..).zip(&self.vrings) {
+            if let Some(kick) = &vring.kick {
+                fds.push((queue, kick.try_clone()?));
+            }
+        }
+        Ok(fds)
+    }
+
+    /// Changes whenever [`Self::kick_fds`] would change.
+    pub fn kick_generation(&self) -> u64 {
+        self.kick_generation
+    }
+
+    /// The frontend kicked `queue`: drain the eventfd, serve the queue, and
+    /// signal its call eventfd if the driver is due an interrupt.
+    pub fn kick(&mut self, queue: u16) {
+        let Some(vring) = self.vrings.get_mut(usize::from(queue)) else {
+            return;
+        };
+        if let Some(kick) = vring.kick.as_mut() {
+            let mut count = [0u8; 8];
+            // An eventfd read returns the counter and clears it, or would
+            // block if someone else cleared it first; a non-eventfd (a peer
+            // mistake) just yields data, EOF or an error, all harmless.
+            let _ = kick.read(&mut count);
+        }
+        if !vring.started {
+            return;
+        }
+        self.core.notify(u32::from(queue));
+        self.signal(Some(queue));
+    }
+
+    /// Passes the core's pending interrupts to the frontend: a used-buffer
+    /// interrupt on `queue`'s call eventfd (every running ring's when
+    /// `None`).
+    fn signal(&mut self, queue: Option<u16>) {
+        let status = self.core.interrupt_status();
+        if status & INTERRUPT_USED_BUFFER != 0 {
+            self.core.ack_interrupt(INTERRUPT_USED_BUFFER);
+            for (index, vring) in (0u16..).zip(self.vrings.iter_mut()) {
+                if queue.is_some_and(|q| q != index) || !vring.started {
+                    continue;
+                }
+                if let Some(call) = vring.call.as_mut() {
+                    // An eventfd write adds to its counter; failure means the
+                    // frontend closed it, which the next message will show.
+                    let _ = call.write(&1u64.to_ne_bytes());
+                }
+            }
+        }
+        if status & INTERRUPT_CONFIG_CHANGE != 0 {
+            // vhost-user has no config-change notification without the
+            // backend request channel, which is not offered.
+            self.core.ack_interrupt(INTERRUPT_CONFIG_CHANGE);
+            if let Some(cause) = self.core.needs_reset_cause() {
+                eprintln!("virtio-vhost-user: device needs reset: {cause}");
+            }
+        }
+    }
+
+    fn vring(&mut self, index: u32) -> VhostResult<&mut Vring> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.vrings.get_mut(i))
+            .ok_or_else(|| other(format!("no virtqueue {index}")))
+    }
+
+    fn queue_index(index: u32) -> VhostResult<u16> {
+        u16::try_from(index).map_err(|_| other(format!("no virtqueue {index}")))
+    }
+
+    /// Stops `queue` in the core if it runs there, keeping its position.
+    fn stop(&mut self, queue: u16) {
+        if !self.core.queue_ready(queue) {
+            return;
+        }
+        let base = self.core.queue_base(queue);
+        let _ = self.core.set_queue_ready(queue, false);
+        if let (Some(base), Some(vring)) = (base, self.vrings.get_mut(usize::from(queue))) {
+            vring.base = base;
+        }
+    }
+
+    /// Starts `queue` in the core once it is started, enabled, fully
+    /// described and the features are negotiated; stops it otherwise.
+    fn sync(&mut self, queue: u16) -> VhostResult<()> {
+        let Some(vring) = self.vrings.get(usize::from(queue)) else {
+            return Ok(());
+        };
+        let want = vring.started && vring.enabled && self.core.is_live();
+        if !want {
+            self.stop(queue);
+            return Ok(());
+        }
+        if self.core.queue_ready(queue) {
+            return Ok(());
+        }
+        let addrs = vring
+            .addrs
+            .ok_or_else(|| other(format!("virtqueue {queue} started without addresses")))?;
+        let (size, base) = (vring.size, vring.base);
+        let mem = self.core.memory();
+        let guest = |user: u64| {
+            mem.user_to_guest(user).ok_or_else(|| {
+                other(format!(
+                    "virtqueue {queue}: address {user:#x} is not in guest memory"
+                ))
+            })
+        };
+        let (desc, avail, used) = (guest(addrs.desc)?, guest(addrs.avail)?, guest(addrs.used)?);
+        let setup = |core: &mut Core<D>| {
+            core.set_queue_size(queue, u32::from(size))?;
+            core.set_queue_area(queue, RingArea::Descriptors, desc)?;
+            core.set_queue_area(queue, RingArea::Driver, avail)?;
+            core.set_queue_area(queue, RingArea::Device, used)?;
+            core.set_queue_base(queue, base)?;
+            core.set_queue_ready(queue, true)
+        };
+        setup(&mut self.core).map_err(|e| other(format!("virtqueue {queue}: {e}")))?;
+        if let Some(cause) = self.core.needs_reset_cause() {
+            return Err(other(format!("virtqueue {queue} cannot start: {cause}")));
+        }
+        // Starting served what the driver had already queued.
+        self.signal(Some(queue));
+        Ok(())
+    }
+
+    fn sync_all(&mut self) -> VhostResult<()> {
+        for queue in 0..self.core.num_queues() {
+            self.sync(queue)?;
+        }
+        Ok(())
+    }
+
+    /// Back to the state of a fresh connection, keeping guest memory
+    /// (`RESET_OWNER`, `RESET_DEVICE`).
+    fn reset(&mut self) {
+        self.core.reset();
+        for vring in &mut self.vrings {
+            *vring = Vring::default();
+        }
+        self.kick_generation = self.kick_generation.wrapping_add(1);
+    }
+
+    fn packed(&self) -> bool {
+        self.core
+            .negotiated_features()
+            .contains(Features::RING_PACKED)
+    }
+
+    fn offered_features(&self) -> u64 {
+        self.core
+            .device_features()
+            .difference(NOT_OVER_VHOST_USER)
+            .bits()
+            | PROTOCOL_FEATURES
+    }
+}
+
+impl<D: VirtioDevice> VhostUserBackendReqHandlerMut for VhostUserDevice<D> {
+    fn set_owner(&mut self) -> VhostResult<()> {
+        if self.owner {
+            return Err(other("already owned"));
+        }
+        self.owner = true;
+        Ok(())
+    }
+
+    fn reset_owner(&mut self) -> VhostResult<()> {
+        self.owner = false;
+        self.reset();
+        Ok(())
+    }
+
+    fn reset_device(&mut self) -> VhostResult<()> {
+        self.reset();
+        Ok(())
+    }
+
+    fn get_features(&mut self) -> VhostResult<u64> {
+        Ok(self.offered_features())
+    }
+
+    /// The frontend's feature set is the driver's: negotiate it through the
+    /// status machine (ACKNOWLEDGE, DRIVER, features, FEATURES_OK, DRIVER_OK).
+    fn set_features(&mut self, features: u64) -> VhostResult<()> {
+        let unoffered = features & !self.offered_features();
+        if unoffered != 0 {
+            return Err(other(format!("features {unoffered:#x} were not offered")));
+        }
+        self.rings_start_disabled = features & PROTOCOL_FEATURES != 0;
+        let virtio = Features::from_bits_retain(features & !PROTOCOL_FEATURES);
+        let running = (0..self.core.num_queues()).any(|q| self.core.queue_active(q));
+        if running && self.core.negotiated_features() == virtio {
+            // A repeat while rings run (e.g. dirty logging toggled).
+            return Ok(());
+        }
+        // A new session (QEMU sends SET_FEATURES first whenever it starts
+        // the device, also after a guest reset): the device starts over;
+        // rings are rebuilt from what the frontend described.
+        for queue in 0..self.core.num_queues() {
+            self.stop(queue);
+        }
+        self.core.reset();
+        let (ack, driver) = (
+            DeviceStatus::ACKNOWLEDGE.bits(),
+            DeviceStatus::DRIVER.bits(),
+        );
+        self.core.set_status(ack);
+        self.core.set_status(ack | driver);
+        self.core.set_driver_features(virtio);
+        let features_ok = ack | driver | DeviceStatus::FEATURES_OK.bits();
+        self.core.set_status(features_ok);
+        if let Some(e) = self.core.features_error() {
+            return Err(other(format!("features {features:#x} refused: {e}")));
+        }
+        self.core
+            .set_status(features_ok | DeviceStatus::DRIVER_OK.bits());
+        self.sync_all()
+    }
+
+    fn set_mem_table(
+        &mut self,
+        ctx: &[VhostUserMemoryRegion],
+        files: Vec<File>,
+        _postcopy_listening: Option<bool>,
+    ) -> VhostResult<Option<Vec<VhostUserMemoryRegionBase>>> {
+        if ctx.len() != files.len() || ctx.len() > MAX_REGIONS {
+            return Err(other("memory table and file descriptors do not match"));
+        }
+        let regions = ctx
+            .iter()
+            .map(|r| RegionSpec {
+                guest_addr: r.guest_phys_addr,
+                size: r.memory_size,
+                user_addr: r.user_addr,
+                mmap_offset: r.mmap_offset,
+            })
+            .zip(files)
+            .collect();
+        let table = MemoryTable::from_regions(regions).map_err(map_err)?;
+        self.core.memory().replace(table).map_err(map_err)?;
+        Ok(None)
+    }
+
+    fn set_vring_num(&mut self, index: u32, num: u32) -> VhostResult<()> {
+        let queue = Self::queue_index(index)?;
+        let max = self.core.queue_max_size(queue);
+        let vring = self.vring(index)?;
+        let size = u16::try_from(num)
+            .ok()
+            .filter(|n| *n != 0 && *n <= max)
+            .ok_or_else(|| other(format!("virtqueue {index}: size {num} not in 1..={max}")))?;
+        vring.size = size;
+        Ok(())
+    }
+
+    fn set_vring_addr(
+        &mut self,
+        index: u32,
+        _flags: VhostUserVringAddrFlags,
+        descriptor: u64,
+        used: u64,
+        available: u64,
+        _log: u64,
+    ) -> VhostResult<()> {
+        self.vring(index)?.addrs = Some(RingAddrs {
+            desc: descriptor,
+            avail: available,
+            used,
+        });
+        Ok(())
+    }
+
+    /// Split: the next available index. Packed: the next available
+    /// position (`slot | wrap << 15`) in the low half and the used position
+    /// in the high half (QEMU's form); the device resumes its used position
+    /// at the available one, which is the same once nothing is in flight,
+    /// as is the case whenever this daemon stops a ring.
+    fn set_vring_base(&mut self, index: u32, base: u32) -> VhostResult<()> {
+        let packed = self.packed();
+        let avail = u16::try_from(base & 0xffff).unwrap_or(0);
+        if !packed && base > 0xffff {
+            return Err(other(format!(
+                "virtqueue {index}: split ring base {base:#x} above 16 bits"
+            )));
+        }
+        self.vring(index)?.base = avail;
+        Ok(())
+    }
+
+    /// Stops the ring and reports where it stopped: the next available
+    /// index (split) or `slot | wrap << 15` (packed).
+    fn get_vring_base(&mut self, index: u32) -> VhostResult<VhostUserVringState> {
+        let queue = Self::queue_index(index)?;
+        self.vring(index)?;
+        self.stop(queue);
+        let vring = self.vring(index)?;
+        vring.started = false;
+        // The frontend sends the kick and call descriptors again on restart.
+        vring.kick = None;
+        vring.call = None;
+        let base = u32::from(vring.base);
+        self.kick_generation = self.kick_generation.wrapping_add(1);
+        // Packed: the used position equals the available one (nothing is
+        // in flight once the ring stopped), in the high half.
+        let state = if self.packed() {
+            base | base.wrapping_shl(16)
+        } else {
+            base
+        };
+        Ok(VhostUserVringState::new(index, state))
+    }
+
+    fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VhostResult<()> {
+        let start_enabled = !self.rings_start_disabled;
+        let vring = self.vring(u32::from(index))?;
+        // Without a descriptor the backend would have to poll the ring.
+        let fd = fd.ok_or_else(|| {
+            other(format!(
+                "virtqueue {index}: polling without a kick eventfd is not supported"
+            ))
+        })?;
+        // Non-blocking: the frontend may drain the eventfd itself between
+        // our poll and our read (QEMU does when it takes a ring back).
+        rustix::io::ioctl_fionbio(&fd, true)
+            .map_err(|e| other(format!("virtqueue {index}: kick eventfd: {e}")))?;
+        vring.kick = Some(fd);
+        vring.started = true;
+        if start_enabled {
+            vring.enabled = true;
+        }
+        self.kick_generation = self.kick_generation.wrapping_add(1);
+        self.sync(u16::from(index))
+    }
+
+    fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> VhostResult<()> {
+        self.vring(u32::from(index))?.call = fd;
+        Ok(())
+    }
+
+    fn set_vring_err(&mut self, index: u8, _fd: Option<File>) -> VhostResult<()> {
+        self.vring(u32::from(index))?;
+        Ok(())
+    }
+
+    /// `CONFIG` only for devices with a configuration space.
+    fn get_protocol_features(&mut self) -> VhostResult<VhostUserProtocolFeatures> {
+        let mut features = VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::RESET_DEVICE
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
+        if self.core.config_len() > 0 {
+            features |= VhostUserProtocolFeatures::CONFIG;
+        }
+        Ok(features)
+    }
+
+    fn set_protocol_features(&mut self, features: u64) -> VhostResult<()> {
+        let offered = self.get_protocol_features()?;
+        self.protocol_features = VhostUserProtocolFeatures::from_bits(features)
+            .filter(|f| offered.contains(*f))
+            .ok_or_else(|| other(format!("protocol features {features:#x} were not offered")))?;
+        Ok(())
+    }
+
+    fn get_queue_num(&mut self) -> VhostResult<u64> {
+        Ok(u64::from(self.core.num_queues()))
+    }
+
+    fn set_vring_enable(&mut self, index: u32, enable: bool) -> VhostResult<()> {
+        self.vring(index)?.enabled = enable;
+        self.sync(Self::queue_index(index)?)
+    }
+
+    fn get_config(
+        &mut self,
+        offset: u32,
+        size: u32,
+        _flags: VhostUserConfigFlags,
+    ) -> VhostResult<Vec<u8>> {
+        let end = offset.checked_add(size).filter(|e| *e <= MAX_CONFIG_LEN);
+        let len = end
+            .and_then(|_| usize::try_from(size).ok())
+            .ok_or_else(|| other(format!("config read {offset}+{size} out of range")))?;
+        let mut buf = vec![0u8; len];
+        self.core.read_config(offset, &mut buf);
+        Ok(buf)
+    }
+
+    fn set_config(
+        &mut self,
+        offset: u32,
+        buf: &[u8],
+        _flags: VhostUserConfigFlags,
+    ) -> VhostResult<()> {
+        let size = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        if offset
+            .checked_add(size)
+            .is_none_or(|e| e > self.core.config_len())
+        {
+            return Err(other(format!("config write {offset}+{size} out of range")));
+        }
+        self.core.write_config(offset, buf);
+        Ok(())
+    }
+
+    fn set_backend_req_fd(&mut self, _backend: Backend) {}
+
+    fn set_gpu_socket(&mut self, _gpu_backend: GpuBackend) -> VhostResult<()> {
+        Err(other("not a GPU device"))
+    }
+
+    fn get_shared_object(&mut self, _uuid: VhostUserSharedMsg) -> VhostResult<File> {
+        Err(other("shared objects not supported"))
+    }
+
+    fn get_inflight_fd(
+        &mut self,
+        _inflight: &VhostUserInflight,
+    ) -> VhostResult<(VhostUserInflight, File)> {
+        Err(other("inflight tracking not supported"))
+    }
+
+    fn set_inflight_fd(&mut self, _inflight: &VhostUserInflight, _file: File) -> VhostResult<()> {
+        Err(other("inflight tracking not supported"))
+    }
+
+    fn get_max_mem_slots(&mut self) -> VhostResult<u64> {
+        Ok(MAX_REGIONS as u64)
+    }
+
+    fn add_mem_region(
+        &mut self,
+        region: &VhostUserSingleMemoryRegion,
+        fd: File,
+        _postcopy_listening: Option<bool>,
+    ) -> VhostResult<Option<VhostUserMemoryRegionBase>> {
+        let spec = RegionSpec {
+            guest_addr: region.guest_phys_addr,
+            size: region.memory_size,
+            user_addr: region.user_addr,
+            mmap_offset: region.mmap_offset,
+        };
+        self.core
+            .memory()
+            .update(|table| table.add(spec, &fd))
+            .map_err(map_err)?;
+        Ok(None)
+    }
+
+    fn remove_mem_region(&mut self, region: &VhostUserSingleMemoryRegion) -> VhostResult<()> {
+        let guest_addr = region.guest_phys_addr;
+        self.core
+            .memory()
+            .update(|table| table.remove(guest_addr))
+            .map_err(map_err)
+    }
+
+    fn set_device_state_fd(
+        &mut self,
+        _direction: VhostTransferStateDirection,
+        _phase: VhostTransferStatePhase,
+        _fd: File,
+    ) -> VhostResult<Option<File>> {
+        Err(other("migration not supported"))
+    }
+
+    fn check_device_state(&mut self) -> VhostResult<()> {
+        Err(other("migration not supported"))
+    }
+
+    fn get_shmem_config(&mut self) -> VhostResult<VhostUserShMemConfig> {
+        Err(other("shared memory regions not supported"))
+    }
+
+    fn set_log_base(&mut self, _log: &VhostUserLog, _file: File) -> VhostResult<()> {
+        Err(other("dirty logging not supported"))
+    }
+}

@@ -1,0 +1,214 @@
+//! One frontend connection: the socket and the kick eventfds in one loop.
+//!
+//! A connection is served by one thread that waits (`poll`) on the
+//! vhost-user socket and on every started ring's kick eventfd. A readable
+//! socket means one protocol message, handled by the `vhost` crate's
+//! [`BackendReqHandler`] and our [`VhostUserDevice`]; a kick means "serve
+//! that queue". Nothing else touches the device, so no request ever races
+//! a protocol message.
+//!
+//! How a connection ends is kept apart:
+//! * the frontend closed the socket (QEMU quit or was killed): [`Ended::Closed`];
+//! * a well-formed request the device refuses (a queue size above the
+//!   maximum, a region that cannot be mapped, features not offered): a
+//!   negative `REPLY_ACK` if the frontend asked for one, and the
+//!   connection goes on;
+//! * the frontend sent something the protocol does not allow (bad header,
+//!   size, file descriptors, a request for something not negotiated, or a
+//!   refused request that expects a payload reply): it gets a negative
+//!   acknowledgement if it asked for one, and the connection is closed,
+//!   [`Ended::Protocol`]. Only this connection is affected.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::net::{RecvFlags, recv};
+use vhost::vhost_user::{BackendReqHandler, Error as VhostError};
+use virtio_core::device::VirtioDevice;
+
+use crate::backend::VhostUserDevice;
+
+/// Size of a vhost-user message header: request, flags, payload size.
+const HEADER_LEN: usize = 12;
+/// Header flags: protocol version 1.
+const VERSION_1: u32 = 0x1;
+/// Header flags: this is a reply.
+const REPLY: u32 = 0x4;
+/// Header flags: the frontend wants an acknowledgement (`REPLY_ACK`).
+const NEED_REPLY: u32 = 0x8;
+
+/// Requests answered with a payload rather than an acknowledgement
+/// (`GET_FEATURES`, `GET_VRING_BASE`, `GET_PROTOCOL_FEATURES`,
+/// `GET_QUEUE_NUM`, `GET_MAX_MEM_SLOTS`, `GET_INFLIGHT_FD`): a refusal there
+/// leaves the frontend waiting, so the connection closes instead.
+const REPLY_PAYLOAD: [u32; 6] = [1, 11, 15, 17, 36, 31];
+
+/// How a connection ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Ended {
+    /// The frontend closed the socket.
+    Closed,
+    /// The frontend broke the protocol; the connection was closed.
+    Protocol(VhostError),
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Closed => f.write_str("frontend disconnected"),
+            Self::Protocol(e) => write!(f, "protocol error, connection closed: {e}"),
+        }
+    }
+}
+
+type Shared<D> = Arc<Mutex<VhostUserDevice<D>>>;
+
+fn lock<D: VirtioDevice>(shared: &Shared<D>) -> io::Result<MutexGuard<'_, VhostUserDevice<D>>> {
+    shared
+        .lock()
+        .map_err(|_| io::Error::other("device state poisoned by an earlier failure"))
+}
+
+/// Serves `device` to the frontend on `stream` until it goes away.
+///
+/// # Errors
+/// Host-side failures (`poll`, `dup`); the frontend's own misbehaviour is
+/// an [`Ended`] value, not an error.
+///
+/// With `trace`, every message's request code and outcome goes to stderr.
+pub fn serve<D: VirtioDevice + Send>(
+    stream: UnixStream,
+    device: D,
+    trace: bool,
+) -> io::Result<Ended> {
+    let peer = stream.try_clone()?;
+    let shared: Shared<D> = Arc::new(Mutex::new(VhostUserDevice::new(device)));
+    let mut handler = BackendReqHandler::from_stream(stream, Arc::clone(&shared));
+    let mut kicks: Vec<(u16, File)> = Vec::new();
+    let mut generation = None;
+    loop {
+        {
+            let dev = lock(&shared)?;
+            if generation != Some(dev.kick_generation()) {
+                kicks = dev.kick_fds()?;
+                generation = Some(dev.kick_generation());
+            }
+        }
+        let (message, kicked) = wait(&peer, &kicks)?;
+        for queue in kicked {
+            lock(&shared)?.kick(queue);
+        }
+        if message && let Some(ended) = handle_message(&mut handler, &peer, trace)? {
+            return Ok(ended);
+        }
+    }
+}
+
+/// Waits until the socket or some kick eventfd is readable.
+fn wait(peer: &UnixStream, kicks: &[(u16, File)]) -> io::Result<(bool, Vec<u16>)> {
+    let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(kicks.len().saturating_add(1));
+    fds.push(PollFd::new(peer, PollFlags::IN));
+    fds.extend(kicks.iter().map(|(_, f)| PollFd::new(f, PollFlags::IN)));
+    loop {
+        match poll(&mut fds, None) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut revents = fds.iter().map(PollFd::revents);
+    let message = revents.next().is_some_and(|r| !r.is_empty());
+    let kicked = kicks
+        .iter()
+        .zip(revents)
+        .filter(|(_, r)| r.contains(PollFlags::IN))
+        .map(|((q, _), _)| *q)
+        .collect();
+    Ok((message, kicked))
+}
+
+/// Handles one message; `Some` when the connection is over.
+fn handle_message<D: VirtioDevice + Send>(
+    handler: &mut BackendReqHandler<Mutex<VhostUserDevice<D>>>,
+    peer: &UnixStream,
+    trace: bool,
+) -> io::Result<Option<Ended>> {
+    // Look at the header first, to answer a message the library refuses.
+    let mut header = [0u8; HEADER_LEN];
+    let (_, peeked) = match recv(peer, &mut header, RecvFlags::PEEK) {
+        Ok(r) => r,
+        Err(rustix::io::Errno::CONNRESET) => return Ok(Some(Ended::Closed)),
+        Err(e) => return Err(e.into()),
+    };
+    if peeked == 0 {
+        return Ok(Some(Ended::Closed));
+    }
+    let result = handler.handle_request();
+    let [a, b, c, d, ..] = header;
+    let request = u32::from_le_bytes([a, b, c, d]);
+    if trace {
+        match &result {
+            Ok(()) => eprintln!("virtio-vhost-user: request {request}: ok"),
+            Err(e) => eprintln!("virtio-vhost-user: request {request}: {e}"),
+        }
+    }
+    match result {
+        Ok(()) => Ok(None),
+        Err(
+            VhostError::Disconnected | VhostError::PartialMessage | VhostError::SocketBroken(_),
+        ) => Ok(Some(Ended::Closed)),
+        // Our handler refused a well-formed request: the frontend was told
+        // (REPLY_ACK) unless it waits for a payload instead.
+        Err(VhostError::ReqHandlerError(e)) if !REPLY_PAYLOAD.contains(&request) => {
+            eprintln!("virtio-vhost-user: request {request} refused: {e}");
+            Ok(None)
+        }
+        // A message cut short by the frontend going away is a disconnect,
+        // not a malformed message.
+        Err(_) if hung_up(peer) => Ok(Some(Ended::Closed)),
+        Err(error) => {
+            if peeked == HEADER_LEN {
+                nack_if_wanted(peer, &header);
+            }
+            let _ = peer.shutdown(std::net::Shutdown::Both);
+            Ok(Some(Ended::Protocol(error)))
+        }
+    }
+}
+
+/// True when the frontend has closed its end and nothing is left to read.
+fn hung_up(peer: &UnixStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        recv(peer, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT),
+        Ok((_, 0)) | Err(rustix::io::Errno::CONNRESET)
+    )
+}
+
+/// Sends a negative `REPLY_ACK` for `header` if its sender asked for one.
+fn nack_if_wanted(mut peer: &UnixStream, header: &[u8; HEADER_LEN]) {
+    let word = |i: usize| {
+        header
+            .get(i..i.saturating_add(4))
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, u32::from_le_bytes)
+    };
+    let (request, flags) = (word(0), word(4));
+    if flags & NEED_REPLY == 0 {
+        return;
+    }
+    let mut reply = [0u8; HEADER_LEN + 8];
+    let fields = [request, VERSION_1 | REPLY, 8];
+    for (chunk, value) in reply.chunks_exact_mut(4).zip(fields) {
+        chunk.copy_from_slice(&value.to_le_bytes());
+    }
+    if let Some(status) = reply.get_mut(HEADER_LEN..) {
+        status.copy_from_slice(&1u64.to_le_bytes());
+    }
+    // Best effort: the connection closes right after.
+    let _ = peer.write_all(&reply);
+}

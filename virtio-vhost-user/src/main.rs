@@ -1,0 +1,193 @@
+//! `virtio-vhost-user`: serves one virtio device on a vhost-user socket.
+#![forbid(unsafe_code)]
+
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use virtio_devices::block::{Block, BlockOptions};
+use virtio_devices::rng::Rng;
+use virtio_vhost_user::connection::{self, Ended};
+use virtio_vhost_user::entropy::HostEntropy;
+use virtio_vhost_user::storage::FileStorage;
+
+const USAGE: &str = "\
+Serves one virtio device to a vhost-user frontend (QEMU) on a unix socket.
+
+Usage:
+  virtio-vhost-user --socket PATH [--once] [--trace] rng
+  virtio-vhost-user --socket PATH [--once] [--trace] block --file IMAGE [--read-only]
+
+Options:
+  --socket PATH   listen here (a stale socket file is replaced; one in use is an error)
+  --once          exit after the first connection ends (status 0 if it ended cleanly)
+  --trace         log every vhost-user request and its outcome
+  -h, --help      this text
+
+Devices:
+  rng             entropy device (virtio id 4) fed from /dev/urandom
+  block           block device (virtio id 2) over a disk image file; --read-only offers RO
+
+QEMU side (guest RAM must be shared):
+  -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem
+  -chardev socket,id=c0,path=PATH -device vhost-user-rng-pci,chardev=c0
+  -chardev socket,id=c1,path=PATH -device vhost-user-blk-pci,chardev=c1,num-queues=1
+";
+
+/// What to serve.
+enum Device {
+    Rng,
+    Block { file: PathBuf, read_only: bool },
+}
+
+struct Args {
+    socket: PathBuf,
+    once: bool,
+    trace: bool,
+    device: Device,
+}
+
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+    let mut socket = None;
+    let mut once = false;
+    let mut trace = false;
+    let mut kind = None;
+    let mut file = None;
+    let mut read_only = false;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--socket" => socket = Some(args.next().ok_or("--socket needs a path")?),
+            "--once" => once = true,
+            "--trace" => trace = true,
+            "--file" => file = Some(args.next().ok_or("--file needs a path")?),
+            "--read-only" => read_only = true,
+            "rng" | "block" if kind.is_none() => kind = Some(arg),
+            other => return Err(format!("unexpected argument '{other}'")),
+        }
+    }
+    let socket = PathBuf::from(socket.ok_or("--socket PATH is required")?);
+    let device = match kind.as_deref() {
+        Some("rng") => {
+            if file.is_some() || read_only {
+                return Err("--file and --read-only are block device options".into());
+            }
+            Device::Rng
+        }
+        Some("block") => Device::Block {
+            file: PathBuf::from(file.ok_or("block needs --file IMAGE")?),
+            read_only,
+        },
+        _ => return Err("name a device: rng or block".into()),
+    };
+    Ok(Some(Args {
+        socket,
+        once,
+        trace,
+        device,
+    }))
+}
+
+/// Binds `path`, replacing a stale socket file but not one in use.
+fn listen(path: &Path) -> Result<UnixListener, String> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "socket {} is in use by another process",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+    }
+    UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))
+}
+
+/// Serves connections one after another; returns after the first with
+/// `once`.
+fn run(args: Args) -> Result<(), String> {
+    let disk = match &args.device {
+        Device::Block { file, read_only } => Some(
+            FileStorage::open(file, *read_only)
+                .map_err(|e| format!("cannot open disk image {}: {e}", file.display()))?,
+        ),
+        Device::Rng => None,
+    };
+    let listener = listen(&args.socket)?;
+    let what = match &args.device {
+        Device::Rng => "rng".to_string(),
+        Device::Block { file, read_only } => format!(
+            "block {} ({} sectors{})",
+            file.display(),
+            disk.as_ref()
+                .map_or(0, virtio_devices::block::BlockStorage::capacity),
+            if *read_only { ", read-only" } else { "" }
+        ),
+    };
+    eprintln!(
+        "virtio-vhost-user: serving {what} on {}",
+        args.socket.display()
+    );
+    let mut number = 0u64;
+    loop {
+        let (stream, _) = listener
+            .accept()
+            .map_err(|e| format!("accept failed: {e}"))?;
+        number = number.wrapping_add(1);
+        eprintln!("virtio-vhost-user: connection {number}: frontend connected");
+        let ended = match &disk {
+            None => {
+                let rng = HostEntropy::open().map_err(|e| format!("/dev/urandom: {e}"))?;
+                connection::serve(stream, Rng::new(rng).with_queue_size(1024), args.trace)
+            }
+            Some(disk) => {
+                let storage = disk
+                    .try_clone()
+                    .map_err(|e| format!("cannot reopen disk image: {e}"))?;
+                let options = BlockOptions {
+                    read_only: storage.read_only(),
+                    queue_size: 1024,
+                    ..BlockOptions::default()
+                };
+                connection::serve(stream, Block::new(storage, options), args.trace)
+            }
+        };
+        let clean = match &ended {
+            Ok(Ended::Closed) => true,
+            Ok(_) => false,
+            Err(_) => false,
+        };
+        match ended {
+            Ok(how) => eprintln!("virtio-vhost-user: connection {number}: {how}"),
+            Err(e) => eprintln!("virtio-vhost-user: connection {number}: host error: {e}"),
+        }
+        if args.once {
+            return if clean {
+                Ok(())
+            } else {
+                Err(format!("connection {number} did not end cleanly (--once)"))
+            };
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("virtio-vhost-user: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("virtio-vhost-user: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

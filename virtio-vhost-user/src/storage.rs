@@ -1,0 +1,187 @@
+//! A [`BlockStorage`] over a host file with positioned I/O.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use virtio_devices::block::BlockStorage;
+
+/// Bytes per virtio-blk sector.
+const SECTOR: u64 = 512;
+
+/// Why a file-backed block operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FileStorageError {
+    /// The sector range does not fit in the file.
+    OutOfRange {
+        /// First sector of the request.
+        sector: u64,
+        /// Bytes requested.
+        len: usize,
+    },
+    /// The host file system failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for FileStorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OutOfRange { sector, len } => {
+                write!(
+                    f,
+                    "{len} bytes at sector {sector} run past the end of the image"
+                )
+            }
+            Self::Io(e) => write!(f, "image I/O failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for FileStorageError {}
+
+/// A disk image file. The capacity is the file's length in whole sectors
+/// when opened; a trailing partial sector is not served.
+#[derive(Debug)]
+pub struct FileStorage {
+    file: File,
+    sectors: u64,
+    read_only: bool,
+}
+
+impl FileStorage {
+    /// Opens `path` for reading and writing, or only reading.
+    ///
+    /// # Errors
+    /// The file cannot be opened or its length read.
+    pub fn open(path: &Path, read_only: bool) -> io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(!read_only).open(path)?;
+        Self::from_file(file, read_only)
+    }
+
+    /// Serves an open file.
+    ///
+    /// # Errors
+    /// Its length cannot be read.
+    pub fn from_file(file: File, read_only: bool) -> io::Result<Self> {
+        let sectors = file.metadata()?.len() / SECTOR;
+        Ok(Self {
+            file,
+            sectors,
+            read_only,
+        })
+    }
+
+    /// True when opened read-only.
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Another handle on the same image (one per connection).
+    ///
+    /// # Errors
+    /// `dup` failed.
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(Self {
+            file: self.file.try_clone()?,
+            sectors: self.sectors,
+            read_only: self.read_only,
+        })
+    }
+
+    /// Byte offset of `sector` after checking `len` bytes fit.
+    fn offset(&self, sector: u64, len: usize) -> Result<u64, FileStorageError> {
+        let start = sector
+            .checked_mul(SECTOR)
+            .ok_or_else(|| out_of(sector, len))?;
+        let end = u64::try_from(len)
+            .ok()
+            .and_then(|l| start.checked_add(l))
+            .ok_or_else(|| out_of(sector, len))?;
+        let capacity = self.sectors.saturating_mul(SECTOR);
+        if end > capacity {
+            return Err(out_of(sector, len));
+        }
+        Ok(start)
+    }
+}
+
+fn out_of(sector: u64, len: usize) -> FileStorageError {
+    FileStorageError::OutOfRange { sector, len }
+}
+
+impl BlockStorage for FileStorage {
+    type Error = FileStorageError;
+
+    fn capacity(&self) -> u64 {
+        self.sectors
+    }
+
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), FileStorageError> {
+        let at = self.offset(sector, buf.len())?;
+        self.file
+            .read_exact_at(buf, at)
+            .map_err(FileStorageError::Io)
+    }
+
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), FileStorageError> {
+        let at = self.offset(sector, buf.len())?;
+        self.file
+            .write_all_at(buf, at)
+            .map_err(FileStorageError::Io)
+    }
+
+    fn flush(&mut self) -> Result<(), FileStorageError> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.file.sync_data().map_err(FileStorageError::Io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(len: usize) -> (std::path::PathBuf, File) {
+        let path =
+            std::env::temp_dir().join(format!("vvu-storage-{}-{len}.img", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.set_len(len as u64).unwrap();
+        (path, file)
+    }
+
+    #[test]
+    fn reads_back_what_it_wrote_and_stays_inside_the_image() {
+        let (path, file) = image(4 * 512 + 100);
+        let mut disk = FileStorage::from_file(file, false).unwrap();
+        // The trailing partial sector is not served.
+        assert_eq!(disk.capacity(), 4);
+        disk.write(1, &[0xab; 1024]).unwrap();
+        disk.flush().unwrap();
+        let mut buf = [0u8; 512];
+        disk.read(2, &mut buf).unwrap();
+        assert_eq!(buf, [0xab; 512]);
+        assert!(matches!(
+            disk.read(3, &mut [0u8; 1024]),
+            Err(FileStorageError::OutOfRange { sector: 3, .. })
+        ));
+        assert!(disk.write(u64::MAX, &[0; 1]).is_err());
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(&on_disk[512..1536], &[0xab; 1024][..]);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_missing_image_is_an_error() {
+        assert!(FileStorage::open(Path::new("/nonexistent/disk.img"), true).is_err());
+    }
+}

@@ -1,0 +1,459 @@
+//! The daemon without QEMU: memory mapping, and whole protocol
+//! conversations driven by the `vhost` crate's frontend over a socket pair,
+//! with our own driver side building the rings in the shared file.
+#![allow(clippy::arithmetic_side_effects)]
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use vhost::vhost_user::message::{
+    VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserProtocolFeatures,
+};
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use virtio_core::driver::SplitDriver;
+use virtio_core::memory::{GuestMemory, MemoryError, RegionError};
+use virtio_core::queue::Segment;
+use virtio_core::spec::Features;
+use virtio_devices::block::{Block, BlockOptions};
+use virtio_devices::rng::Rng;
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use crate::connection::{self, Ended};
+use crate::entropy::HostEntropy;
+use crate::memory::{GuestRam, MapError, MemoryTable, RegionSpec};
+use crate::storage::FileStorage;
+
+/// Guest physical base of the test RAM, and where "the frontend" maps it.
+const GPA: u64 = 0x10_0000;
+const UA: u64 = 0x7f00_0000_0000;
+const RAM: u64 = 0x10_0000;
+
+fn temp_file(tag: &str, len: u64) -> (PathBuf, File) {
+    let path = std::env::temp_dir().join(format!("vvu-{tag}-{}", std::process::id()));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    file.set_len(len).unwrap();
+    (path, file)
+}
+
+/// The driver's view of guest RAM: positioned I/O on the same file the
+/// daemon maps shared (the page cache makes both views one memory).
+struct FileMem {
+    file: File,
+}
+
+impl FileMem {
+    fn offset(&self, addr: u64, len: usize) -> Result<u64, MemoryError> {
+        let len = len as u64;
+        let err = MemoryError::OutOfBounds { addr, len };
+        let off = addr.checked_sub(GPA).ok_or(err)?;
+        if off.checked_add(len).is_none_or(|end| end > RAM) {
+            return Err(err);
+        }
+        Ok(off)
+    }
+}
+
+impl GuestMemory for FileMem {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let off = self.offset(addr, buf.len())?;
+        self.file.read_exact_at(buf, off).unwrap();
+        Ok(())
+    }
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
+        let off = self.offset(addr, buf.len())?;
+        self.file.write_all_at(buf, off).unwrap();
+        Ok(())
+    }
+    fn load_u16_acquire(&self, addr: u64) -> Result<u16, MemoryError> {
+        let mut b = [0u8; 2];
+        self.read(addr, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+    fn store_u16_release(&self, addr: u64, value: u16) -> Result<(), MemoryError> {
+        self.write(addr, &value.to_le_bytes())
+    }
+    fn check_range(&self, addr: u64, len: u64) -> Result<(), MemoryError> {
+        self.offset(addr, len as usize).map(|_| ())
+    }
+}
+
+// ---- memory mapping ------------------------------------------------------
+
+#[test]
+fn mapped_region_is_the_file_at_its_guest_address() {
+    let (path, file) = temp_file("map", 0x8000);
+    let spec = RegionSpec {
+        guest_addr: 0x1_0000,
+        size: 0x4000,
+        user_addr: 0x7000_0000,
+        mmap_offset: 0x2000,
+    };
+    let ram = GuestRam::new();
+    ram.replace(MemoryTable::from_regions(vec![(spec, file.try_clone().unwrap())]).unwrap())
+        .unwrap();
+    assert_eq!(ram.num_regions(), 1);
+    // The file at mmap_offset is guest address guest_addr, both ways.
+    file.write_all_at(b"hello", 0x2010).unwrap();
+    let mut buf = [0u8; 5];
+    ram.read(0x1_0010, &mut buf).unwrap();
+    assert_eq!(&buf, b"hello");
+    ram.write(0x1_3ffe, b"!!").unwrap();
+    let mut back = [0u8; 2];
+    file.read_exact_at(&mut back, 0x5ffe).unwrap();
+    assert_eq!(&back, b"!!");
+    ram.store_u16_release(0x1_0020, 0xbeef).unwrap();
+    assert_eq!(ram.load_u16_acquire(0x1_0020).unwrap(), 0xbeef);
+    // Nothing outside the region.
+    assert!(ram.read(0x1_3fff, &mut [0u8; 2]).is_err());
+    assert!(ram.read(0xffff, &mut [0u8; 1]).is_err());
+    // Frontend addresses translate inside the region only.
+    assert_eq!(ram.user_to_guest(0x7000_0010), Some(0x1_0010));
+    assert_eq!(ram.user_to_guest(0x7000_4000), None);
+    assert_eq!(ram.user_to_guest(0x6fff_ffff), None);
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn regions_are_added_removed_and_checked() {
+    let (path, file) = temp_file("regions", 0x4000);
+    let spec = |guest_addr, size, mmap_offset| RegionSpec {
+        guest_addr,
+        size,
+        user_addr: guest_addr.wrapping_add(0x1000_0000),
+        mmap_offset,
+    };
+    let ram = GuestRam::new();
+    ram.update(|t| t.add(spec(0x1000, 0x1000, 0), &file))
+        .unwrap();
+    ram.update(|t| t.add(spec(0x2000, 0x1000, 0x1000), &file))
+        .unwrap();
+    // Contiguous regions serve an access that straddles them.
+    ram.write(0x1ffe, b"abcd").unwrap();
+    let mut b = [0u8; 4];
+    file.read_exact_at(&mut b[..2], 0xffe).unwrap();
+    file.read_exact_at(&mut b[2..], 0x1000).unwrap();
+    assert_eq!(&b, b"abcd");
+    // Overlap, past the end of the file, overflow: refused, table unchanged.
+    assert!(matches!(
+        ram.update(|t| t.add(spec(0x1800, 0x1000, 0), &file)),
+        Err(MapError::Region(RegionError::Overlap))
+    ));
+    assert!(matches!(
+        ram.update(|t| t.add(spec(0x8000, 0x2000, 0x3000), &file)),
+        Err(MapError::BeyondFile { .. })
+    ));
+    assert!(matches!(
+        ram.update(|t| t.add(spec(u64::MAX - 0xfff, 0x2000, 0), &file)),
+        Err(MapError::Overflow)
+    ));
+    assert_eq!(ram.num_regions(), 2);
+    // Removal unmaps; unknown regions are an error.
+    ram.update(|t| t.remove(0x1000)).unwrap();
+    assert!(ram.read(0x1000, &mut [0u8; 1]).is_err());
+    ram.read(0x2000, &mut [0u8; 1]).unwrap();
+    assert!(matches!(
+        ram.update(|t| t.remove(0x1000)),
+        Err(MapError::NoSuchRegion(0x1000))
+    ));
+    // A new table replaces the old one entirely.
+    ram.replace(MemoryTable::new()).unwrap();
+    assert_eq!(ram.num_regions(), 0);
+    assert!(ram.read(0x2000, &mut [0u8; 1]).is_err());
+    std::fs::remove_file(path).unwrap();
+}
+
+// ---- protocol conversations ------------------------------------------------
+
+/// A daemon connection on a thread, and the frontend's end of the socket.
+fn spawn<D: virtio_core::device::VirtioDevice + Send + 'static>(
+    device: D,
+) -> (UnixStream, thread::JoinHandle<std::io::Result<Ended>>) {
+    let (front, back) = UnixStream::pair().unwrap();
+    let server = thread::spawn(move || connection::serve(back, device, false));
+    (front, server)
+}
+
+fn rng() -> Rng<HostEntropy> {
+    Rng::new(HostEntropy::open().unwrap()).with_queue_size(64)
+}
+
+fn wait_for(call: &EventFd) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call.read().is_err() {
+        assert!(Instant::now() < deadline, "no used-buffer interrupt");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+const QSIZE: u16 = 8;
+
+/// Negotiates, shares `ram` and starts queue 0 at `base`; returns the
+/// frontend, the driver and the kick/call eventfds.
+fn start(
+    front: UnixStream,
+    ram: &File,
+    features: Features,
+    base: u16,
+    prepare: &dyn Fn(&FileMem),
+) -> (Frontend, SplitDriver, FileMem, EventFd, EventFd) {
+    let mut fe = Frontend::from_stream(front, 1);
+    fe.set_owner().unwrap();
+    let offered = fe.get_features().unwrap();
+    let protocol = 1u64 << 30;
+    assert_ne!(offered & protocol, 0);
+    assert_ne!(offered & Features::VERSION_1.bits(), 0);
+    assert_eq!(offered & Features::NOTIFICATION_DATA.bits(), 0);
+    fe.set_features(features.bits() | protocol).unwrap();
+    let pf = fe.get_protocol_features().unwrap();
+    // The rng has no configuration space, so no CONFIG.
+    assert!(pf.contains(VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::MQ));
+    assert!(!pf.contains(VhostUserProtocolFeatures::CONFIG));
+    fe.set_protocol_features(VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::MQ)
+        .unwrap();
+    fe.set_mem_table(&[VhostUserMemoryRegionInfo {
+        guest_phys_addr: GPA,
+        memory_size: RAM,
+        userspace_addr: UA,
+        mmap_offset: 0,
+        mmap_handle: ram.as_raw_fd(),
+    }])
+    .unwrap();
+    let mem = FileMem {
+        file: ram.try_clone().unwrap(),
+    };
+    let layout = SplitDriver::layout(GPA, QSIZE);
+    let driver = SplitDriver::new(&mem, layout, features).unwrap();
+    prepare(&mem);
+    let ua = |gpa: u64| gpa - GPA + UA;
+    fe.set_vring_num(0, QSIZE).unwrap();
+    fe.set_vring_addr(
+        0,
+        &VringConfigData {
+            queue_max_size: QSIZE,
+            queue_size: QSIZE,
+            flags: 0,
+            desc_table_addr: ua(layout.desc_addr),
+            used_ring_addr: ua(layout.device_addr),
+            avail_ring_addr: ua(layout.driver_addr),
+            log_addr: None,
+        },
+    )
+    .unwrap();
+    fe.set_vring_base(0, base).unwrap();
+    let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+    let call = EventFd::new(EFD_NONBLOCK).unwrap();
+    fe.set_vring_call(0, &call).unwrap();
+    fe.set_vring_kick(0, &kick).unwrap();
+    fe.set_vring_enable(0, true).unwrap();
+    (fe, driver, mem, kick, call)
+}
+
+/// Offers one 16-byte writable buffer, kicks, waits for the interrupt.
+fn serve_one(driver: &mut SplitDriver, mem: &FileMem, kick: &EventFd, call: &EventFd) -> u32 {
+    let id = driver
+        .add(
+            mem,
+            &[],
+            &[Segment {
+                addr: GPA + 0x8000,
+                len: 16,
+            }],
+        )
+        .unwrap();
+    driver.publish_avail(mem).unwrap();
+    // Re-arm the used-buffer interrupt (EVENT_IDX: used_event).
+    driver.enable_interrupts(mem).unwrap();
+    kick.write(1).unwrap();
+    wait_for(call);
+    let used = driver.pop_used(mem).unwrap().expect("a used buffer");
+    assert_eq!(used.id, id);
+    used.len
+}
+
+#[test]
+fn rng_over_vhost_user_fills_buffers_and_reports_the_ring_base() {
+    let (path, ram) = temp_file("rng", RAM);
+    let (front, server) = spawn(rng());
+    let features = Features::VERSION_1 | Features::EVENT_IDX;
+    let (fe, mut driver, mem, kick, call) = start(front, &ram, features, 0, &|_| {});
+    for _ in 0..3 {
+        assert_eq!(serve_one(&mut driver, &mem, &kick, &call), 16);
+    }
+    let mut bytes = [0u8; 16];
+    mem.read(GPA + 0x8000, &mut bytes).unwrap();
+    assert_ne!(bytes, [0u8; 16]);
+    // GET_VRING_BASE stops the ring and reports the next available index.
+    assert_eq!(fe.get_vring_base(0).unwrap(), 3);
+    // A kick on a stopped ring is not served.
+    driver
+        .add(
+            &mem,
+            &[],
+            &[Segment {
+                addr: GPA + 0x8000,
+                len: 16,
+            }],
+        )
+        .unwrap();
+    driver.publish_avail(&mem).unwrap();
+    kick.write(1).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    assert!(driver.pop_used(&mem).unwrap().is_none());
+    // Handler errors are negative acknowledgements (REPLY_ACK); the
+    // connection lives on.
+    fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+    fe.set_vring_num(0, 32).unwrap();
+    assert!(fe.set_vring_num(0, 4096).is_err());
+    fe.set_hdr_flags(VhostUserHeaderFlag::empty());
+    assert!(fe.get_features().is_ok());
+    drop(fe);
+    assert!(matches!(server.join().unwrap(), Ok(Ended::Closed)));
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn a_ring_restarts_at_the_base_the_frontend_gives() {
+    let (path, ram) = temp_file("base", RAM);
+    let (front, server) = spawn(rng());
+    let mem = FileMem {
+        file: ram.try_clone().unwrap(),
+    };
+    let layout = SplitDriver::layout(GPA, QSIZE);
+    // The driver had gone round five buffers before the ring was stopped:
+    // avail.idx and used.idx are 5; now it offers descriptor 0 in slot 5.
+    let prepare = |mem: &FileMem| {
+        let mut desc = Vec::new();
+        desc.extend_from_slice(&(GPA + 0x8000).to_le_bytes());
+        desc.extend_from_slice(&16u32.to_le_bytes());
+        desc.extend_from_slice(&2u16.to_le_bytes()); // WRITE
+        desc.extend_from_slice(&0u16.to_le_bytes());
+        mem.write(layout.desc_addr, &desc).unwrap();
+        mem.store_u16_release(layout.driver_addr + 4 + 2 * 5, 0)
+            .unwrap();
+        mem.store_u16_release(layout.driver_addr + 2, 6).unwrap();
+        mem.store_u16_release(layout.device_addr + 2, 5).unwrap();
+    };
+    let (fe, _driver, _mem, _kick, call) = start(front, &ram, Features::VERSION_1, 5, &prepare);
+    // Starting the ring served what was already there.
+    wait_for(&call);
+    assert_eq!(mem.load_u16_acquire(layout.device_addr + 2).unwrap(), 6);
+    let mut elem = [0u8; 8];
+    mem.read(layout.device_addr + 4 + 8 * 5, &mut elem).unwrap();
+    assert_eq!(elem, [0, 0, 0, 0, 16, 0, 0, 0]);
+    assert_eq!(fe.get_vring_base(0).unwrap(), 6);
+    drop(fe);
+    assert!(matches!(server.join().unwrap(), Ok(Ended::Closed)));
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn block_config_space_over_get_config() {
+    let (path, image) = temp_file("blk", 8 * 512);
+    let storage = FileStorage::from_file(image, true).unwrap();
+    let (front, server) = spawn(Block::new(storage, BlockOptions::default()));
+    let mut fe = Frontend::from_stream(front, 1);
+    fe.set_owner().unwrap();
+    let offered = fe.get_features().unwrap();
+    fe.set_features(Features::VERSION_1.bits() | (offered & (1 << 30)))
+        .unwrap();
+    fe.set_protocol_features(VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ)
+        .unwrap();
+    assert_eq!(fe.get_queue_num().unwrap(), 1);
+    let (_, config) = fe
+        .get_config(0, 8, VhostUserConfigFlags::WRITABLE, &[0u8; 8])
+        .unwrap();
+    // virtio-blk `capacity`: 8 sectors.
+    assert_eq!(config, 8u64.to_le_bytes());
+    drop(fe);
+    assert!(matches!(server.join().unwrap(), Ok(Ended::Closed)));
+    std::fs::remove_file(path).unwrap();
+}
+
+/// A raw message: request, flags, payload.
+fn raw(request: u32, flags: u32, payload: &[u8]) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend_from_slice(&request.to_le_bytes());
+    m.extend_from_slice(&flags.to_le_bytes());
+    m.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    m.extend_from_slice(payload);
+    m
+}
+
+#[test]
+fn malformed_messages_get_a_nack_and_close_only_their_connection() {
+    // An unknown request, and SET_VRING_NUM with a short payload, both
+    // asking for a reply (version 1 | NEED_REPLY).
+    for message in [raw(9999, 0x1 | 0x8, &[]), raw(8, 0x1 | 0x8, &[0, 0, 0, 0])] {
+        let (mut front, server) = spawn(rng());
+        front.write_all(&message).unwrap();
+        let mut reply = Vec::new();
+        front.read_to_end(&mut reply).unwrap();
+        assert_eq!(reply.len(), 20);
+        assert_eq!(reply[..4], message[..4]);
+        assert_eq!(u32::from_le_bytes(reply[4..8].try_into().unwrap()), 0x5);
+        assert_eq!(u64::from_le_bytes(reply[12..20].try_into().unwrap()), 1);
+        assert!(matches!(server.join().unwrap(), Ok(Ended::Protocol(_))));
+    }
+    // A bad header version without NEED_REPLY: closed, nothing sent.
+    let (mut front, server) = spawn(rng());
+    front.write_all(&raw(1, 0x2, &[])).unwrap();
+    let mut reply = Vec::new();
+    front.read_to_end(&mut reply).unwrap();
+    assert!(reply.is_empty());
+    assert!(matches!(server.join().unwrap(), Ok(Ended::Protocol(_))));
+    // A frontend that goes away mid-message just disconnects.
+    let (mut front, server) = spawn(rng());
+    front.write_all(&raw(8, 0x1, &[0u8; 8])[..14]).unwrap();
+    drop(front);
+    assert!(matches!(server.join().unwrap(), Ok(Ended::Closed)));
+}
+
+// ---- the handler alone ---------------------------------------------------------
+
+#[test]
+fn vring_base_is_16_bits_split_and_avail_used_halves_packed() {
+    use crate::backend::VhostUserDevice;
+    use vhost::vhost_user::VhostUserBackendReqHandlerMut;
+
+    let protocol = 1u64 << 30;
+    let mut dev = VhostUserDevice::new(rng());
+    dev.set_features(Features::VERSION_1.bits() | protocol)
+        .unwrap();
+    assert!(dev.set_vring_base(0, 0x1_0005).is_err());
+    dev.set_vring_base(0, 5).unwrap();
+    let state = dev.get_vring_base(0).unwrap();
+    assert_eq!({ state.num }, 5);
+    // Packed (QEMU's form): avail position low, used position high; the
+    // reply carries the position the ring stopped at in both halves.
+    let packed = Features::VERSION_1 | Features::RING_PACKED;
+    dev.set_features(packed.bits() | protocol).unwrap();
+    dev.set_vring_base(0, 0x8003_8003).unwrap();
+    let state = dev.get_vring_base(0).unwrap();
+    assert_eq!({ state.num }, 0x8003_8003);
+    // No such queue; features that were not offered; a size above the
+    // maximum; polling mode: refused, and nothing else changes.
+    assert!(dev.get_vring_base(1).is_err());
+    assert!(dev.set_features(1 << 63).is_err());
+    assert!(dev.set_vring_num(0, 65).is_err());
+    assert!(dev.set_vring_num(0, 0).is_err());
+    assert!(dev.set_vring_kick(0, None).is_err());
+    assert!(
+        dev.get_config(250, 8, VhostUserConfigFlags::WRITABLE)
+            .is_err()
+    );
+    assert_eq!(dev.get_queue_num().unwrap(), 1);
+    assert_eq!(dev.core().negotiated_features(), packed);
+}

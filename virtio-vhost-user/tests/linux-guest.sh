@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# End-to-end: a Linux guest under an unmodified QEMU talks to virtio-vhost-user.
+#
+# Installs what it needs (qemu-system-x86, kmod, cpio; the Debian kernel and
+# busybox-static with apt-get download), builds an initramfs, starts one rng
+# and one block daemon, and boots the guest (TCG, shared memfd RAM) once per
+# case with vhost-user-rng-pci and vhost-user-blk-pci:
+#   split           split rings, EVENT_IDX on
+#   packed          packed=on
+#   event_idx-off   split rings, event_idx=off
+#   packed-event_idx-off  packed=on, event_idx=off
+#   reset           the guest unbinds/rebinds virtio-blk (device reset) mid-I/O
+#   kill-reconnect  QEMU killed with SIGKILL mid-I/O, then a fresh QEMU boots
+#                   against the same daemons and must pass the checks
+# Each case checks: /dev/hwrng is served by virtio_rng and yields bytes; a
+# pattern written to /dev/vda and flushed reads back in the guest and is in
+# the image file on the host. One PASS/FAIL line per case; exit 1 on a FAIL.
+#
+# Environment: WORK (scratch dir, default /tmp/vvu-e2e), CASES (default all),
+# SKIP_INSTALL=1 to skip apt-get, VVU_BIN to use a built daemon instead of
+# cargo build, CARGO_TARGET_DIR as for cargo.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+WORK="${WORK:-/tmp/vvu-e2e}"
+CASES="${CASES:-split packed event_idx-off packed-event_idx-off reset kill-reconnect}"
+BOOT_TIMEOUT="${BOOT_TIMEOUT:-120}"
+MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk virtio-rng"
+
+log() { printf '[linux-guest] %s\n' "$*" >&2; }
+
+# ---- tools, kernel, busybox --------------------------------------------------
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+    log "installing qemu-system-x86 kmod cpio"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 kmod cpio >/dev/null
+fi
+mkdir -p "$WORK/dl"
+KPKG="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+[ -n "$KPKG" ] || { log "cannot find the kernel package behind linux-image-amd64"; exit 1; }
+KVER="${KPKG#linux-image-}"
+if [ ! -f "$WORK/kernel/boot/vmlinuz-$KVER" ] || [ ! -x "$WORK/busybox/bin/busybox" ]; then
+    log "downloading $KPKG and busybox-static"
+    (cd "$WORK/dl" && rm -f ./*.deb && apt-get download -q "$KPKG" busybox-static 2>/dev/null)
+    rm -rf "$WORK/kernel" "$WORK/busybox"
+    dpkg -x "$WORK"/dl/linux-image-*.deb "$WORK/kernel"
+    dpkg -x "$WORK"/dl/busybox-static_*.deb "$WORK/busybox"
+fi
+KERNEL="$WORK/kernel/boot/vmlinuz-$KVER"
+
+# ---- initramfs ---------------------------------------------------------------
+INITRD="$WORK/initrd.cpio.gz"
+IR="$WORK/initramfs"
+rm -rf "$IR"
+mkdir -p "$IR"/{bin,dev,proc,sys,tmp,mods}
+cp "$WORK/busybox/bin/busybox" "$IR/bin/busybox"
+# Load order: each module after its dependencies (modinfo's "depends"; the
+# package ships no modules.dep).
+ORDER=""
+add_module() {
+    local m="$1" f d
+    case " $ORDER " in *" $m "*) return ;; esac
+    f="$(find "$WORK/kernel/lib/modules/$KVER" \( -name "$m.ko*" -o -name "${m//_/-}.ko*" \) | head -n1)"
+    [ -n "$f" ] || { log "module $m not found"; exit 1; }
+    for d in $(modinfo -F depends "$f" | tr ',' ' '); do add_module "$d"; done
+    case "$f" in
+        *.xz) xz -dc "$f" >"$IR/mods/$m.ko" ;;
+        *.zst) zstd -qdc "$f" >"$IR/mods/$m.ko" ;;
+        *) cp "$f" "$IR/mods/$m.ko" ;;
+    esac
+    ORDER="$ORDER $m"
+}
+for m in $MODULES; do add_module "$m"; done
+echo "$ORDER" >"$IR/mods/order"
+log "guest modules:$ORDER"
+cat >"$IR/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /mods/order); do insmod /mods/$m.ko || echo "VVU insmod $m failed"; done
+arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^$1=//p"; }
+MODE=$(arg vvu.mode); MARK=$(arg vvu.mark)
+for i in $(seq 1 50); do [ -b /dev/vda ] && [ -c /dev/hwrng ] && break; sleep 0.1; done
+
+check_rng() {
+    cur=$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null)
+    n=$(dd if=/dev/hwrng bs=64 count=4 2>/dev/null | wc -c)
+    hex=$(dd if=/dev/hwrng bs=16 count=1 2>/dev/null | hexdump -v -e '16/1 "%02x"')
+    case "$cur" in virtio_rng*) ;; *) echo "VVU RNG-FAIL current=$cur"; return ;; esac
+    if [ "$n" = 256 ] && [ "$hex" != 00000000000000000000000000000000 ]; then
+        echo "VVU RNG-OK $cur $n bytes, sample $hex"
+    else
+        echo "VVU RNG-FAIL read $n bytes sample $hex"
+    fi
+}
+
+# Writes 1 MiB of the marker at 1 MiB into the disk, flushes, drops the page
+# cache and reads it back.
+check_blk() {
+    [ -b /dev/vda ] || { echo "VVU BLK-FAIL no /dev/vda"; return; }
+    awk -v m="$MARK" 'BEGIN { for (i = 0; i < 16384; i++) printf "%-63s\n", m "-" i }' >/tmp/pat
+    dd if=/tmp/pat of=/dev/vda bs=65536 seek=16 conv=fsync 2>/dev/null || { echo "VVU BLK-FAIL write"; return; }
+    sync; blockdev --flushbufs /dev/vda; echo 3 >/proc/sys/vm/drop_caches
+    dd if=/dev/vda bs=65536 skip=16 count=16 2>/dev/null >/tmp/back
+    if cmp -s /tmp/pat /tmp/back; then echo "VVU BLK-OK $(wc -c </tmp/back) bytes"; else echo "VVU BLK-FAIL readback differs"; fi
+}
+
+# Continuous I/O on both devices until killed.
+io_loop() {
+    ( while :; do dd if=/dev/hwrng of=/dev/null bs=4096 count=16 2>/dev/null; done ) &
+    ( while :; do dd if=/dev/zero of=/dev/vda bs=65536 seek=64 count=64 conv=fsync 2>/dev/null; \
+                  dd if=/dev/vda of=/dev/null bs=65536 skip=64 count=64 2>/dev/null; done ) &
+}
+
+case "$MODE" in
+check)
+    check_rng; check_blk ;;
+reset)
+    io_loop; sleep 2
+    dev=$(basename "$(readlink /sys/block/vda/device)")
+    pci=$(basename "$(readlink /sys/bus/virtio/devices/$dev/..)" 2>/dev/null)
+    pci=$(basename "$(dirname "$(readlink -f /sys/bus/virtio/devices/$dev)")")
+    echo "VVU resetting $dev on $pci mid-I/O"
+    kill $(jobs -p) 2>/dev/null
+    echo "$dev" >/sys/bus/virtio/drivers/virtio_blk/unbind
+    echo "$dev" >/sys/bus/virtio/drivers/virtio_blk/bind
+    for i in $(seq 1 50); do [ -b /dev/vda ] && break; sleep 0.1; done
+    check_rng; check_blk ;;
+loop)
+    io_loop; echo "VVU IO-LOOP running"; while :; do sleep 1; done ;;
+esac
+echo "VVU DONE"
+poweroff -f
+INIT
+chmod +x "$IR/init"
+(cd "$IR" && find . | cpio -o -H newc --quiet | gzip -1 >"$INITRD")
+
+# ---- daemons -------------------------------------------------------------------
+if [ -n "${VVU_BIN:-}" ]; then
+    BIN="$VVU_BIN"
+else
+    log "building virtio-vhost-user"
+    (cd "$ROOT" && cargo build -q -p virtio-vhost-user)
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/virtio-vhost-user"
+fi
+IMG="$WORK/disk.img"
+rm -f "$IMG"; truncate -s 64M "$IMG"
+RNG_SOCK="$WORK/rng.sock"; BLK_SOCK="$WORK/blk.sock"
+PIDS=()
+QEMU_PID=""
+cleanup() {
+    set +e
+    for f in "$WORK"/*.qemu.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
+    [ -n "$QEMU_PID" ] && kill -9 "$QEMU_PID" 2>/dev/null
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+"$BIN" --socket "$RNG_SOCK" ${VVU_TRACE:+--trace} rng 2>"$WORK/rng.log" & PIDS+=($!)
+"$BIN" --socket "$BLK_SOCK" ${VVU_TRACE:+--trace} block --file "$IMG" 2>"$WORK/blk.log" & PIDS+=($!)
+for s in "$RNG_SOCK" "$BLK_SOCK"; do
+    for _ in $(seq 1 100); do [ -S "$s" ] && break; sleep 0.1; done
+    [ -S "$s" ] || { log "daemon did not create $s"; cat "$WORK"/*.log >&2; exit 1; }
+done
+
+daemons_alive() { for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || return 1; done; }
+
+# boot NAME MODE MARK RING_PROPS: starts QEMU in the background, console in $WORK/NAME.console
+boot() {
+    local name="$1" mode="$2" mark="$3" props="$4"
+    : >"$WORK/$name.console"
+    rm -f "$WORK/$name.qemu.pid"
+    timeout "$BOOT_TIMEOUT" qemu-system-x86_64 \
+        -machine pc,memory-backend=mem -m 256M -smp 1 -cpu max \
+        -object memory-backend-memfd,id=mem,size=256M,share=on \
+        -kernel "$KERNEL" -initrd "$INITRD" \
+        -append "console=ttyS0 quiet panic=-1 vvu.mode=$mode vvu.mark=$mark" \
+        -chardev socket,id=rng0,path="$RNG_SOCK" \
+        -device "vhost-user-rng-pci,chardev=rng0,$props" \
+        -chardev socket,id=blk0,path="$BLK_SOCK" \
+        -device "vhost-user-blk-pci,chardev=blk0,num-queues=1,$props" \
+        -display none -monitor none -serial "file:$WORK/$name.console" \
+        -nic none -no-reboot -pidfile "$WORK/$name.qemu.pid" >"$WORK/$name.qemu.log" 2>&1 &
+    QEMU_PID=$!   # the timeout wrapper; QEMU's own pid is in the pidfile
+}
+
+# Kills QEMU itself (not only its timeout wrapper) with SIGKILL.
+kill_qemu() {
+    local name="$1" pid
+    pid="$(cat "$WORK/$name.qemu.pid" 2>/dev/null || true)"
+    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+    [ -n "$QEMU_PID" ] && wait "$QEMU_PID" 2>/dev/null || true
+    QEMU_PID=""
+}
+
+# verdict NAME MARK: PASS if the guest and the host saw everything
+verdict() {
+    local name="$1" mark="$2" con="$WORK/$1.console" why=""
+    grep -q "VVU RNG-OK" "$con" || why="$why rng"
+    grep -q "VVU BLK-OK" "$con" || why="$why blk(guest)"
+    # The image holds the pattern at 1 MiB: first and last records.
+    dd if="$IMG" of="$WORK/$name.image-slice" bs=65536 skip=16 count=16 2>/dev/null
+    grep -qa "^$mark-0 *\$" "$WORK/$name.image-slice" || why="$why blk(host,first)"
+    grep -qa "^$mark-16383 *\$" "$WORK/$name.image-slice" || why="$why blk(host,last)"
+    [ "$(grep -ac "^$mark-" "$WORK/$name.image-slice")" = 16384 ] || why="$why blk(host,count)"
+    daemons_alive || why="$why daemon-died"
+    if [ -z "$why" ]; then
+        echo "PASS $name"
+    else
+        echo "FAIL $name:$why (console: $con)"
+        sed -n '/VVU/p' "$con" | tail -n 5 | sed 's/^/    /'
+        return 1
+    fi
+}
+
+run_case() {
+    local name="$1" props="$2" mode="${3:-check}" mark
+    mark="VVU-$name-$RANDOM$RANDOM"
+    local t0=$SECONDS
+    boot "$name" "$mode" "$mark" "$props"
+    wait "$QEMU_PID" || true
+    QEMU_PID=""
+    log "$name: guest ran $((SECONDS - t0)) s"
+    verdict "$name" "$mark"
+}
+
+kill_reconnect() {
+    local t0=$SECONDS
+    boot kill-loop loop x "packed=off"
+    for _ in $(seq 1 "$BOOT_TIMEOUT"); do
+        grep -q "VVU IO-LOOP running" "$WORK/kill-loop.console" && break
+        kill -0 "$QEMU_PID" 2>/dev/null || break
+        sleep 1
+    done
+    if ! grep -q "VVU IO-LOOP running" "$WORK/kill-loop.console"; then
+        kill_qemu kill-loop
+        echo "FAIL kill-reconnect: guest never started its I/O loop (console: $WORK/kill-loop.console)"
+        return 1
+    fi
+    sleep 2
+    kill_qemu kill-loop
+    log "kill-reconnect: QEMU killed mid-I/O after $((SECONDS - t0)) s"
+    sleep 0.5
+    run_case kill-reconnect "packed=off"
+}
+
+FAILED=0
+for c in $CASES; do
+    case "$c" in
+        split) run_case split "packed=off,event_idx=on" || FAILED=1 ;;
+        packed) run_case packed "packed=on" || FAILED=1 ;;
+        event_idx-off) run_case event_idx-off "packed=off,event_idx=off" || FAILED=1 ;;
+        packed-event_idx-off) run_case packed-event_idx-off "packed=on,event_idx=off" || FAILED=1 ;;
+        reset) run_case reset "packed=off" reset || FAILED=1 ;;
+        kill-reconnect) kill_reconnect || FAILED=1 ;;
+        *) echo "FAIL $c: unknown case"; FAILED=1 ;;
+    esac
+done
+log "daemon logs: $WORK/rng.log $WORK/blk.log"
+exit "$FAILED"
