@@ -212,8 +212,8 @@ fn run(o: &Options) -> Result<RunStats, String> {
             // The chain snapshot is returned by value: size it to the
             // request, as a device sizes it to its protocol.
             match o.chain {
-                ..=4 => device_loop::<_, 4>(o, &mem, &mut q, &stop, &driver_thread),
-                ..=16 => device_loop::<_, 16>(o, &mem, &mut q, &stop, &driver_thread),
+                0..=4 => device_loop::<_, 4>(o, &mem, &mut q, &stop, &driver_thread),
+                5..=16 => device_loop::<_, 16>(o, &mem, &mut q, &stop, &driver_thread),
                 _ => device_loop::<_, MAX_CHAIN>(o, &mem, &mut q, &stop, &driver_thread),
             }
         });
