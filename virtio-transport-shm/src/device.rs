@@ -4,9 +4,7 @@
 
 use core::fmt;
 
-use virtio_core::device::{
-    DeviceCore, INTERRUPT_CONFIG_CHANGE, INTERRUPT_USED_BUFFER, QueueSetupError, VirtioDevice,
-};
+use virtio_core::device::{DeviceCore, INTERRUPT_CONFIG_CHANGE, QueueSetupError, VirtioDevice};
 use virtio_core::memory::GuestMemory;
 use virtio_core::queue::{NotificationData, RingArea};
 use virtio_core::spec::{DeviceStatus, Features};
@@ -170,13 +168,8 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> ShmDevice<D, M, Q> {
     /// Turns the core's interrupt status into pending events.
     fn collect(&mut self) {
         let isr = self.core.interrupt_status();
-        if isr & INTERRUPT_USED_BUFFER != 0 {
-            for q in 0..self.core.num_queues().min(64) {
-                if self.core.queue_active(q) {
-                    self.pending_used |= 1u64 << q;
-                }
-            }
-        }
+        // EVENT_USED names a queue: only the ones the core says are due.
+        self.pending_used |= self.core.take_used_queues();
         if isr & INTERRUPT_CONFIG_CHANGE != 0 {
             self.pending_config = true;
         }

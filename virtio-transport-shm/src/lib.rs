@@ -133,9 +133,9 @@
 //! * **`SET_CONFIG`** that is accepted does not change the generation (the
 //!   change is the driver's own); the answer carries the current generation
 //!   and the bytes read back after the write.
-//! * **`EVENT_USED`** is sent for every enabled queue of a device when
-//!   [`DeviceCore`] raised a used-buffer interrupt (the core does not say
-//!   which queue; the driver checks its used rings). Events are coalesced: at
+//! * **`EVENT_USED`** is sent for each queue [`DeviceCore`] says is due a
+//!   used buffer notification ([`DeviceCore::take_used_queues`], which
+//!   honours the driver's suppression state). Events are coalesced: at
 //!   most one pending `EVENT_USED` per queue and one `EVENT_CONFIG` per
 //!   device, sent as ring B has room, so none is lost.
 //! * **`EVENT_CONFIG`** carries the status and generation and no data

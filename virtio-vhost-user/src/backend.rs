@@ -150,25 +150,25 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
             return;
         }
         self.core.notify(u32::from(queue));
-        self.signal(Some(queue));
+        self.signal();
     }
 
     /// Passes the core's pending interrupts to the frontend: a used-buffer
-    /// interrupt on `queue`'s call eventfd (every running ring's when
-    /// `None`).
-    fn signal(&mut self, queue: Option<u16>) {
+    /// interrupt on the call eventfd of each queue the core says is due one.
+    fn signal(&mut self) {
         let status = self.core.interrupt_status();
+        let due = self.core.take_used_queues();
         if status & INTERRUPT_USED_BUFFER != 0 {
             self.core.ack_interrupt(INTERRUPT_USED_BUFFER);
-            for (index, vring) in (0u16..).zip(self.vrings.iter_mut()) {
-                if queue.is_some_and(|q| q != index) || !vring.started {
-                    continue;
-                }
-                if let Some(call) = vring.call.as_mut() {
-                    // An eventfd write adds to its counter; failure means the
-                    // frontend closed it, which the next message will show.
-                    let _ = call.write(&1u64.to_ne_bytes());
-                }
+        }
+        for (index, vring) in (0u32..64).zip(self.vrings.iter_mut()) {
+            if due & (1u64 << index) == 0 || !vring.started {
+                continue;
+            }
+            if let Some(call) = vring.call.as_mut() {
+                // An eventfd write adds to its counter; failure means the
+                // frontend closed it, which the next message will show.
+                let _ = call.write(&1u64.to_ne_bytes());
             }
         }
         if status & INTERRUPT_CONFIG_CHANGE != 0 {
@@ -244,7 +244,7 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
             return Err(other(format!("virtqueue {queue} cannot start: {cause}")));
         }
         // Starting served what the driver had already queued.
-        self.signal(Some(queue));
+        self.signal();
         Ok(())
     }
 

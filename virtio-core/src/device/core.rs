@@ -482,6 +482,21 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> DeviceCore<D, M, Q> {
 
     // ---- serving -------------------------------------------------------
 
+    /// The queues (bit `q` for queue `q`, queues 0–63) with a used buffer
+    /// notification due since the last call, which clears them. Transports
+    /// that notify per queue use it (virtio-msg `EVENT_USED`, vhost-user's
+    /// call eventfds); [`INTERRUPT_USED_BUFFER`] still says "some queue"
+    /// for those with one interrupt line.
+    pub fn take_used_queues(&mut self) -> u64 {
+        let mut mask = 0u64;
+        for (bit, slot) in (0u32..64).zip(self.slots.iter_mut()) {
+            if core::mem::take(&mut slot.notify) {
+                mask |= 1u64 << bit;
+            }
+        }
+        mask
+    }
+
     /// The driver notified the device (`QueueNotify`). With
     /// `NOTIFICATION_DATA` the value carries the queue in its low 16 bits;
     /// without it, it is the queue index. Unknown queues, and every
@@ -559,7 +574,10 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> DeviceCore<D, M, Q> {
             }
             if let Some(engine) = slot.engine.as_mut() {
                 match engine.publish_used(&self.mem) {
-                    Ok(n) => notify |= n,
+                    Ok(n) => {
+                        notify |= n;
+                        slot.notify |= n;
+                    }
                     Err(error) => {
                         failure.get_or_insert(NeedsResetCause::Queue { queue, error });
                     }

@@ -19,6 +19,9 @@ pub(crate) struct QueueSlot {
     pub(crate) engine: Option<Queue>,
     /// Buffers were pushed since the last publication.
     pub(crate) dirty: bool,
+    /// A used buffer notification is due for this queue and no transport
+    /// has taken it yet ([`super::DeviceCore::take_used_queues`]).
+    pub(crate) notify: bool,
     /// Chains handed to the device during the current round.
     pub(crate) popped: u32,
     /// Malformed chains returned by the core since the last reset.

@@ -536,6 +536,32 @@ fn held_chains_complete_later_through_poll() {
     );
 }
 
+// virtio 1.4 §"Used Buffer Notification Suppression": the notification is
+// per virtqueue. The core says which queues are due one, for transports that
+// notify per queue, and forgets them once taken.
+#[test]
+fn used_notifications_are_reported_per_queue() {
+    with_core(Echo::default(), |core, mem| {
+        let (_, _) = init(core, v1());
+        let layout1 = SplitDriver::layout(RING1, QSIZE);
+        let mut driver1 = SplitDriver::new(mem, layout1, v1()).unwrap();
+        configure(core, 1, layout1);
+        core.set_status(DRIVER_OK);
+        assert_eq!(core.take_used_queues(), 0);
+        add_writable(&mut driver1, mem, DATA);
+        core.notify(1);
+        assert_eq!(core.interrupt_status(), INTERRUPT_USED_BUFFER);
+        assert_eq!(core.take_used_queues(), 0b10);
+        assert_eq!(core.take_used_queues(), 0, "taken once");
+        core.notify(1);
+        assert_eq!(
+            core.take_used_queues(),
+            0,
+            "nothing new on a spurious notify"
+        );
+    });
+}
+
 #[test]
 fn event_idx_keeps_the_driver_notifying() {
     let features = v1() | Features::EVENT_IDX;
