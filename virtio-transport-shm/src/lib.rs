@@ -134,7 +134,7 @@
 //!   change is the driver's own); the answer carries the current generation
 //!   and the bytes read back after the write.
 //! * **`EVENT_USED`** is sent for each queue [`DeviceCore`] says is due a
-//!   used buffer notification ([`DeviceCore::take_used_queues`], which
+//!   used buffer notification ([`take_used_queues`](virtio_core::device::DeviceCore::take_used_queues), which
 //!   honours the driver's suppression state). Events are coalesced: at
 //!   most one pending `EVENT_USED` per queue and one `EVENT_CONFIG` per
 //!   device, sent as ring B has room, so none is lost.
