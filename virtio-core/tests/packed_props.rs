@@ -81,41 +81,7 @@ macro_rules! ring_pair {
 ring_pair!(Split);
 ring_pair!(Packed);
 
-#[derive(Clone, Debug)]
-struct Req {
-    readable: Vec<u32>,
-    writable: Vec<u32>,
-    indirect: bool,
-    /// How much of the writable part the device fills, in 1/255ths.
-    fill: u8,
-}
-
-fn req() -> impl Strategy<Value = Req> {
-    (
-        prop::collection::vec(1u32..48, 0..4),
-        prop::collection::vec(1u32..48, 0..4),
-        any::<bool>(),
-        any::<u8>(),
-    )
-        .prop_filter("a chain has a buffer", |(r, w, _, _)| {
-            !r.is_empty() || !w.is_empty()
-        })
-        .prop_map(|(readable, writable, indirect, fill)| Req {
-            readable,
-            writable,
-            indirect,
-            fill,
-        })
-}
-
-const SLOT: u64 = 1024;
-const DATA: u64 = 0x10000;
-
-fn pattern(req: usize, i: u32) -> u8 {
-    (req as u32)
-        .wrapping_mul(31)
-        .wrapping_add(i.wrapping_mul(7)) as u8
-}
+use common::{DATA, Req, SLOT, pattern, req};
 
 /// What the driver saw for one request: its number, the used length and
 /// the bytes the device wrote.

@@ -3,6 +3,8 @@
 
 use std::cell::RefCell;
 
+use proptest::prelude::*;
+
 use virtio_core::memory::{GuestMemory, MemoryError, Region};
 
 /// Guest memory that records every write, so a property can check where
@@ -63,4 +65,46 @@ pub fn host_from(bytes: &[u8]) -> Vec<u64> {
             u64::from_le_bytes(w)
         })
         .collect()
+}
+
+/// One request of a random stream: buffer sizes, whether to send it
+/// indirect, and how much of its writable part the device fills.
+#[derive(Clone, Debug)]
+pub struct Req {
+    pub readable: Vec<u32>,
+    pub writable: Vec<u32>,
+    pub indirect: bool,
+    /// How much of the writable part the device fills, in 1/255ths.
+    pub fill: u8,
+}
+
+/// Requests of up to three readable and three writable buffers (at least
+/// one buffer) of 1 to 47 bytes.
+pub fn req() -> impl Strategy<Value = Req> {
+    (
+        prop::collection::vec(1u32..48, 0..4),
+        prop::collection::vec(1u32..48, 0..4),
+        any::<bool>(),
+        any::<u8>(),
+    )
+        .prop_filter("a chain has a buffer", |(r, w, _, _)| {
+            !r.is_empty() || !w.is_empty()
+        })
+        .prop_map(|(readable, writable, indirect, fill)| Req {
+            readable,
+            writable,
+            indirect,
+            fill,
+        })
+}
+
+/// Guest memory per request slot, and where the slots start.
+pub const SLOT: u64 = 1024;
+pub const DATA: u64 = 0x10000;
+
+/// Byte `i` of request `req`'s data, so every byte is checkable.
+pub fn pattern(req: usize, i: u32) -> u8 {
+    (req as u32)
+        .wrapping_mul(31)
+        .wrapping_add(i.wrapping_mul(7)) as u8
 }
