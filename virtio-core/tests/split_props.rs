@@ -1,16 +1,14 @@
 //! Property tests of the split queue against the driver side and a model.
 #![allow(clippy::arithmetic_side_effects)]
 
-use std::collections::{HashMap, HashSet};
-
 mod common;
 
-use common::Watched;
+use common::{Split, Stream, Watched, memory, req, run};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use virtio_core::driver::SplitDriver;
 use virtio_core::memory::{GuestMemory, Region};
-use virtio_core::queue::{Chain, QueueConfig, Segment, SplitQueue, vring_need_event};
+use virtio_core::queue::{Chain, QueueConfig, SplitQueue, vring_need_event};
 use virtio_core::spec::Features;
 use zerocopy::IntoBytes;
 
@@ -22,17 +20,6 @@ fn config() -> Config {
     }
 }
 
-use common::{DATA, SLOT, pattern, req};
-
-struct InFlight {
-    req: usize,
-    slot: u64,
-    written: u32,
-}
-
-// Property (a): any sequence of legal chains of random shape goes driver →
-// device → driver with every byte intact and exactly one used element per
-// chain, whatever the features, batch boundaries and completion order.
 proptest! {
     #![proptest_config(config())]
     #[test]
@@ -49,108 +36,16 @@ proptest! {
         features.set(Features::EVENT_IDX, event_idx);
         features.set(Features::IN_ORDER, in_order);
         features.set(Features::INDIRECT_DESC, indirect);
-        let mut buf = vec![0u64; ((DATA + SLOT * u64::from(size)) / 8) as usize];
+        let mut buf = memory(size);
         let mem = Region::new(0, buf.as_mut_bytes()).unwrap();
         let cfg = SplitDriver::layout(0, size);
-        let mut drv = SplitDriver::new(&mem, cfg, features).unwrap();
-        let mut dev = SplitQueue::new(&mem, cfg, features).unwrap();
-
-        let mut choice = choices.iter().copied().cycle();
-        let mut free_slots: Vec<u64> = (0..u64::from(size)).map(|i| DATA + i * SLOT).collect();
-        let mut by_id: HashMap<u16, InFlight> = HashMap::new();
-        let mut device_held: Vec<Chain<8>> = Vec::new();
-        let mut returned = HashSet::new();
-        let mut next_req = 0;
-        let mut rounds = 0;
-        while returned.len() < reqs.len() {
-            rounds += 1;
-            prop_assert!(rounds < 10_000, "no progress");
-            // Driver: add a random number of requests, then publish.
-            let burst = usize::from(choice.next().unwrap() % 8) + 1;
-            for _ in 0..burst {
-                let Some(r) = reqs.get(next_req) else { break };
-                let use_indirect = indirect && r.indirect;
-                let need = if use_indirect { 1 } else { (r.readable.len() + r.writable.len()) as u16 };
-                if need > drv.num_free() || free_slots.is_empty() {
-                    break;
-                }
-                let slot = free_slots.pop().unwrap();
-                let mut at = slot + 256; // the first 256 bytes hold an indirect table
-                let mut place = |lens: &[u32], fill: bool| -> Vec<Segment> {
-                    let mut segs = Vec::new();
-                    let mut n = 0u32;
-                    for &len in lens {
-                        if fill {
-                            let bytes: Vec<u8> = (0..len).map(|i| pattern(next_req, n + i)).collect();
-                            mem.write(at, &bytes).unwrap();
-                        } else {
-                            mem.write(at, &vec![0xee; len as usize]).unwrap();
-                        }
-                        segs.push(Segment { addr: at, len });
-                        at += u64::from(len);
-                        n += len;
-                    }
-                    segs
-                };
-                let rd = place(&r.readable, true);
-                let wr = place(&r.writable, false);
-                let id = if use_indirect {
-                    drv.add_indirect(&mem, slot, &rd, &wr).unwrap()
-                } else {
-                    drv.add(&mem, &rd, &wr).unwrap()
-                };
-                let fresh = by_id.insert(id, InFlight { req: next_req, slot, written: 0 }).is_none();
-                prop_assert!(fresh, "id {} handed out twice", id);
-                next_req += 1;
-            }
-            drv.publish_avail(&mem).unwrap();
-
-            // Device: take everything available, checking the readable bytes.
-            while let Some(chain) = dev.pop::<_, 8>(&mem).unwrap() {
-                let f = &by_id[&chain.id()];
-                let r = &reqs[f.req];
-                prop_assert_eq!(chain.readable_len(), r.readable.iter().sum::<u32>());
-                prop_assert_eq!(chain.writable_len(), r.writable.iter().sum::<u32>());
-                let mut got = vec![0u8; chain.readable_len() as usize];
-                chain.reader(&mem).read_exact(&mut got).unwrap();
-                let want: Vec<u8> = (0..chain.readable_len()).map(|i| pattern(f.req, i)).collect();
-                prop_assert_eq!(got, want);
-                device_held.push(chain);
-            }
-
-            // Device: complete a random number, in a random order unless
-            // IN_ORDER, then publish the batch.
-            let n = (usize::from(choice.next().unwrap()) % (device_held.len() + 1)).max(1).min(device_held.len());
-            for _ in 0..n {
-                let pick = if in_order { 0 } else { usize::from(choice.next().unwrap()) % device_held.len() };
-                let chain = device_held.remove(pick);
-                let f = by_id.get_mut(&chain.id()).unwrap();
-                let r = &reqs[f.req];
-                let len = chain.writable_len() * u32::from(r.fill) / 255;
-                let bytes: Vec<u8> = (0..len).map(|i| pattern(f.req, i) ^ 0x55).collect();
-                let mut w = chain.writer(&mem);
-                w.write_all(&bytes).unwrap();
-                f.written = w.bytes_written();
-                dev.push_used(&mem, chain.head(), w.bytes_written()).unwrap();
-            }
-            dev.publish_used(&mem).unwrap();
-
-            // Driver: collect and check what came back.
-            while let Some(used) = drv.pop_used(&mem).unwrap() {
-                let f = by_id.remove(&used.id).unwrap();
-                prop_assert_eq!(used.len, f.written);
-                prop_assert!(returned.insert(f.req), "request returned twice");
-                let r = &reqs[f.req];
-                let start = f.slot + 256 + u64::from(r.readable.iter().sum::<u32>());
-                let mut got = vec![0u8; f.written as usize];
-                mem.read(start, &mut got).unwrap();
-                let want: Vec<u8> = (0..f.written).map(|i| pattern(f.req, i) ^ 0x55).collect();
-                prop_assert_eq!(got, want);
-                free_slots.push(f.slot);
-            }
-        }
-        prop_assert_eq!(drv.outstanding(), 0);
-        prop_assert_eq!(drv.num_free(), size);
+        let mut ring = Split(
+            SplitDriver::new(&mem, cfg, features).unwrap(),
+            SplitQueue::new(&mem, cfg, features).unwrap(),
+        );
+        // `run` checks every byte both ways, the lengths, and exactly one
+        // used element per chain, and that every descriptor comes back.
+        run(&mut ring, &mem, &Stream { reqs: &reqs, choices: &choices, in_order, indirect, size })?;
     }
 }
 

@@ -181,11 +181,6 @@ fn segments(chain: u16, i: u16) -> (Vec<Segment>, Vec<Segment>) {
     )
 }
 
-/// A value alone on its cache lines (128 bytes covers adjacent-line
-/// prefetching on x86).
-#[repr(align(128))]
-struct Private<T>(T);
-
 struct RunStats {
     elapsed: Duration,
     kicks: u64,
@@ -199,12 +194,8 @@ fn run(o: &Options) -> Result<RunStats, String> {
     let mut features = Features::VERSION_1;
     features.set(Features::RING_PACKED, o.packed);
     features.set(Features::EVENT_IDX, o.event_idx);
-    // Each thread's private ring state on its own cache lines: side by side
-    // on this stack frame they would share a line, and every update on one
-    // core would steal it from the other (false sharing, not ring cost).
-    let (drv, cfg) = Driver::new(&mem, o.size, features);
-    let mut drv = Private(drv);
-    let mut q = Private(Queue::new(&mem, cfg, features).map_err(|e| e.to_string())?);
+    let (mut drv, cfg) = Driver::new(&mem, o.size, features);
+    let mut q = Queue::new(&mem, cfg, features).map_err(|e| e.to_string())?;
     // Slots are handed out round-robin; a request's buffers are reused
     // once it is used (the driver never has more than `size` in flight).
     let slots: Vec<(Vec<Segment>, Vec<Segment>)> =
@@ -220,25 +211,24 @@ fn run(o: &Options) -> Result<RunStats, String> {
             // The chain snapshot is returned by value: size it to the
             // request, as a device sizes it to its protocol.
             match o.chain {
-                0..=4 => device_loop::<_, 4>(o, &mem, &mut q.0, &stop, &driver_thread),
-                5..=16 => device_loop::<_, 16>(o, &mem, &mut q.0, &stop, &driver_thread),
-                _ => device_loop::<_, MAX_CHAIN>(o, &mem, &mut q.0, &stop, &driver_thread),
+                0..=4 => device_loop::<_, 4>(o, &mem, &mut q, &stop, &driver_thread),
+                5..=16 => device_loop::<_, 16>(o, &mem, &mut q, &stop, &driver_thread),
+                _ => device_loop::<_, MAX_CHAIN>(o, &mem, &mut q, &stop, &driver_thread),
             }
         });
         let device_thread = device.thread().clone();
         let driver = (|| -> Result<RunStats, String> {
             core_affinity::set_for_current(core(o.cpus.0));
             let start = Instant::now();
-            let kicks = driver_loop(o, &mem, &mut drv.0, &slots, &device_thread)?;
+            let kicks = driver_loop(o, &mem, &mut drv, &slots, &device_thread)?;
             let elapsed = start.elapsed();
-            stop.store(true, Ordering::Release);
-            device_thread.unpark();
             Ok(RunStats {
                 elapsed,
                 kicks,
                 interrupts: 0,
             })
         })();
+        // Done or failed, the device thread stops.
         stop.store(true, Ordering::Release);
         device_thread.unpark();
         let interrupts = device

@@ -318,13 +318,12 @@ impl PackedQueue {
         let mut error = None;
         let mut at = self.next_avail;
         let mut flags = first;
-        let mut slots: u16 = 0;
         let id = loop {
             let body = mem
                 .read_obj::<DescBody>(self.slot_addr(at.slot))
                 .map_err(Self::ring_err(RingArea::Descriptors))?;
-            slots = slots.wrapping_add(1);
             chain.count_desc();
+            let slots = chain.head().descs();
             if error.is_none() {
                 error = self.take_desc(mem, &mut chain, &body, flags, slots).err();
             }
@@ -351,6 +350,7 @@ impl PackedQueue {
             }
         };
         chain.set_id(id);
+        let slots = chain.head().descs();
         self.next_avail = self.next_avail.advance(slots, self.size);
         // Every slot popped and not yet used is inside the ring, so the sum
         // stays at most `size`.
