@@ -20,12 +20,13 @@ use virtio_core::spec::{Features, VirtqDesc};
 use zerocopy::IntoBytes;
 
 /// The "device": reads a text request, answers with it upper-cased.
-fn serve(mem: &Region, queue: &mut SplitQueue) -> Result<bool, QueueError> {
+fn serve(mem: &Region, queue: &mut SplitQueue<16>) -> Result<bool, QueueError> {
+    // The chain is storage the device owns; every pop fills it in place.
+    let mut chain = Chain::<8>::new();
     loop {
-        match queue.pop::<_, 8>(mem) {
-            Ok(None) => break,
-            Ok(Some(chain)) => {
-                let chain: Chain<8> = chain;
+        match queue.pop(mem, &mut chain) {
+            Ok(false) => break,
+            Ok(true) => {
                 let mut text = vec![0u8; chain.readable_len() as usize];
                 let mut reader = chain.reader(mem);
                 let read = reader.read_exact(&mut text);
@@ -50,6 +51,8 @@ fn serve(mem: &Region, queue: &mut SplitQueue) -> Result<bool, QueueError> {
             }
             Err(e) => match e.head() {
                 Some(head) => {
+                    // A device with a status field would write its error
+                    // status into `e.salvage()` here; this one has none.
                     println!("  device: rejected {e}; returned with used length 0");
                     queue.push_used(mem, head, 0)?;
                 }
@@ -69,7 +72,7 @@ fn main() -> ExitCode {
     let features = Features::VERSION_1 | Features::INDIRECT_DESC | Features::EVENT_IDX;
     let layout = SplitDriver::layout(base, SIZE);
     let mut driver = SplitDriver::new(&mem, layout, features).expect("driver ring");
-    let mut device = SplitQueue::new(&mem, layout, features).expect("device ring");
+    let mut device = SplitQueue::<16>::new(&mem, layout, features).expect("device ring");
     println!(
         "split queue of {SIZE} at {:#x} (avail {:#x}, used {:#x}), features {:?}",
         layout.desc_addr, layout.driver_addr, layout.device_addr, features

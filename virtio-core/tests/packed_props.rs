@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use virtio_core::driver::{PackedDriver, SplitDriver};
 use virtio_core::memory::Region;
-use virtio_core::queue::{PackedQueue, QueueConfig, SplitQueue};
+use virtio_core::queue::{Chain, PackedQueue, QueueConfig, SplitQueue};
 use virtio_core::spec::Features;
 use zerocopy::IntoBytes;
 
@@ -55,7 +55,7 @@ proptest! {
         let cfg = SplitDriver::layout(0, size);
         let mut split = Split(
             SplitDriver::new(&mem, cfg, features).unwrap(),
-            SplitQueue::new(&mem, cfg, features).unwrap(),
+            SplitQueue::<256>::new(&mem, cfg, features).unwrap(),
         );
         let split_seen = run(&mut split, &mem, &stream)?;
 
@@ -66,7 +66,7 @@ proptest! {
             let cfg = PackedDriver::<64>::layout(0, size);
             let mut packed = Packed(
                 PackedDriver::new(&mem, cfg, packed_features).unwrap(),
-                PackedQueue::new(&mem, cfg, packed_features).unwrap(),
+                PackedQueue::<256>::new(&mem, cfg, packed_features).unwrap(),
             );
             run(&mut packed, &mem, &Stream { size, ..stream })
         };
@@ -108,17 +108,18 @@ proptest! {
             device_addr: base + 0x404,
         };
         let features = Features::from_bits_retain(features) | Features::RING_PACKED;
-        let mut q = PackedQueue::new(&mem, cfg, features).unwrap();
+        let mut q = PackedQueue::<256>::new(&mem, cfg, features).unwrap();
         q.set_positions(
             virtio_core::queue::RingPosition::from_u16(avail),
             virtio_core::queue::RingPosition::from_u16(used),
         );
         let mut held = Vec::new();
         // Each pop takes at least one slot; a ring holds `size` of them.
+        let mut chain = Chain::<4>::new();
         for _ in 0..=size {
-            match q.pop::<_, 4>(&mem) {
-                Ok(None) => break,
-                Ok(Some(chain)) => held.push(chain.head()),
+            match q.pop(&mem, &mut chain) {
+                Ok(false) => break,
+                Ok(true) => held.push(chain.head()),
                 Err(e) => match e.head() {
                     Some(head) => held.push(head),
                     None => {

@@ -41,7 +41,7 @@ proptest! {
         let cfg = SplitDriver::layout(0, size);
         let mut ring = Split(
             SplitDriver::new(&mem, cfg, features).unwrap(),
-            SplitQueue::new(&mem, cfg, features).unwrap(),
+            SplitQueue::<256>::new(&mem, cfg, features).unwrap(),
         );
         // `run` checks every byte both ways, the lengths, and exactly one
         // used element per chain, and that every descriptor comes back.
@@ -73,14 +73,15 @@ proptest! {
             device_addr: base + 0x600,
         };
         let features = Features::from_bits_retain(features);
-        let mut q = SplitQueue::new(&mem, cfg, features).unwrap();
+        let mut q = SplitQueue::<256>::new(&mem, cfg, features).unwrap();
         q.set_indices(avail_idx, avail_idx);
         let used_area = (cfg.device_addr, 6 + 8 * u64::from(size));
         // At most `size` chains can be pending; each pop takes one.
+        let mut chain = Chain::<4>::new();
         for _ in 0..=size {
-            match q.pop::<_, 4>(&mem) {
-                Ok(None) => break,
-                Ok(Some(chain)) => {
+            match q.pop(&mem, &mut chain) {
+                Ok(false) => break,
+                Ok(true) => {
                     q.push_used(&mem, chain.head(), 0).unwrap();
                 }
                 Err(e) => match e.head() {
@@ -133,7 +134,7 @@ proptest! {
         let mem = Region::new(0, buf.as_mut_bytes()).unwrap();
         let cfg = SplitDriver::layout(0, size);
         let features = Features::EVENT_IDX;
-        let mut q = SplitQueue::new(&mem, cfg, features).unwrap();
+        let mut q = SplitQueue::<256>::new(&mem, cfg, features).unwrap();
         // A one-descriptor chain at every head; the driver's ring as if it
         // had already gone round `start` times.
         for i in 0..size {
@@ -144,8 +145,9 @@ proptest! {
         q.set_indices(start, start);
         mem.store_u16_release(cfg.driver_addr + 2, start.wrapping_add(batch)).unwrap();
         mem.store_u16_release(cfg.driver_addr + 4 + 2 * u64::from(size), used_event).unwrap();
+        let mut c = Chain::<1>::new();
         for _ in 0..batch {
-            let c: Chain<1> = q.pop(&mem).unwrap().unwrap();
+            assert!(q.pop(&mem, &mut c).unwrap());
             q.push_used(&mem, c.head(), 0).unwrap();
         }
         let new = start.wrapping_add(batch);

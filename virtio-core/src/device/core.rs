@@ -3,17 +3,25 @@
 use super::error::{FeaturesError, NeedsResetCause, QueueSetupError};
 use super::queues::{DeviceQueues, QueueSlot, Signals};
 use super::{
-    DEVICE_FEATURE_MASK, INTERRUPT_CONFIG_CHANGE, INTERRUPT_USED_BUFFER, OPT_IN_RING_FEATURES,
-    RING_FEATURES, VirtioDevice,
+    DEFAULT_BUDGET, DEVICE_FEATURE_MASK, INTERRUPT_CONFIG_CHANGE, INTERRUPT_USED_BUFFER,
+    OPT_IN_RING_FEATURES, RING_FEATURES, Service, VirtioDevice,
 };
 use crate::memory::GuestMemory;
 use crate::queue::{NotificationData, Queue, QueueConfig, RingArea, RingPosition};
 use crate::spec::{DeviceId, DeviceStatus, Features, MAX_QUEUE_SIZE};
 
-/// Rounds of "serve, re-enable notifications, re-check" per notification
-/// before the core waits for the next one (bounds the work one driver kick
-/// can cause).
-const MAX_ROUNDS: u32 = 16;
+/// What the device is given a turn for.
+#[derive(Clone, Copy)]
+enum Turn {
+    /// The driver notified this queue (and queues with work left are
+    /// served too).
+    Notify(u16),
+    /// The embedder polled: the device's own poll, then every queue with
+    /// work left.
+    Poll,
+    /// Only the queues with work left.
+    Pending,
+}
 
 /// Status bits a driver may set (virtio 1.4 §"Device Status Field");
 /// `DEVICE_NEEDS_RESET` is the device's and `SUSPEND` is never offered.
@@ -23,46 +31,60 @@ const DRIVER_STATUS_BITS: DeviceStatus = DeviceStatus::ACKNOWLEDGE
     .union(DeviceStatus::DRIVER_OK)
     .union(DeviceStatus::FAILED);
 
-/// A device with its status, features, up to `Q` queues, interrupt status
-/// and config generation: the one state machine every transport drives.
+/// A device with its status, features, up to `Q` queues of up to `S`
+/// descriptors each, interrupt status and config generation: the one state
+/// machine every transport drives.
 ///
 /// The transport calls the setters as the driver writes registers (or sends
 /// messages) and reads the getters back; `DeviceCore` decides everything
 /// that the spec leaves to "the device". See the [module docs](super) for
-/// the guarantees.
+/// the guarantees, and for the liveness contract of [`Self::notify`] and
+/// [`Self::poll`].
+///
+/// `S` bounds the queue sizes the driver may choose (each queue keeps an
+/// in-flight table of three bytes per descriptor); [`Self::queue_max_size`]
+/// never reports more.
 #[derive(Debug)]
-pub struct DeviceCore<D, M, const Q: usize> {
+pub struct DeviceCore<D, M, const Q: usize, const S: usize = DEFAULT_QUEUE_CAPACITY> {
     device: D,
     mem: M,
+    budget: u32,
     status: DeviceStatus,
     offered: Features,
     driver_features: Features,
     negotiated: Features,
     num_queues: u16,
-    slots: [QueueSlot; Q],
+    slots: [QueueSlot<S>; Q],
     interrupt_status: u32,
     config_generation: u32,
     needs_reset: Option<NeedsResetCause>,
     features_error: Option<FeaturesError>,
 }
 
-impl<D: VirtioDevice, M: GuestMemory, const Q: usize> DeviceCore<D, M, Q> {
+/// The default in-flight capacity `S` of [`DeviceCore`]: queues of up to 1024
+/// descriptors (QEMU's largest virtqueue), 3 KiB of state per queue.
+/// Firmware serving small queues sets `S` to the queue size it offers.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+
+impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> DeviceCore<D, M, Q, S> {
     /// A device in reset state, serving queues from `mem`. Only the first
-    /// `Q` of the device's queues exist.
+    /// `Q` of the device's queues exist, each at most `S` descriptors.
     pub fn new(device: D, mem: M) -> Self {
         let own = device.features() & (DEVICE_FEATURE_MASK | OPT_IN_RING_FEATURES);
         let offered = Features::VERSION_1 | RING_FEATURES | own;
         let num_queues = device
             .num_queues()
             .min(u16::try_from(Q).unwrap_or(u16::MAX));
-        let mut slots: [QueueSlot; Q] = core::array::from_fn(|_| QueueSlot::default());
+        let capacity = u16::try_from(S).unwrap_or(u16::MAX).min(MAX_QUEUE_SIZE);
+        let mut slots: [QueueSlot<S>; Q] = core::array::from_fn(|_| QueueSlot::default());
         for (index, slot) in (0..num_queues).zip(slots.iter_mut()) {
-            slot.max = device.max_queue_size(index).min(MAX_QUEUE_SIZE);
+            slot.max = device.max_queue_size(index).min(capacity);
             slot.reset();
         }
         Self {
             device,
             mem,
+            budget: DEFAULT_BUDGET,
             status: DeviceStatus::empty(),
             offered,
             driver_features: Features::empty(),
@@ -90,6 +112,18 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> DeviceCore<D, M, Q> {
     /// The guest memory the queues live in.
     pub fn memory(&self) -> &M {
         &self.mem
+    }
+
+    /// Sets how many chains one call of [`Self::notify`] or [`Self::poll`]
+    /// (or any call that serves queues) may take at most, valid and
+    /// malformed together; at least 1. Default: [`DEFAULT_BUDGET`].
+    pub fn set_budget(&mut self, chains: u32) {
+        self.budget = chains.max(1);
+    }
+
+    /// The per-call budget in chains.
+    pub fn budget(&self) -> u32 {
+        self.budget
     }
 
     /// The device ID.
@@ -238,13 +272,13 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> DeviceCore<D, M, Q> {
         self.num_queues
     }
 
-    fn slot(&self, queue: u16) -> Option<&QueueSlot> {
+    fn slot(&self, queue: u16) -> Option<&QueueSlot<S>> {
         self.slots
             .get(usize::from(queue))
             .filter(|s| queue < self.num_queues && s.max > 0)
     }
 
-    fn slot_mut(&mut self, queue: u16) -> Result<&mut QueueSlot, QueueSetupError> {
+    fn slot_mut(&mut self, queue: u16) -> Result<&mut QueueSlot<S>, QueueSetupError> {
         let n = self.num_queues;
         self.slots
             .get_mut(usize::from(queue))
@@ -278,7 +312,7 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> DeviceCore<D, M, Q> {
         self.slot(queue).map_or(0, |s| s.malformed)
     }
 
-    fn setup_slot(&mut self, queue: u16) -> Result<&mut QueueSlot, QueueSetupError> {
+    fn setup_slot(&mut self, queue: u16) -> Result<&mut QueueSlot<S>, QueueSetupError> {
         let slot = self.slot_mut(queue)?;
         if slot.ready {
             return Err(QueueSetupError::QueueEnabled(queue));
@@ -343,15 +377,25 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> DeviceCore<D, M, Q> {
         }
         slot.ready = ready;
         if ready {
-            if self.is_live() {
+            if slot.abandoned > 0 {
+                // virtio 1.4 §"MMIO Device Register Layout": the device MUST
+                // NOT access virtqueue contents while QueueReady is zero, so
+                // chains it held when the queue was disabled can never be
+                // returned on that ring. Resuming past them would lose them
+                // silently; the driver must reset the queue or the device.
+                let count = slot.abandoned;
+                self.enter_needs_reset(NeedsResetCause::AbandonedChains { queue, count });
+            } else if self.is_live() {
                 self.build(queue);
-                self.serve(queue);
+                let _ = self.run(Turn::Notify(queue));
             }
         } else {
             if let Some(engine) = slot.engine.take() {
                 slot.base = Some(ring_base(&engine));
+                slot.abandoned = engine.in_flight();
             }
             slot.dirty = false;
+            slot.pending = false;
             self.device.queue_reset(queue);
         }
         Ok(())
@@ -368,10 +412,18 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> DeviceCore<D, M, Q> {
     /// position from `base`. A device reset or queue reset forgets the
     /// base; disabling the queue keeps its current position as the base.
     ///
+    /// Chains the device held when the queue was disabled are the caller's
+    /// from then on (vhost-user: the frontend's in-flight record): a based
+    /// queue starts with none in flight. A queue disabled with chains in
+    /// flight and enabled again without a new base enters
+    /// `DEVICE_NEEDS_RESET` instead ([`NeedsResetCause::AbandonedChains`]).
+    ///
     /// # Errors
     /// [`QueueSetupError`]: no such queue, or the queue is enabled.
     pub fn set_queue_base(&mut self, queue: u16, base: u16) -> Result<(), QueueSetupError> {
-        self.setup_slot(queue)?.base = Some(base);
+        let slot = self.setup_slot(queue)?;
+        slot.base = Some(base);
+        slot.abandoned = 0;
         Ok(())
     }
 
@@ -408,9 +460,11 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> DeviceCore<D, M, Q> {
 
     fn build(&mut self, queue: u16) {
         let features = self.negotiated;
+        let rule = self.device.malformed_chain(queue);
         let Some(slot) = self.slots.get_mut(usize::from(queue)) else {
             return;
         };
+        slot.rule = rule;
         match Queue::new(&self.mem, slot.config, features) {
             Ok(mut engine) => {
                 if let Some(base) = slot.base {
@@ -429,10 +483,12 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> DeviceCore<D, M, Q> {
                 self.build(queue);
             }
         }
-        // Buffers the driver made available before DRIVER_OK are served now.
-        for queue in 0..self.num_queues {
-            self.serve(queue);
+        // Buffers the driver made available before DRIVER_OK are served now
+        // (as far as the budget goes; the rest is work left).
+        for slot in &mut self.slots {
+            slot.pending = slot.engine.is_some();
         }
+        let _ = self.run(Turn::Pending);
     }
 
     // ---- configuration space -------------------------------------------
@@ -501,68 +557,150 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> DeviceCore<D, M, Q> {
     /// `NOTIFICATION_DATA` the value carries the queue in its low 16 bits;
     /// without it, it is the queue index. Unknown queues, and every
     /// notification before `DRIVER_OK`, are ignored.
-    pub fn notify(&mut self, value: u32) {
+    ///
+    /// Serves the queue, and any queue with work left, within the budget
+    /// ([`Self::set_budget`]). On [`Service::WorkLeft`] the caller must call
+    /// [`Self::poll`] again: the driver need not notify for what is left.
+    pub fn notify(&mut self, value: u32) -> Service {
         let queue = if self.negotiated.contains(Features::NOTIFICATION_DATA) {
             NotificationData::from_u32(value).vq_index
         } else {
             match u16::try_from(value) {
                 Ok(queue) => queue,
-                Err(_) => return,
+                Err(_) => return self.service(),
             }
         };
-        self.serve(queue);
+        if !self.queue_active(queue) {
+            return self.service();
+        }
+        self.run(Turn::Notify(queue))
     }
 
     /// Gives the device a turn outside a driver notification
-    /// ([`VirtioDevice::poll`]), e.g. after input reached its backend.
-    pub fn poll(&mut self) {
-        self.round(|device, queues| device.poll(queues));
+    /// ([`VirtioDevice::poll`], e.g. after input reached its backend), and
+    /// serves every queue with work left, within the budget. On
+    /// [`Service::WorkLeft`] call it again.
+    pub fn poll(&mut self) -> Service {
+        self.run(Turn::Poll)
     }
 
-    fn serve(&mut self, queue: u16) {
-        if !self.queue_active(queue) {
-            return;
+    /// Whether some queue has work left from an earlier call that no driver
+    /// notification will announce: call [`Self::poll`]. Transports whose
+    /// other register writes serve queues (`DRIVER_OK`, `QueueReady`) ask
+    /// this after them.
+    pub fn work_left(&self) -> bool {
+        self.slots.iter().any(|s| s.pending)
+    }
+
+    fn service(&self) -> Service {
+        if self.work_left() {
+            Service::WorkLeft
+        } else {
+            Service::Done
         }
-        for _ in 0..MAX_ROUNDS {
-            self.round(|device, queues| device.queue_notify(queue, queues));
-            let Some(slot) = self.slots.get_mut(usize::from(queue)) else {
-                return;
-            };
-            let Some(engine) = slot.engine.as_mut() else {
-                return;
-            };
-            // Ask for the next notification, and go round again if the
-            // driver added buffers meanwhile and the device is taking them.
-            match engine.enable_notification(&self.mem) {
-                Ok(true) if slot.popped > 0 => {}
-                Ok(_) => return,
-                Err(error) => {
-                    self.enter_needs_reset(NeedsResetCause::Queue { queue, error });
-                    return;
+    }
+
+    /// Serves the device within one budget: a turn, publication, and the
+    /// re-arm of every queue the device looked at, round after round while
+    /// the re-check finds buffers the device is taking.
+    ///
+    /// This is where liveness is decided (virtio 1.4 §"Available Buffer
+    /// Notification Suppression"): after each round, every queue the device
+    /// popped from gets its notifications re-enabled (split: `avail_event`
+    /// or `used.flags`; packed: the Device Event Suppression structure) and
+    /// the ring is checked once more, which closes the race with a driver
+    /// that added a buffer before it could see the re-enable. A queue that
+    /// still has buffers after the budget is spent is left `pending` and the
+    /// call returns [`Service::WorkLeft`]: the driver, having seen
+    /// notifications enabled past those buffers, will not notify for them.
+    fn run(&mut self, mut turn: Turn) -> Service {
+        let mut budget = self.budget;
+        loop {
+            if !self.is_live() {
+                for slot in &mut self.slots {
+                    slot.pending = false;
                 }
+                return Service::Done;
             }
+            budget = self.round(turn, budget);
+            let mut again = false;
+            let mut failure = None;
+            for (queue, slot) in (0u16..).zip(self.slots.iter_mut()) {
+                let popped = core::mem::take(&mut slot.popped);
+                if !core::mem::take(&mut slot.touched) {
+                    continue;
+                }
+                let Some(engine) = slot.engine.as_mut() else {
+                    slot.pending = false;
+                    continue;
+                };
+                match engine.enable_notification(&self.mem) {
+                    // More buffers, and the device is taking them (or ran
+                    // out of budget before it could look).
+                    Ok(true) => slot.pending = popped > 0 || slot.pending,
+                    Ok(false) => slot.pending = false,
+                    Err(error) => {
+                        failure.get_or_insert(NeedsResetCause::Queue { queue, error });
+                    }
+                }
+                again |= slot.pending;
+            }
+            if let Some(cause) = failure {
+                self.enter_needs_reset(cause);
+                continue;
+            }
+            if !again {
+                return Service::Done;
+            }
+            if budget == 0 {
+                return Service::WorkLeft;
+            }
+            turn = Turn::Pending;
         }
     }
 
     /// One turn of the device, then publication of what it completed.
-    fn round(&mut self, f: impl FnOnce(&mut D, &mut DeviceQueues<'_, M>)) {
-        if !self.is_live() {
-            return;
-        }
+    /// Returns the budget left.
+    fn round(&mut self, turn: Turn, budget: u32) -> u32 {
         let n = usize::from(self.num_queues);
         let mut signals = Signals::default();
         let slots = self.slots.get_mut(..n).unwrap_or_default();
-        for slot in slots.iter_mut() {
-            slot.popped = 0;
+        // The queues with work left are served in this round.
+        let mut pending: u64 = 0;
+        let mut pending_high = false;
+        for (bit, slot) in (0u32..).zip(slots.iter_mut()) {
+            if core::mem::take(&mut slot.pending) {
+                match 1u64.checked_shl(bit) {
+                    Some(b) => pending |= b,
+                    None => pending_high = true,
+                }
+            }
         }
         let mut queues = DeviceQueues {
             mem: &self.mem,
             slots,
             signals: &mut signals,
-            rule: D::MALFORMED_CHAIN,
+            budget,
         };
-        f(&mut self.device, &mut queues);
+        let device = &mut self.device;
+        match turn {
+            Turn::Notify(queue) => device.queue_notify(queue, &mut queues),
+            Turn::Poll => device.poll(&mut queues),
+            Turn::Pending => {}
+        }
+        for queue in 0..self.num_queues {
+            let bit = 1u64.checked_shl(u32::from(queue));
+            let due = match bit {
+                Some(b) => pending & b != 0,
+                None => pending_high,
+            };
+            if due && !matches!(turn, Turn::Notify(q) if q == queue) {
+                device.queue_notify(queue, &mut queues);
+            }
+        }
+        let left = queues.budget;
         self.publish(signals);
+        left
     }
 
     fn publish(&mut self, signals: Signals) {
@@ -597,7 +735,7 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> DeviceCore<D, M, Q> {
 }
 
 /// A ring's position in the form of [`DeviceCore::set_queue_base`].
-fn ring_base(engine: &Queue) -> u16 {
+fn ring_base<const S: usize>(engine: &Queue<S>) -> u16 {
     match engine {
         Queue::Split(q) => q.next_avail(),
         Queue::Packed(q) => q.next_avail().to_u16(),
@@ -605,7 +743,12 @@ fn ring_base(engine: &Queue) -> u16 {
 }
 
 /// Restarts a freshly built ring at `base` ([`DeviceCore::set_queue_base`]).
-fn resume_at<M: GuestMemory>(engine: &mut Queue, mem: &M, config: QueueConfig, base: u16) {
+fn resume_at<M: GuestMemory, const S: usize>(
+    engine: &mut Queue<S>,
+    mem: &M,
+    config: QueueConfig,
+    base: u16,
+) {
     match engine {
         Queue::Split(q) => {
             // `used.idx` sits 2 bytes into the used ring; the ring was just

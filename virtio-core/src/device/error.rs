@@ -101,6 +101,16 @@ pub enum NeedsResetCause {
         /// What the engine reported.
         error: QueueError,
     },
+    /// The driver disabled a queue while the device held chains from it
+    /// and enabled it again without a queue reset: those chains can never
+    /// be returned (virtio 1.4 §"MMIO Device Register Layout": the device
+    /// MUST NOT access a queue whose QueueReady is zero).
+    AbandonedChains {
+        /// The queue.
+        queue: u16,
+        /// Chains that were in flight.
+        count: u16,
+    },
     /// The device itself gave up.
     Device,
 }
@@ -113,6 +123,10 @@ impl fmt::Display for NeedsResetCause {
             Self::MalformedChain { queue, error } => {
                 write!(f, "queue {queue}: malformed chain: {error}")
             }
+            Self::AbandonedChains { queue, count } => write!(
+                f,
+                "queue {queue} was re-enabled without a reset while {count} chains were in flight"
+            ),
             Self::Device => f.write_str("the device reported an unrecoverable error"),
         }
     }

@@ -30,15 +30,53 @@
 //!   ([`Queue`]) is built from it at `DRIVER_OK` (or when a queue is enabled
 //!   later). No buffer is consumed before `DRIVER_OK`, after `FAILED`, or
 //!   while `DEVICE_NEEDS_RESET` is set.
-//! * **Malformed input never gets lost**: a device only ever sees validated
-//!   chains. A chain the queue rejects is returned by the core with used
-//!   length 0 (or, if the device asks, puts the device into
-//!   `DEVICE_NEEDS_RESET`, [`MalformedChain`]); a corrupt ring puts the
-//!   device into `DEVICE_NEEDS_RESET` with a configuration change interrupt.
+//! * **A malformed request never reads as a success**: a device only ever
+//!   sees validated chains. A chain the queue rejects is answered by the
+//!   core as the device's [`VirtioDevice::malformed_chain`] says: with an
+//!   error status written where the driver reads it (the queue locates the
+//!   chain's writable descriptors even when the chain is malformed,
+//!   [`crate::queue::ChainError::salvage`]), or returned with used length 0
+//!   for a device without a status field; when there is no place for the
+//!   status, the device enters `DEVICE_NEEDS_RESET` rather than complete it
+//!   silently. A corrupt ring puts the device into `DEVICE_NEEDS_RESET` with
+//!   a configuration change interrupt.
+//! * **Every completion is checked**: the queue accepts a head only while it
+//!   is in flight, once; a device that returns another puts itself into
+//!   `DEVICE_NEEDS_RESET`.
 //! * **Interrupt status** bits ([`INTERRUPT_USED_BUFFER`],
 //!   [`INTERRUPT_CONFIG_CHANGE`]) are held until acknowledged.
 //! * **Config generation** changes whenever the configuration space may have
 //!   changed.
+//!
+//! # Liveness and bounds: the contract of every call that serves queues
+//!
+//! [`DeviceCore::notify`] and [`DeviceCore::poll`] (and the transport entry
+//! points built on them: MMIO `QueueNotify`, the shared-memory device end's
+//! `process`, the vhost-user daemon's kick handler) do a bounded amount of
+//! work whatever the driver does, and say whether they stopped with work
+//! left:
+//!
+//! * **Bounded.** One call takes at most [`DeviceCore::budget`] chains
+//!   (valid and malformed together; [`DEFAULT_BUDGET`] unless
+//!   [`DeviceCore::set_budget`] says otherwise), and each chain's walk reads
+//!   at most `max(queue size, N)` descriptors. A driver on another core that
+//!   refills the ring as fast as the device empties it cannot keep one call
+//!   running.
+//! * **Live.** After each round the core re-enables notifications on every
+//!   queue the device popped from in that round — not only the one notified
+//!   — and checks the ring again (virtio 1.4 §"Available Buffer Notification
+//!   Suppression": with `EVENT_IDX` the device writes `avail_event`, and the
+//!   driver notifies only when its index passes it; §"Driver Notifications").
+//!   The re-check closes the race with a driver that added a buffer before
+//!   it saw the re-enable: the core goes round again while it finds buffers
+//!   the device is taking.
+//! * **Told.** When the budget runs out with buffers still there, the call
+//!   returns [`Service::WorkLeft`] (`#[must_use]`). The driver has seen
+//!   notifications enabled past those buffers and will not notify for them,
+//!   so the embedder must call [`DeviceCore::poll`] again: a VMM re-enters
+//!   after its other work, firmware re-pends its doorbell interrupt, the
+//!   daemon re-polls from its event loop. [`DeviceCore::work_left`] tells
+//!   the same after calls that return nothing (`DRIVER_OK`, `QueueReady`).
 
 mod core;
 mod error;
@@ -47,7 +85,7 @@ mod queues;
 #[cfg(feature = "driver")]
 mod tests;
 
-pub use self::core::DeviceCore;
+pub use self::core::{DEFAULT_QUEUE_CAPACITY, DeviceCore};
 pub use error::{FeaturesError, NeedsResetCause, QueueSetupError};
 pub use queues::DeviceQueues;
 
@@ -83,18 +121,62 @@ pub const INTERRUPT_USED_BUFFER: u32 = 1 << 0;
 /// `InterruptStatus` bit 1: a configuration change notification.
 pub const INTERRUPT_CONFIG_CHANGE: u32 = 1 << 1;
 
+/// Chains one call that serves queues may take, unless
+/// [`DeviceCore::set_budget`] says otherwise: enough to fill a batch of a
+/// typical ring, small enough for an interrupt handler.
+pub const DEFAULT_BUDGET: u32 = 64;
+
+/// What a call that serves queues left behind (the liveness contract in the
+/// [module docs](self)).
+#[must_use = "on WorkLeft the embedder must call DeviceCore::poll again: the driver will not notify"]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Service {
+    /// Nothing is left that a driver notification would not announce.
+    Done,
+    /// The budget ran out with buffers still available: call
+    /// [`DeviceCore::poll`] again.
+    WorkLeft,
+}
+
+impl Service {
+    /// True for [`Service::WorkLeft`].
+    pub fn work_left(self) -> bool {
+        self == Self::WorkLeft
+    }
+}
+
 /// What the core does with a chain the queue engine rejected
-/// ([`crate::queue::QueueError::Chain`]).
+/// ([`crate::queue::QueueError::Chain`]); a device says it per queue in
+/// [`VirtioDevice::malformed_chain`].
+///
+/// A malformed request must never read as a success: a device with a status
+/// field names the error status and where it goes, and the core writes it
+/// into the writable descriptor the queue located
+/// ([`crate::queue::ChainError::salvage`]). Where there is no such
+/// descriptor (no writable part, or the walk could not reach the chain's
+/// end), the chain is returned with used length 0 and the device enters
+/// `DEVICE_NEEDS_RESET`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum MalformedChain {
-    /// Return it to the driver with used length 0 and keep going (the
-    /// default: the driver gets its buffer back and sees nothing written).
+    /// Return it to the driver with used length 0 and keep going, for a
+    /// device whose protocol has no status (entropy, console): the driver
+    /// gets its buffer back and sees nothing written.
     ReturnEmpty,
     /// Return it with used length 0 and enter `DEVICE_NEEDS_RESET`, for
     /// devices whose protocol cannot survive a lost request.
     NeedsReset,
+    /// Write these bytes so they end at the last byte of the chain's last
+    /// descriptor, which must be device-writable (block's status byte,
+    /// I2C's, SPI's result). The used length stays 0 (virtio 1.4 §"The
+    /// Virtqueue Used Ring": the device MAY write more than `len`).
+    StatusAtEnd(&'static [u8]),
+    /// Write these bytes at the start of the chain's first device-writable
+    /// descriptor and report them as the used length (a response whose
+    /// status comes first, as GPIO's).
+    StatusAtStart(&'static [u8]),
 }
 
 /// A virtio device model: what it offers and how it serves its queues.
@@ -105,8 +187,12 @@ pub enum MalformedChain {
 /// request on the wire (status byte, used length 0) and reports an
 /// unrecoverable problem with [`DeviceQueues::set_needs_reset`].
 pub trait VirtioDevice {
-    /// What a malformed chain on any of this device's queues leads to.
-    const MALFORMED_CHAIN: MalformedChain = MalformedChain::ReturnEmpty;
+    /// What a malformed chain on `queue` leads to (asked when the queue is
+    /// built). The default suits a device without a status field.
+    fn malformed_chain(&self, queue: u16) -> MalformedChain {
+        let _ = queue;
+        MalformedChain::ReturnEmpty
+    }
 
     /// The device ID (virtio 1.4 §"Device Types").
     fn device_id(&self) -> DeviceId;
@@ -171,14 +257,21 @@ pub trait VirtioDevice {
         let _ = queue;
     }
 
-    /// The driver notified `queue` (or the core is catching up after
-    /// `DRIVER_OK`): serve what it has. Spurious calls must be harmless.
-    fn queue_notify<M: GuestMemory>(&mut self, queue: u16, queues: &mut DeviceQueues<'_, M>);
+    /// The driver notified `queue` (or the core is catching up: after
+    /// `DRIVER_OK`, or on a queue left with work by an earlier call): serve
+    /// what it has. Spurious calls must be harmless. Pop until
+    /// [`DeviceQueues::pop`] returns `false` (it does when the call's budget
+    /// is spent) or the device cannot take more now.
+    fn queue_notify<M: GuestMemory, const S: usize>(
+        &mut self,
+        queue: u16,
+        queues: &mut DeviceQueues<'_, M, S>,
+    );
 
     /// Something outside the driver may have work for the device (input
     /// arrived at a console backend, a timer fired): the embedder calls
     /// [`DeviceCore::poll`], which lands here.
-    fn poll<M: GuestMemory>(&mut self, queues: &mut DeviceQueues<'_, M>) {
+    fn poll<M: GuestMemory, const S: usize>(&mut self, queues: &mut DeviceQueues<'_, M, S>) {
         let _ = queues;
     }
 }

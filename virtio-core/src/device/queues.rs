@@ -3,12 +3,12 @@
 use super::MalformedChain;
 use super::error::NeedsResetCause;
 use crate::memory::GuestMemory;
-use crate::queue::{Chain, Head, Queue, QueueConfig};
+use crate::queue::{Chain, ChainError, Head, Queue, QueueConfig, QueueError};
 
 /// One queue as the core keeps it: the driver's configuration registers and,
 /// once the device is live and the queue enabled, its ring engine.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct QueueSlot {
+#[derive(Clone, Debug)]
+pub(crate) struct QueueSlot<const S: usize> {
     /// What the driver wrote (size, areas).
     pub(crate) config: QueueConfig,
     /// The device's maximum size (0 = the queue does not exist).
@@ -16,23 +16,56 @@ pub(crate) struct QueueSlot {
     /// `QueueReady` as the driver last wrote it.
     pub(crate) ready: bool,
     /// The ring engine, built at `DRIVER_OK` or when enabled after it.
-    pub(crate) engine: Option<Queue>,
+    pub(crate) engine: Option<Queue<S>>,
+    /// What a malformed chain on this queue leads to (the device's
+    /// [`super::VirtioDevice::malformed_chain`], asked at activation).
+    pub(crate) rule: MalformedChain,
     /// Buffers were pushed since the last publication.
     pub(crate) dirty: bool,
     /// A used buffer notification is due for this queue and no transport
     /// has taken it yet ([`super::DeviceCore::take_used_queues`]).
     pub(crate) notify: bool,
-    /// Chains handed to the device during the current round.
+    /// The device looked at this queue (called `pop`) in the current
+    /// round: its notifications are re-armed after the round.
+    pub(crate) touched: bool,
+    /// Chains taken from this queue in the current round.
     pub(crate) popped: u32,
+    /// The queue may have work left that no driver notification will
+    /// announce: the embedder is told to call [`super::DeviceCore::poll`],
+    /// which serves it.
+    pub(crate) pending: bool,
     /// Malformed chains returned by the core since the last reset.
     pub(crate) malformed: u32,
     /// Where the ring resumes when next built (vhost-user's vring base:
     /// split `next_avail`, packed `slot | wrap << 15`); `None` starts it
     /// fresh. See [`super::DeviceCore::set_queue_base`].
     pub(crate) base: Option<u16>,
+    /// Chains were in flight when the driver disabled the queue; they can
+    /// never be returned (the device must not touch a disabled queue).
+    pub(crate) abandoned: u16,
 }
 
-impl QueueSlot {
+impl<const S: usize> Default for QueueSlot<S> {
+    fn default() -> Self {
+        Self {
+            config: QueueConfig::default(),
+            max: 0,
+            ready: false,
+            engine: None,
+            rule: MalformedChain::ReturnEmpty,
+            dirty: false,
+            notify: false,
+            touched: false,
+            popped: 0,
+            pending: false,
+            malformed: 0,
+            base: None,
+            abandoned: 0,
+        }
+    }
+}
+
+impl<const S: usize> QueueSlot<S> {
     /// The queue's state after a device or queue reset: no engine, not
     /// ready, size back to the maximum, areas 0.
     pub(crate) fn reset(&mut self) {
@@ -59,19 +92,27 @@ pub(crate) struct Signals {
 /// ([`super::VirtioDevice::queue_notify`], [`super::VirtioDevice::poll`]).
 ///
 /// It hands out only validated chains and takes completions; ring errors
-/// never reach the device. A malformed chain is returned to the driver by
-/// [`DeviceQueues::pop`] itself (used length 0) and `pop` moves on to the
+/// never reach the device. A malformed chain is answered by
+/// [`DeviceQueues::pop`] itself, as the device's
+/// [`super::VirtioDevice::malformed_chain`] says (an error status where the
+/// driver reads it, or `DEVICE_NEEDS_RESET`), and `pop` moves on to the
 /// next chain; a corrupt ring puts the device into `DEVICE_NEEDS_RESET`,
-/// after which `pop` returns `None` and completions are dropped.
+/// after which `pop` returns `false` and completions are dropped.
+///
+/// Every chain `pop` takes, valid or malformed, spends one unit of the
+/// call's budget ([`super::DeviceCore::set_budget`]). When the budget is
+/// spent `pop` returns `false` although the driver may have more: the core
+/// then reports [`super::Service::WorkLeft`] to the embedder, which calls
+/// [`super::DeviceCore::poll`] again.
 #[derive(Debug)]
-pub struct DeviceQueues<'a, M> {
+pub struct DeviceQueues<'a, M, const S: usize> {
     pub(crate) mem: &'a M,
-    pub(crate) slots: &'a mut [QueueSlot],
+    pub(crate) slots: &'a mut [QueueSlot<S>],
     pub(crate) signals: &'a mut Signals,
-    pub(crate) rule: MalformedChain,
+    pub(crate) budget: u32,
 }
 
-impl<'a, M: GuestMemory> DeviceQueues<'a, M> {
+impl<'a, M: GuestMemory, const S: usize> DeviceQueues<'a, M, S> {
     /// The guest memory chains point into, for [`Chain::reader`] and
     /// [`Chain::writer`].
     pub fn memory(&self) -> &'a M {
@@ -87,53 +128,69 @@ impl<'a, M: GuestMemory> DeviceQueues<'a, M> {
                 .is_some_and(|s| s.engine.is_some())
     }
 
-    /// The next validated chain on `queue` (with at most `N` segments), or
-    /// `None` when there is none or the queue is not live.
+    /// Chains `pop` may still take in this call.
+    pub fn budget(&self) -> u32 {
+        self.budget
+    }
+
+    /// Takes the next validated chain on `queue` (with at most `N`
+    /// segments) into `chain`, which is overwritten in place. `false` when
+    /// there is none, the queue is not live, or the call's budget is spent
+    /// (the core then tells the embedder work is left).
     ///
-    /// Malformed chains met on the way are completed here (used length 0)
-    /// and counted ([`super::DeviceCore::malformed_chains`]).
-    pub fn pop<const N: usize>(&mut self, queue: u16) -> Option<Chain<N>> {
+    /// Malformed chains met on the way are answered here, as the device's
+    /// [`super::VirtioDevice::malformed_chain`] rule says, and counted
+    /// ([`super::DeviceCore::malformed_chains`]).
+    pub fn pop<const N: usize>(&mut self, queue: u16, chain: &mut Chain<N>) -> bool {
         if self.signals.needs_reset.is_some() {
-            return None;
+            return false;
         }
-        let slot = self.slots.get_mut(usize::from(queue))?;
-        let engine = slot.engine.as_mut()?;
-        // Each malformed chain takes one available entry, so a pass over
-        // the ring bounds the loop.
-        for _ in 0..=u32::from(engine.size()) {
-            let error = match engine.pop::<M, N>(self.mem) {
-                Ok(Some(chain)) => {
+        let Some(slot) = self.slots.get_mut(usize::from(queue)) else {
+            return false;
+        };
+        let Some(engine) = slot.engine.as_mut() else {
+            return false;
+        };
+        slot.touched = true;
+        // Each chain, valid or not, spends one unit of the budget, so the
+        // budget bounds the loop.
+        while self.budget > 0 {
+            let error = match engine.pop(self.mem, chain) {
+                Ok(true) => {
+                    self.budget = self.budget.wrapping_sub(1);
                     slot.popped = slot.popped.saturating_add(1);
-                    return Some(chain);
+                    return true;
                 }
-                Ok(None) => return None,
-                Err(error) => error,
+                Ok(false) => return false,
+                Err(QueueError::Chain(error)) => error,
+                Err(error) => {
+                    self.signals.needs_reset = Some(NeedsResetCause::Queue { queue, error });
+                    return false;
+                }
             };
-            let Some(head) = error.head() else {
-                self.signals.needs_reset = Some(NeedsResetCause::Queue { queue, error });
-                return None;
-            };
+            self.budget = self.budget.wrapping_sub(1);
+            slot.popped = slot.popped.saturating_add(1);
             slot.malformed = slot.malformed.saturating_add(1);
-            if let Err(error) = engine.push_used(self.mem, head, 0) {
-                self.signals.needs_reset = Some(NeedsResetCause::Queue { queue, error });
-                return None;
-            }
             slot.dirty = true;
-            if self.rule == MalformedChain::NeedsReset {
-                self.signals.needs_reset = Some(NeedsResetCause::MalformedChain { queue, error });
-                return None;
+            if let Err(cause) = answer_malformed(self.mem, engine, slot.rule, queue, error) {
+                self.signals.needs_reset = Some(cause);
+                return false;
             }
         }
-        None
+        // The budget is spent: the queue may hold more than was served.
+        slot.pending = true;
+        false
     }
 
     /// Returns a chain (by its head) to the driver with `written` bytes
-    /// written to its device-writable part. The driver sees it, and gets an
-    /// interrupt if it asked for one, when the device's turn ends.
+    /// written to its device-writable part (clamped to the chain's writable
+    /// length). The driver sees it, and gets an interrupt if it asked for
+    /// one, when the device's turn ends.
     ///
-    /// A head from before a reset must not be passed here (devices drop
-    /// held chains in [`super::VirtioDevice::reset`]); a head the ring
-    /// refuses puts the device into `DEVICE_NEEDS_RESET`.
+    /// A head the queue refuses (one it never handed out or already took
+    /// back, or one from before a reset: devices drop held chains in
+    /// [`super::VirtioDevice::reset`]) puts the device into
+    /// `DEVICE_NEEDS_RESET`.
     pub fn push_used(&mut self, queue: u16, head: Head, written: u32) {
         if self.signals.needs_reset.is_some() {
             return;
@@ -165,4 +222,63 @@ impl<'a, M: GuestMemory> DeviceQueues<'a, M> {
             self.signals.needs_reset = Some(NeedsResetCause::Device);
         }
     }
+}
+
+/// Answers a malformed chain as `rule` says and returns it to the driver.
+/// `Err` is the reason to enter `DEVICE_NEEDS_RESET` (after the chain was
+/// returned, where it could be).
+fn answer_malformed<M: GuestMemory, const S: usize>(
+    mem: &M,
+    engine: &mut Queue<S>,
+    rule: MalformedChain,
+    queue: u16,
+    error: ChainError,
+) -> Result<(), NeedsResetCause> {
+    let salvage = error.salvage();
+    // Where the status goes and the used length that reports it: at the
+    // end of the writable part, the length stays 0 (the device MAY write
+    // more than `len`, virtio 1.4 §"The Virtqueue Used Ring"); at its
+    // start, the status bytes are the first `len` bytes written.
+    let place = match rule {
+        MalformedChain::ReturnEmpty | MalformedChain::NeedsReset => None,
+        MalformedChain::StatusAtEnd(status) => Some(
+            salvage
+                .tail
+                .filter(|t| t.len as usize >= status.len())
+                .map(|t| {
+                    let back = u64::from(t.len).wrapping_sub(status.len() as u64);
+                    (t.addr.wrapping_add(back), status, 0)
+                }),
+        ),
+        MalformedChain::StatusAtStart(status) => Some(
+            salvage
+                .first_writable
+                .filter(|f| f.len as usize >= status.len())
+                .map(|f| (f.addr, status, u32::try_from(status.len()).unwrap_or(0))),
+        ),
+    };
+    let malformed = NeedsResetCause::MalformedChain {
+        queue,
+        error: QueueError::Chain(error),
+    };
+    let mut outcome = Ok(());
+    let mut used = 0;
+    match place {
+        None if rule == MalformedChain::NeedsReset => outcome = Err(malformed),
+        None => {}
+        // No place for the status: the request cannot be answered, so it
+        // must not read as done.
+        Some(None) => outcome = Err(malformed),
+        Some(Some((addr, status, len))) => {
+            // The area was checked to be inside memory when it was walked.
+            match mem.write(addr, status) {
+                Ok(()) => used = len,
+                Err(_) => outcome = Err(malformed),
+            }
+        }
+    }
+    engine
+        .push_used(mem, error.head(), used)
+        .map_err(|error| NeedsResetCause::Queue { queue, error })?;
+    outcome
 }

@@ -78,11 +78,16 @@ impl VirtioDevice for Echo {
         self.queue_resets.push(queue);
         self.held.retain(|(q, _)| *q != queue);
     }
-    fn queue_notify<M: GuestMemory>(&mut self, queue: u16, queues: &mut DeviceQueues<'_, M>) {
-        while let Some(chain) = queues.pop::<4>(queue) {
+    fn queue_notify<M: GuestMemory, const S: usize>(
+        &mut self,
+        queue: u16,
+        queues: &mut DeviceQueues<'_, M, S>,
+    ) {
+        let mut chain = Chain::<4>::new();
+        while queues.pop(queue, &mut chain) {
             self.served += 1;
             if self.hold {
-                self.held.push((queue, chain));
+                self.held.push((queue, chain.clone()));
                 continue;
             }
             let mut w = chain.writer(queues.memory());
@@ -90,7 +95,7 @@ impl VirtioDevice for Echo {
             queues.push_used(queue, chain.head(), w.bytes_written());
         }
     }
-    fn poll<M: GuestMemory>(&mut self, queues: &mut DeviceQueues<'_, M>) {
+    fn poll<M: GuestMemory, const S: usize>(&mut self, queues: &mut DeviceQueues<'_, M, S>) {
         for (queue, chain) in self.held.drain(..) {
             let mut w = chain.writer(queues.memory());
             let _ = w.write_all(b"late");
@@ -234,7 +239,7 @@ fn no_buffer_is_consumed_before_driver_ok() {
     with_core(Echo::default(), |core, mem| {
         let (mut driver, _) = init(core, v1());
         add_writable(&mut driver, mem, DATA);
-        core.notify(0);
+        let _ = core.notify(0);
         assert_eq!(core.device().served, 0);
         assert_eq!(driver.pop_used(mem).unwrap(), None);
         assert_eq!(core.interrupt_status(), 0);
@@ -257,7 +262,7 @@ fn failed_status_stops_consumption() {
         let (mut driver, _) = init(core, v1());
         core.set_status(DRIVER_OK | 128);
         add_writable(&mut driver, mem, DATA);
-        core.notify(0);
+        let _ = core.notify(0);
         assert_eq!(core.device().served, 0);
     });
 }
@@ -271,7 +276,7 @@ fn reset_clears_queues_interrupt_status_and_the_device() {
         let (mut driver, _) = init(core, v1());
         core.set_status(DRIVER_OK);
         add_writable(&mut driver, mem, DATA);
-        core.notify(0);
+        let _ = core.notify(0);
         core.config_changed();
         assert_eq!(
             core.interrupt_status(),
@@ -296,7 +301,7 @@ fn reset_clears_queues_interrupt_status_and_the_device() {
         assert_eq!(core.config_generation(), generation);
         // After reset the device does not touch the queues (§"Device Reset").
         add_writable(&mut driver, mem, DATA);
-        core.notify(0);
+        let _ = core.notify(0);
         assert_eq!(core.device().served, 1);
     });
 }
@@ -328,7 +333,7 @@ fn malformed_chain_is_returned_with_used_length_0_and_the_next_succeeds() {
             )
             .unwrap();
         driver.publish_avail(mem).unwrap();
-        core.notify(0);
+        let _ = core.notify(0);
         let first = driver.pop_used(mem).unwrap().unwrap();
         assert_eq!((first.id, first.len), (bad, 0));
         let second = driver.pop_used(mem).unwrap().unwrap();
@@ -342,7 +347,9 @@ fn malformed_chain_is_returned_with_used_length_0_and_the_next_succeeds() {
 struct Strict(Echo);
 
 impl VirtioDevice for Strict {
-    const MALFORMED_CHAIN: MalformedChain = MalformedChain::NeedsReset;
+    fn malformed_chain(&self, _queue: u16) -> MalformedChain {
+        MalformedChain::NeedsReset
+    }
     fn device_id(&self) -> DeviceId {
         self.0.device_id()
     }
@@ -356,7 +363,11 @@ impl VirtioDevice for Strict {
         self.0.max_queue_size(q)
     }
     fn reset(&mut self) {}
-    fn queue_notify<M: GuestMemory>(&mut self, queue: u16, queues: &mut DeviceQueues<'_, M>) {
+    fn queue_notify<M: GuestMemory, const S: usize>(
+        &mut self,
+        queue: u16,
+        queues: &mut DeviceQueues<'_, M, S>,
+    ) {
         self.0.queue_notify(queue, queues);
     }
 }
@@ -391,7 +402,7 @@ fn a_device_can_choose_needs_reset_for_malformed_chains() {
         )
         .unwrap();
     driver.publish_avail(mem).unwrap();
-    core.notify(0);
+    let _ = core.notify(0);
     // Still returned to the driver, never dropped.
     assert_eq!(driver.pop_used(mem).unwrap().unwrap().len, 0);
     assert!(core.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));
@@ -413,18 +424,18 @@ fn corrupt_ring_sets_needs_reset_with_a_config_interrupt() {
         mem.write(layout.driver_addr + 4, &200u16.to_le_bytes())
             .unwrap();
         mem.store_u16_release(layout.driver_addr + 2, 1).unwrap();
-        core.notify(0);
+        let _ = core.notify(0);
         assert!(core.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));
         assert_eq!(core.interrupt_status(), INTERRUPT_CONFIG_CHANGE);
         assert!(!core.is_live());
         // Nothing more is consumed until reset; reset recovers.
-        core.notify(0);
+        let _ = core.notify(0);
         assert_eq!(core.device().served, 0);
         let (mut driver2, _) = init(core, v1());
         core.set_status(DRIVER_OK);
         assert!(!core.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));
         add_writable(&mut driver2, mem, DATA);
-        core.notify(0);
+        let _ = core.notify(0);
         assert_eq!(core.device().served, 1);
         let _ = &mut driver;
     });
@@ -495,7 +506,7 @@ fn per_queue_reset_forgets_ring_state_and_re_enable_uses_the_new_config() {
         let (mut driver, _) = init(core, features);
         core.set_status(DRIVER_OK);
         add_writable(&mut driver, mem, DATA);
-        core.notify(0);
+        let _ = core.notify(0);
         assert_eq!(core.device().served, 1);
         core.reset_queue(0).unwrap();
         assert!(!core.queue_ready(0));
@@ -503,7 +514,7 @@ fn per_queue_reset_forgets_ring_state_and_re_enable_uses_the_new_config() {
         assert_eq!(core.queue_config(0).unwrap().desc_addr, 0);
         assert_eq!(core.device().queue_resets, vec![0]);
         add_writable(&mut driver, mem, DATA);
-        core.notify(0);
+        let _ = core.notify(0);
         assert_eq!(core.device().served, 1);
         // Re-enable at a new place: the device starts at index 0 there.
         let layout = SplitDriver::layout(RING1, QSIZE);
@@ -526,10 +537,10 @@ fn held_chains_complete_later_through_poll() {
             let (mut driver, _) = init(core, v1());
             core.set_status(DRIVER_OK);
             add_writable(&mut driver, mem, DATA);
-            core.notify(0);
+            let _ = core.notify(0);
             assert_eq!(driver.pop_used(mem).unwrap(), None);
             assert_eq!(core.interrupt_status(), 0);
-            core.poll();
+            let _ = core.poll();
             assert_eq!(driver.pop_used(mem).unwrap().unwrap().len, 4);
             assert_eq!(core.interrupt_status(), INTERRUPT_USED_BUFFER);
         },
@@ -549,11 +560,11 @@ fn used_notifications_are_reported_per_queue() {
         core.set_status(DRIVER_OK);
         assert_eq!(core.take_used_queues(), 0);
         add_writable(&mut driver1, mem, DATA);
-        core.notify(1);
+        let _ = core.notify(1);
         assert_eq!(core.interrupt_status(), INTERRUPT_USED_BUFFER);
         assert_eq!(core.take_used_queues(), 0b10);
         assert_eq!(core.take_used_queues(), 0, "taken once");
-        core.notify(1);
+        let _ = core.notify(1);
         assert_eq!(
             core.take_used_queues(),
             0,
@@ -581,7 +592,7 @@ fn event_idx_keeps_the_driver_notifying() {
                 )
                 .unwrap();
             assert!(driver.publish_avail(mem).unwrap(), "round {round}");
-            core.notify(0);
+            let _ = core.notify(0);
             assert_eq!(driver.pop_used(mem).unwrap().unwrap().id, id);
             driver.enable_interrupts(mem).unwrap();
             assert_eq!(core.interrupt_status(), INTERRUPT_USED_BUFFER);
@@ -597,7 +608,7 @@ fn notification_data_carries_the_queue_in_its_low_bits() {
         let (mut driver, _) = init(core, features);
         core.set_status(DRIVER_OK);
         add_writable(&mut driver, mem, DATA);
-        core.notify(0x8001_0000);
+        let _ = core.notify(0x8001_0000);
         assert_eq!(core.device().served, 1);
     });
     // Without NOTIFICATION_DATA a value above 0xffff names no queue.
@@ -605,7 +616,7 @@ fn notification_data_carries_the_queue_in_its_low_bits() {
         let (mut driver, _) = init(core, v1());
         core.set_status(DRIVER_OK);
         add_writable(&mut driver, mem, DATA);
-        core.notify(0x1_0000);
+        let _ = core.notify(0x1_0000);
         assert_eq!(core.device().served, 0);
     });
 }
@@ -646,7 +657,11 @@ fn a_device_that_gives_up_enters_needs_reset() {
             8
         }
         fn reset(&mut self) {}
-        fn queue_notify<M: GuestMemory>(&mut self, _: u16, queues: &mut DeviceQueues<'_, M>) {
+        fn queue_notify<M: GuestMemory, const S: usize>(
+        &mut self,
+        _: u16,
+        queues: &mut DeviceQueues<'_, M, S>,
+    ) {
             queues.set_needs_reset();
         }
     }
@@ -691,7 +706,7 @@ fn indirect_chains_are_served() {
             )
             .unwrap();
         driver.publish_avail(mem).unwrap();
-        core.notify(0);
+        let _ = core.notify(0);
         assert_eq!(driver.pop_used(mem).unwrap().unwrap().len, 2);
         let mut b = [0u8; 1];
         mem.read(DATA + 8, &mut b).unwrap();
@@ -727,7 +742,7 @@ fn a_packed_ring_of_any_size_is_built_from_the_negotiated_features() {
                 )
                 .unwrap();
             assert!(driver.publish_avail(mem).unwrap());
-            core.notify(0);
+            let _ = core.notify(0);
             let used = driver.pop_used(mem).unwrap().unwrap();
             assert_eq!((used.id, used.len), (id, 2));
             driver.enable_interrupts(mem).unwrap();
@@ -739,7 +754,7 @@ fn a_packed_ring_of_any_size_is_built_from_the_negotiated_features() {
 /// Serves one writable buffer through `core` and checks it came back.
 fn round_trip_split(core: &mut Core<'_>, driver: &mut SplitDriver, mem: &Region<'_>) {
     let id = add_writable(driver, mem, DATA);
-    core.notify(0);
+    let _ = core.notify(0);
     let used = driver.pop_used(mem).unwrap().unwrap();
     assert_eq!((used.id, used.len), (id, 2));
 }
@@ -798,7 +813,7 @@ fn a_stopped_packed_ring_resumes_at_slot_and_wrap_counter() {
         let serve = |core: &mut Core<'_>, driver: &mut PackedDriver<8>| {
             let id = driver.add(mem, &[], &seg).unwrap();
             driver.publish_avail(mem).unwrap();
-            core.notify(0);
+            let _ = core.notify(0);
             let used = driver.pop_used(mem).unwrap().unwrap();
             assert_eq!((used.id, used.len), (id, 2));
         };

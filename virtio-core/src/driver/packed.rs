@@ -440,6 +440,7 @@ mod tests {
     use zerocopy::IntoBytes;
 
     use super::*;
+    use crate::queue::TakeChain;
     use crate::memory::Region;
     use crate::queue::{Chain, PackedQueue};
 
@@ -448,13 +449,13 @@ mod tests {
 
     fn with_ring(
         features: Features,
-        f: impl FnOnce(&Region, &mut PackedDriver<4>, &mut PackedQueue),
+        f: impl FnOnce(&Region, &mut PackedDriver<4>, &mut PackedQueue<64>),
     ) {
         let mut buf = vec![0u64; 0x1000];
         let mem = Region::new(0, buf.as_mut_bytes()).unwrap();
         let cfg = PackedDriver::<4>::layout(0, SIZE);
         let mut drv = PackedDriver::new(&mem, cfg, features).unwrap();
-        let mut dev = PackedQueue::new(&mem, cfg, features).unwrap();
+        let mut dev = PackedQueue::<64>::new(&mem, cfg, features).unwrap();
         f(&mem, &mut drv, &mut dev);
     }
 
@@ -505,8 +506,8 @@ mod tests {
             assert!(drv.publish_avail(mem).unwrap());
             drv.add(mem, &[seg(0x4000, 1)], &[]).unwrap();
             assert!(!drv.publish_avail(mem).unwrap(), "slot 1: not asked for");
-            let _: Chain<1> = dev.pop(mem).unwrap().unwrap();
-            let _: Chain<1> = dev.pop(mem).unwrap().unwrap();
+            let _: Chain<1> = dev.take(mem).unwrap().unwrap();
+            let _: Chain<1> = dev.take(mem).unwrap().unwrap();
             assert!(!dev.enable_notification(mem).unwrap());
             drv.add(mem, &[seg(0x4000, 1)], &[]).unwrap();
             assert!(drv.publish_avail(mem).unwrap(), "slot 2: asked for");
@@ -543,7 +544,7 @@ mod tests {
             assert_eq!((a, b), (0, 1));
             drv.publish_avail(mem).unwrap();
             for len in [8, 3] {
-                let c: Chain<2> = dev.pop(mem).unwrap().unwrap();
+                let c: Chain<2> = dev.take(mem).unwrap().unwrap();
                 dev.push_used(mem, c.head(), len).unwrap();
             }
             dev.publish_used(mem).unwrap();

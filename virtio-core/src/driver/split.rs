@@ -415,17 +415,18 @@ mod tests {
     use zerocopy::IntoBytes;
 
     use super::*;
+    use crate::queue::TakeChain;
     use crate::memory::Region;
     use crate::queue::{Chain, ConfigError, SplitQueue};
 
     const SIZE: u16 = 4;
 
-    fn with_ring(features: Features, f: impl FnOnce(&Region, &mut SplitDriver, &mut SplitQueue)) {
+    fn with_ring(features: Features, f: impl FnOnce(&Region, &mut SplitDriver, &mut SplitQueue<64>)) {
         let mut buf = vec![0u64; 0x1000];
         let mem = Region::new(0, buf.as_mut_bytes()).unwrap();
         let cfg = SplitDriver::layout(0, SIZE);
         let mut drv = SplitDriver::new(&mem, cfg, features).unwrap();
-        let mut dev = SplitQueue::new(&mem, cfg, features).unwrap();
+        let mut dev = SplitQueue::<64>::new(&mem, cfg, features).unwrap();
         f(&mem, &mut drv, &mut dev);
     }
 
@@ -478,8 +479,8 @@ mod tests {
             // The device has not asked again: no more kicks.
             drv.add(mem, &[seg(0x4000, 1)], &[]).unwrap();
             assert!(!drv.publish_avail(mem).unwrap());
-            let _: Chain<1> = dev.pop(mem).unwrap().unwrap();
-            let _: Chain<1> = dev.pop(mem).unwrap().unwrap();
+            let _: Chain<1> = dev.take(mem).unwrap().unwrap();
+            let _: Chain<1> = dev.take(mem).unwrap().unwrap();
             assert!(!dev.enable_notification(mem).unwrap());
             drv.add(mem, &[seg(0x4000, 1)], &[]).unwrap();
             assert!(drv.publish_avail(mem).unwrap());
@@ -520,7 +521,7 @@ mod tests {
             assert_eq!((a, b), (0, 1));
             drv.publish_avail(mem).unwrap();
             for len in [8, 3] {
-                let c: Chain<2> = dev.pop(mem).unwrap().unwrap();
+                let c: Chain<2> = dev.take(mem).unwrap().unwrap();
                 dev.push_used(mem, c.head(), len).unwrap();
             }
             dev.publish_used(mem).unwrap();

@@ -11,16 +11,21 @@ use crate::memory::{GuestMemory, MemoryError};
 ///
 /// For a split ring `id` is the head descriptor index; for a packed ring it is
 /// the buffer id. `descs` is the number of ring descriptors the chain took
-/// (a packed ring skips that many slots when it is used).
+/// (a packed ring skips that many slots when it is used). A `Head` can only
+/// be made by a queue's `pop`; the queue accepts each one back exactly once
+/// (its in-flight table refuses a second completion and a head it never
+/// handed out, [`super::QueueError::NotInFlight`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Head {
     pub(crate) id: u16,
     pub(crate) descs: u16,
-    /// Total writable length when the chain validated, so IN_ORDER batching
-    /// knows whether a completion covers the whole buffer; `None` for a chain
-    /// that failed validation.
-    pub(crate) full_len: Option<u32>,
+    /// Device-writable bytes of the chain: the most a completion may report
+    /// as written (a larger used length is clamped to it).
+    pub(crate) writable: u32,
+    /// The chain validated (IN_ORDER batching may merge a completion that
+    /// covers all of `writable`).
+    pub(crate) valid: bool,
 }
 
 impl Head {
@@ -32,6 +37,24 @@ impl Head {
     /// Ring descriptors the chain occupies.
     pub fn descs(&self) -> u16 {
         self.descs
+    }
+
+    /// The most bytes a completion of this chain can report as written.
+    pub fn writable_len(&self) -> u32 {
+        self.writable
+    }
+
+    /// The reported used length for `written` bytes: never more than the
+    /// chain's writable bytes (virtio 1.4 §"The Virtqueue Used Ring": `len`
+    /// is the number of bytes written into the buffer).
+    pub(crate) fn used_len(&self, written: u32) -> u32 {
+        written.min(self.writable)
+    }
+
+    /// IN_ORDER: does this completion use the whole buffer, so a run of
+    /// such completions can share one used element?
+    pub(crate) fn completes_whole(&self, written: u32) -> bool {
+        self.valid && written >= self.writable
     }
 }
 
@@ -45,11 +68,31 @@ pub struct Segment {
     pub len: u32,
 }
 
+/// Where a device can still answer a malformed chain: device-writable
+/// descriptors the walk located, each checked to be inside memory
+/// ([`super::ChainError::salvage`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Salvage {
+    /// The chain's first device-writable descriptor (where a response
+    /// header with a status at its start goes).
+    pub first_writable: Option<Segment>,
+    /// The chain's last descriptor, when it is device-writable (where a
+    /// status byte at the end of the writable part goes). `None` when the
+    /// walk could not reach the chain's end (a loop, a bad `next`, an
+    /// unreadable indirect table).
+    pub tail: Option<Segment>,
+}
+
 /// A validated descriptor chain: its head and up to `N` segments, readable
 /// ones first.
 ///
-/// It is plain data (no borrow of the queue or memory), so a device can store
-/// it, e.g. in a `heapless::Deque`, and complete it later.
+/// A `Chain` is storage the caller owns and the queue fills: `pop` writes
+/// into a `&mut Chain<N>` in place (nothing of size `N` is moved), so a
+/// request costs what its segments cost whatever `N` is. Make one with
+/// [`Chain::new`] and reuse it for every pop. It is plain data (no borrow of
+/// the queue or memory), so a device can also keep a copy, e.g. in a
+/// `heapless::Deque`, and complete it later.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chain<const N: usize> {
     head: Head,
@@ -60,28 +103,64 @@ pub struct Chain<const N: usize> {
     writable_len: u32,
     /// A writable descriptor was seen (possibly empty, so not in `segments`).
     saw_writable: bool,
+    /// The first non-empty device-writable descriptor met, in memory.
+    first_writable: Option<Segment>,
+    /// The last descriptor met, when it is device-writable, non-empty and
+    /// in memory (where a status byte at the end of a request lives).
+    tail: Option<Segment>,
+}
+
+impl<const N: usize> Default for Chain<N> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<const N: usize> Chain<N> {
-    pub(crate) fn new(id: u16) -> Self {
+    /// Empty storage for a chain of up to `N` segments, to pass to `pop`.
+    pub const fn new() -> Self {
         Self {
             head: Head {
-                id,
+                id: 0,
                 descs: 0,
-                full_len: None,
+                writable: 0,
+                valid: false,
             },
             segments: heapless::Vec::new(),
             readable: 0,
             readable_len: 0,
             writable_len: 0,
             saw_writable: false,
+            first_writable: None,
+            tail: None,
         }
     }
 
-    /// The head as it stands during the walk (for errors: no full length).
+    /// Starts a walk: forgets the previous chain (O(1): segments are
+    /// plain data).
+    pub(crate) fn start(&mut self, id: u16) {
+        self.head = Head {
+            id,
+            descs: 0,
+            writable: 0,
+            valid: false,
+        };
+        self.segments.clear();
+        self.readable = 0;
+        self.readable_len = 0;
+        self.writable_len = 0;
+        self.saw_writable = false;
+        self.first_writable = None;
+        self.tail = None;
+    }
+
+    /// The head of a chain that failed validation: not valid, and only its
+    /// first writable descriptor counts as writable (the one area known to
+    /// start the writable part).
     pub(crate) fn partial_head(&self) -> Head {
         Head {
-            full_len: None,
+            valid: false,
+            writable: self.first_writable.map_or(0, |s| s.len),
             ..self.head
         }
     }
@@ -97,9 +176,32 @@ impl<const N: usize> Chain<N> {
     }
 
     /// Marks the walk complete.
-    pub(crate) fn finish(mut self) -> Self {
-        self.head.full_len = Some(self.writable_len);
-        self
+    pub(crate) fn finish(&mut self) {
+        self.head.writable = self.writable_len;
+        self.head.valid = true;
+    }
+
+    /// The device-writable areas located in a chain that failed
+    /// validation: its first writable descriptor, and its last descriptor
+    /// if that one is writable. Only descriptors wholly inside memory
+    /// count. `tail` is `None` when the walk could not reach the chain's
+    /// end.
+    pub(crate) fn salvage(&self, reached_end: bool) -> Salvage {
+        Salvage {
+            first_writable: self.first_writable,
+            tail: if reached_end { self.tail } else { None },
+        }
+    }
+
+    /// Records a descriptor for [`Self::salvage`] without validating it
+    /// into the chain (the walk goes on to the end of a malformed chain).
+    pub(crate) fn note<M: GuestMemory>(&mut self, mem: &M, addr: u64, len: u32, writable: bool) {
+        let usable = writable && len > 0 && mem.check_range(addr, u64::from(len)).is_ok();
+        let seg = usable.then_some(Segment { addr, len });
+        if self.first_writable.is_none() {
+            self.first_writable = seg;
+        }
+        self.tail = seg;
     }
 
     /// Validates one buffer descriptor and appends it. Checks, in order:
@@ -112,6 +214,7 @@ impl<const N: usize> Chain<N> {
         len: u32,
         writable: bool,
     ) -> Result<(), ChainErrorKind> {
+        self.note(mem, addr, len, writable);
         if !writable && self.saw_writable {
             return Err(ChainErrorKind::ReadableAfterWritable);
         }

@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use super::Head;
+use super::{Head, Salvage};
 use crate::memory::MemoryError;
 
 /// One of the three parts of a ring, for errors that name one.
@@ -35,6 +35,14 @@ pub enum ConfigError {
         /// Its guest address.
         addr: u64,
     },
+    /// The size is above what the queue's in-flight table can track (the
+    /// capacity `S` of the engine, [`super::Queue`]).
+    SizeAboveCapacity {
+        /// The queue size.
+        size: u16,
+        /// Entries the in-flight table holds.
+        capacity: usize,
+    },
     /// An area is not wholly inside guest memory.
     OutOfMemory {
         /// The area.
@@ -50,6 +58,9 @@ impl fmt::Display for ConfigError {
             Self::ZeroSize => f.write_str("queue size is 0"),
             Self::SizeNotPowerOfTwo(s) => write!(f, "split queue size {s} is not a power of two"),
             Self::SizeTooLarge(s) => write!(f, "queue size {s} is above 32768"),
+            Self::SizeAboveCapacity { size, capacity } => {
+                write!(f, "queue size {size} is above the {capacity} chains this queue can track")
+            }
             Self::Misaligned { area, addr } => {
                 write!(f, "{area:?} area at {addr:#x} is misaligned")
             }
@@ -181,12 +192,14 @@ impl fmt::Display for ChainErrorKind {
     }
 }
 
-/// A malformed chain, with the head the device needs to return it.
+/// A malformed chain, with the head the device needs to return it and the
+/// device-writable areas the walk could still locate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ChainError {
     pub(crate) head: Head,
     pub(crate) kind: ChainErrorKind,
+    pub(crate) salvage: Salvage,
 }
 
 impl ChainError {
@@ -198,6 +211,16 @@ impl ChainError {
     /// What is wrong with the chain.
     pub fn kind(&self) -> ChainErrorKind {
         self.kind
+    }
+
+    /// Where the device can still write an error status: the chain's
+    /// first writable descriptor and, when the walk reached the chain's
+    /// end, its last descriptor if that is writable. Both were checked to
+    /// lie inside guest memory. A malformed request must not read as a
+    /// success, so a device with a status field writes an error there
+    /// (the device core does it from [`crate::device::MalformedChain`]).
+    pub fn salvage(&self) -> Salvage {
+        self.salvage
     }
 }
 
@@ -247,9 +270,21 @@ pub enum QueueError {
         /// The id passed to `push_used`.
         id: u16,
     },
-    /// The device returned more buffers than it has taken (a device bug,
-    /// refused so the used index never overtakes the available index).
-    NothingInFlight,
+    /// The device returned a head that is not in flight: never handed out
+    /// by `pop`, or already completed (a device bug, refused so no buffer
+    /// is completed twice; nothing is written).
+    NotInFlight {
+        /// The buffer id of the head.
+        id: u16,
+    },
+    /// The driver made a buffer available that the device still holds
+    /// (split: a head index in flight; packed: a buffer id in flight, or
+    /// more slots in flight than the ring has). The ring is corrupt;
+    /// nothing was consumed. Needs reset.
+    HeadInFlight {
+        /// The head index (split) or buffer id (packed).
+        slot: u16,
+    },
 }
 
 impl QueueError {
@@ -267,7 +302,10 @@ impl QueueError {
     pub fn needs_reset(&self) -> bool {
         matches!(
             self,
-            Self::AvailIndexTooFar { .. } | Self::HeadOutOfRange { .. } | Self::Ring { .. }
+            Self::AvailIndexTooFar { .. }
+                | Self::HeadOutOfRange { .. }
+                | Self::Ring { .. }
+                | Self::HeadInFlight { .. }
         )
     }
 }
@@ -291,7 +329,12 @@ impl fmt::Display for QueueError {
             }
             Self::Ring { area, error } => write!(f, "{area:?} area: {error}"),
             Self::InvalidUsedId { id } => write!(f, "used id {id} is not a buffer of this queue"),
-            Self::NothingInFlight => f.write_str("used buffer returned with none in flight"),
+            Self::NotInFlight { id } => {
+                write!(f, "used buffer {id} is not in flight (never popped, or already completed)")
+            }
+            Self::HeadInFlight { slot } => {
+                write!(f, "driver made descriptor {slot} available while the device holds it")
+            }
         }
     }
 }

@@ -3,36 +3,44 @@
 //! A device holds one queue engine per virtqueue and drives it in four steps:
 //!
 //! 1. [`SplitQueue::pop`] reads the next available chain, walks and validates
-//!    every descriptor once (direct and indirect) and returns a [`Chain`]: a
-//!    snapshot of the chain's segments. Nothing is read from the descriptor
-//!    table again, so a driver rewriting descriptors mid-request cannot change
-//!    what was validated.
+//!    every descriptor once (direct and indirect) and fills a [`Chain`] the
+//!    caller owns: a snapshot of the chain's segments. Nothing is read from
+//!    the descriptor table again, so a driver rewriting descriptors
+//!    mid-request cannot change what was validated. The chain is filled in
+//!    place, so a request costs what its segments cost, not the capacity.
 //! 2. The device parses its request with [`Chain::reader`] and writes its
 //!    response with [`Chain::writer`]; the cursors hide how the driver split
 //!    the buffer into descriptors.
 //! 3. [`SplitQueue::push_used`] returns the chain (by its [`Head`]) with the
 //!    number of bytes written. A chain can be held and completed later, in any
-//!    order (unless `IN_ORDER` was negotiated).
+//!    order (unless `IN_ORDER` was negotiated). Each engine keeps an
+//!    in-flight table (one entry per descriptor, capacity `S`), so it accepts
+//!    a head exactly once and refuses one it never handed out
+//!    ([`QueueError::NotInFlight`]); a used length above the chain's
+//!    writable length is clamped to it; a failed completion changes nothing.
 //! 4. [`SplitQueue::publish_used`] makes a batch of used buffers visible with
 //!    one index store and says whether the driver wants a notification.
 //!
 //! Malformed input never panics: [`SplitQueue::pop`] returns a
 //! [`QueueError`]. If the error carries a [`Head`] ([`QueueError::head`]) the
 //! chain was consumed from the available ring and the device must still
-//! return it (usually with used length 0, or with a device error status).
+//! return it; the walk went on to the chain's end where it could, and
+//! [`ChainError::salvage`] names the writable descriptors where an error
+//! status can go, so a malformed request never reads as a success.
 //! Errors without a head mean the ring itself is corrupt
-//! ([`QueueError::needs_reset`]); the device should enter
-//! `DEVICE_NEEDS_RESET`.
+//! ([`QueueError::needs_reset`]); nothing was consumed and the device should
+//! enter `DEVICE_NEEDS_RESET`.
 //!
 //! [`vring_need_event`] and [`NotificationData`] are shared with the driver
 //! side and the packed ring.
 
 mod chain;
 mod error;
+mod inflight;
 mod packed;
 mod split;
 
-pub use chain::{AccessError, Chain, Head, Reader, Segment, Writer};
+pub use chain::{AccessError, Chain, Head, Reader, Salvage, Segment, Writer};
 pub use error::{ChainError, ChainErrorKind, ConfigError, QueueError, RingArea};
 pub use packed::{PackedQueue, RingPosition};
 pub use split::SplitQueue;
@@ -40,18 +48,20 @@ pub use split::SplitQueue;
 use crate::memory::GuestMemory;
 use crate::spec::Features;
 
-/// One virtqueue in whichever ring format the driver negotiated.
+/// One virtqueue of up to `S` descriptors in whichever ring format the
+/// driver negotiated.
 ///
 /// A device holds a `Queue` per virtqueue and never needs to know which
 /// format it is: [`Queue::new`] picks the engine from
 /// [`Features::RING_PACKED`], and every method forwards to it (enum
-/// dispatch, no trait objects).
+/// dispatch, no trait objects). `S` sizes the in-flight table that makes
+/// every completion checked: three bytes per descriptor.
 #[derive(Clone, Debug)]
-pub enum Queue {
+pub enum Queue<const S: usize> {
     /// A split ring (virtio 1.4 §"Split Virtqueues").
-    Split(SplitQueue),
+    Split(SplitQueue<S>),
     /// A packed ring (virtio 1.4 §"Packed Virtqueues").
-    Packed(PackedQueue),
+    Packed(PackedQueue<S>),
 }
 
 /// Forwards a call to whichever engine the queue holds.
@@ -64,7 +74,7 @@ macro_rules! dispatch {
     };
 }
 
-impl Queue {
+impl<const S: usize> Queue<S> {
     /// Builds the engine for the negotiated ring format.
     ///
     /// # Errors
@@ -86,17 +96,24 @@ impl Queue {
         dispatch!(self, q => q.size())
     }
 
-    /// Takes and validates the next available chain; see
-    /// [`SplitQueue::pop`] and [`PackedQueue::pop`].
+    /// Takes and validates the next available chain into `chain`; `false`
+    /// when there is none. See [`SplitQueue::pop`] and [`PackedQueue::pop`].
     ///
     /// # Errors
     /// [`QueueError::Chain`] for a malformed chain the device must still
     /// complete; other errors mean the ring is corrupt.
+    #[inline]
     pub fn pop<M: GuestMemory, const N: usize>(
         &mut self,
         mem: &M,
-    ) -> Result<Option<Chain<N>>, QueueError> {
-        dispatch!(self, q => q.pop(mem))
+        chain: &mut Chain<N>,
+    ) -> Result<bool, QueueError> {
+        dispatch!(self, q => q.pop(mem, chain))
+    }
+
+    /// Chains popped and not yet returned.
+    pub fn in_flight(&self) -> u16 {
+        dispatch!(self, q => q.in_flight())
     }
 
     /// Returns a buffer with `written` bytes written; see
@@ -178,6 +195,13 @@ pub struct QueueConfig {
     pub device_addr: u64,
 }
 
+/// Most buffer descriptors one walk reads: the queue size, or the chain
+/// capacity when that is larger (the indirect-table tolerance of
+/// [`SplitQueue::pop`]).
+fn walk_limit(size: u16, capacity: usize) -> u32 {
+    u32::from(size).max(u32::try_from(capacity).unwrap_or(u32::MAX))
+}
+
 /// Checks each ring area `(area, address, alignment, length)` is aligned
 /// and wholly inside `mem`: the placement rules both ring formats share.
 fn check_areas<M: GuestMemory>(
@@ -248,3 +272,29 @@ impl NotificationData {
         (self.next_off & 0x7fff) | ((self.next_wrap as u16) << 15)
     }
 }
+
+/// Tests pop into a fresh chain and get it back by value.
+#[cfg(test)]
+pub(crate) trait TakeChain {
+    fn take<M: GuestMemory, const N: usize>(
+        &mut self,
+        mem: &M,
+    ) -> Result<Option<Chain<N>>, QueueError>;
+}
+
+#[cfg(test)]
+macro_rules! take_chain {
+    ($($t:ident),+) => {$(
+        impl<const S: usize> TakeChain for $t<S> {
+            fn take<M: GuestMemory, const N: usize>(
+                &mut self,
+                mem: &M,
+            ) -> Result<Option<Chain<N>>, QueueError> {
+                let mut chain = Chain::new();
+                Ok(self.pop(mem, &mut chain)?.then_some(chain))
+            }
+        }
+    )+};
+}
+#[cfg(test)]
+take_chain!(SplitQueue, PackedQueue, Queue);

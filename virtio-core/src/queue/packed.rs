@@ -29,7 +29,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::chain::{Chain, Head};
 use super::error::{ChainError, ChainErrorKind, ConfigError, QueueError, RingArea};
-use super::{NotificationData, QueueConfig, check_areas, vring_need_event};
+use super::inflight::InFlight;
+use super::{NotificationData, QueueConfig, check_areas, vring_need_event, walk_limit};
 use crate::memory::{GuestMemory, MemoryError};
 use crate::spec::{
     DescFlags, Features, Le16, Le32, Le64, MAX_QUEUE_SIZE, PACKED_DESC_ALIGN, PACKED_EVENT_ALIGN,
@@ -154,13 +155,17 @@ impl NotificationData {
     }
 }
 
-/// Device side of one packed virtqueue.
+/// Device side of one packed virtqueue of up to `S` descriptors.
 ///
 /// Queue sizes need not be powers of two. Addresses were checked against
 /// guest memory when the queue was built, so slot offsets cannot overflow;
 /// every access is still checked, since guest memory may change.
+///
+/// `S` sizes the in-flight table (buffer ids the device holds): a
+/// completion for a chain not in flight is refused, in one probe for a
+/// driver whose ids are below the queue size.
 #[derive(Clone, Debug)]
-pub struct PackedQueue {
+pub struct PackedQueue<const S: usize> {
     size: u16,
     desc: u64,
     /// Driver Event Suppression (the device reads it).
@@ -185,20 +190,29 @@ pub struct PackedQueue {
     /// last used descriptor, and the last buffer's id and length.
     batch_descs: u16,
     batch_last: Option<(u16, u32)>,
+    /// Chains popped and not yet returned, by the slot they start at.
+    inflight: InFlight<S>,
 }
 
-impl PackedQueue {
+impl<const S: usize> PackedQueue<S> {
     /// Builds the queue the driver configured, with the negotiated features
     /// (`INDIRECT_DESC`, `EVENT_IDX` and `IN_ORDER` are honoured).
     ///
     /// # Errors
-    /// [`ConfigError`] as [`QueueConfig::check_packed`] says.
+    /// [`ConfigError`] as [`QueueConfig::check_packed`] says, or
+    /// [`ConfigError::SizeAboveCapacity`] for a size above `S`.
     pub fn new<M: GuestMemory>(
         mem: &M,
         config: QueueConfig,
         features: Features,
     ) -> Result<Self, ConfigError> {
         config.check_packed(mem)?;
+        if usize::from(config.size) > S {
+            return Err(ConfigError::SizeAboveCapacity {
+                size: config.size,
+                capacity: S,
+            });
+        }
         Ok(Self {
             size: config.size,
             desc: config.desc_addr,
@@ -214,7 +228,13 @@ impl PackedQueue {
             first_pending: None,
             batch_descs: 0,
             batch_last: None,
+            inflight: InFlight::new(),
         })
+    }
+
+    /// Chains popped and not yet returned.
+    pub fn in_flight(&self) -> u16 {
+        self.inflight.count()
     }
 
     /// The queue size.
@@ -241,8 +261,10 @@ impl PackedQueue {
     /// Restarts from given ring positions (vhost-user's `SET_VRING_BASE`,
     /// or resuming a migrated queue); every buffer before `next_avail` is
     /// taken as used. Slots outside the ring are reduced modulo its size.
-    /// Pending unpublished completions are lost.
+    /// Pending unpublished completions are lost and no chain is in flight
+    /// any more.
     pub fn set_positions(&mut self, next_avail: RingPosition, next_used: RingPosition) {
+        self.inflight.clear();
         let fit = |p: RingPosition| RingPosition {
             slot: p.slot.checked_rem(self.size).unwrap_or(0),
             ..p
@@ -298,24 +320,31 @@ impl PackedQueue {
         Ok(self.avail_flags(mem, self.next_avail)?.is_some())
     }
 
-    /// Takes the next available chain, walks and validates it.
+    /// Takes the next available chain, walks and validates it into
+    /// `chain` (caller-owned storage, overwritten in place).
     ///
-    /// Returns `Ok(None)` when the next slot is not available.
+    /// Returns `Ok(false)` when the next slot is not available. An indirect
+    /// table is read up to `max(queue size, N)` entries: a longer list than
+    /// the queue breaks a driver rule (§"Scatter-Gather Support"), but one
+    /// that fits in `N` is served (the tolerance [`super::SplitQueue::pop`]
+    /// explains).
     ///
     /// # Errors
     /// [`QueueError::Chain`] for a malformed chain: its slots have been
     /// consumed and it must be completed via [`QueueError::head`].
-    /// [`QueueError::Ring`] if the descriptor ring is unreachable; nothing
-    /// was consumed.
+    /// [`QueueError::Ring`] if the descriptor ring is unreachable and
+    /// [`QueueError::HeadInFlight`] if the driver made slots available that
+    /// the device still holds; nothing was consumed.
     pub fn pop<M: GuestMemory, const N: usize>(
         &mut self,
         mem: &M,
-    ) -> Result<Option<Chain<N>>, QueueError> {
+        chain: &mut Chain<N>,
+    ) -> Result<bool, QueueError> {
         let Some(first) = self.avail_flags(mem, self.next_avail)? else {
-            return Ok(None);
+            return Ok(false);
         };
-        let mut chain = Chain::<N>::new(0);
-        let mut error = None;
+        chain.start(0);
+        let mut error: Option<(ChainErrorKind, bool)> = None;
         let mut at = self.next_avail;
         let mut flags = first;
         let id = loop {
@@ -324,9 +353,7 @@ impl PackedQueue {
                 .map_err(Self::ring_err(RingArea::Descriptors))?;
             chain.count_desc();
             let slots = chain.head().descs();
-            if error.is_none() {
-                error = self.take_desc(mem, &mut chain, &body, flags, slots).err();
-            }
+            self.take_desc(mem, chain, &body, flags, slots, &mut error);
             if !flags.contains(DescFlags::NEXT) {
                 break body.id.get();
             }
@@ -334,7 +361,8 @@ impl PackedQueue {
             // Support"); after `size` slots the walk is back at its start,
             // which the availability check below refuses anyway.
             if slots >= self.size {
-                error.get_or_insert(ChainErrorKind::LongerThanQueue { size: self.size });
+                let kind = ChainErrorKind::LongerThanQueue { size: self.size };
+                error.get_or_insert((kind, false));
                 break body.id.get();
             }
             at = at.advance(1, self.size);
@@ -344,28 +372,42 @@ impl PackedQueue {
                     // §"Next Flag": the driver makes the first descriptor
                     // available only after the rest; one that is not is a
                     // broken chain. It ends here, at what was read.
-                    error.get_or_insert(ChainErrorKind::NotAvailableMidChain { slot: at.slot });
+                    let kind = ChainErrorKind::NotAvailableMidChain { slot: at.slot };
+                    error.get_or_insert((kind, false));
                     break body.id.get();
                 }
             }
         };
         chain.set_id(id);
         let slots = chain.head().descs();
+        // Slots and buffer ids the device holds cannot be available again:
+        // a driver that says so has corrupted the ring.
+        if u32::from(self.in_flight).wrapping_add(u32::from(slots)) > u32::from(self.size)
+            || self.inflight.contains(id)
+        {
+            return Err(QueueError::HeadInFlight { slot: id });
+        }
         self.next_avail = self.next_avail.advance(slots, self.size);
-        // Every slot popped and not yet used is inside the ring, so the sum
-        // stays at most `size`.
-        self.in_flight = self.in_flight.saturating_add(slots);
+        // At most `size` slots in flight, checked above.
+        self.in_flight = self.in_flight.wrapping_add(slots);
+        self.inflight.insert(id);
         match error {
-            None => Ok(Some(chain.finish())),
-            Some(kind) => Err(QueueError::Chain(ChainError {
+            None => {
+                chain.finish();
+                Ok(true)
+            }
+            Some((kind, reached_end)) => Err(QueueError::Chain(ChainError {
                 head: chain.partial_head(),
                 kind,
+                salvage: chain.salvage(reached_end),
             })),
         }
     }
 
-    /// Validates one ring descriptor (the `slots`-th of its chain) and adds
-    /// its buffers to `chain`.
+    /// Takes one ring descriptor (the `slots`-th of its chain) into `chain`:
+    /// validates its buffers until the first problem, which goes into
+    /// `error` (with whether the chain's end is still known), and after
+    /// that only notes where writable buffers are.
     fn take_desc<M: GuestMemory, const N: usize>(
         &self,
         mem: &M,
@@ -373,48 +415,58 @@ impl PackedQueue {
         body: &DescBody,
         flags: DescFlags,
         slots: u16,
-    ) -> Result<(), ChainErrorKind> {
+        error: &mut Option<(ChainErrorKind, bool)>,
+    ) {
         let (addr, len) = (body.addr.get(), body.len.get());
+        let mut take = |addr: u64, len: u32, writable: bool| {
+            if error.is_none() {
+                if let Err(kind) = chain.push(mem, addr, len, writable) {
+                    *error = Some((kind, true));
+                }
+            } else {
+                chain.note(mem, addr, len, writable);
+            }
+        };
         if !flags.contains(DescFlags::INDIRECT) {
-            return chain.push(mem, addr, len, flags.contains(DescFlags::WRITE));
+            take(addr, len, flags.contains(DescFlags::WRITE));
+            return;
         }
         // §"Indirect Flag": WRITE on this descriptor is ignored; it must not
         // be part of a NEXT list.
-        if !self.indirect {
-            return Err(ChainErrorKind::IndirectNotNegotiated);
+        let table_error = if !self.indirect {
+            Some(ChainErrorKind::IndirectNotNegotiated)
+        } else if flags.contains(DescFlags::NEXT) || slots > 1 {
+            Some(ChainErrorKind::IndirectWithNext)
+        } else if len == 0 || len % 16 != 0 {
+            Some(ChainErrorKind::IndirectTableLength { len })
+        } else if mem.check_range(addr, u64::from(len)).is_err() {
+            Some(ChainErrorKind::IndirectTableOutOfMemory { addr, len })
+        } else if len / 16 > walk_limit(self.size, N) {
+            Some(ChainErrorKind::LongerThanQueue { size: self.size })
+        } else {
+            None
+        };
+        if let Some(kind) = table_error {
+            error.get_or_insert((kind, false));
+            return;
         }
-        if flags.contains(DescFlags::NEXT) || slots > 1 {
-            return Err(ChainErrorKind::IndirectWithNext);
-        }
-        if len == 0 || len % 16 != 0 {
-            return Err(ChainErrorKind::IndirectTableLength { len });
-        }
-        mem.check_range(addr, u64::from(len))
-            .map_err(|_| ChainErrorKind::IndirectTableOutOfMemory { addr, len })?;
-        let entries = len / 16;
-        if entries > u32::from(self.size) {
-            return Err(ChainErrorKind::LongerThanQueue { size: self.size });
-        }
-        for i in 0..entries {
+        for i in 0..len / 16 {
             let entry = addr.wrapping_add(u64::from(i).wrapping_mul(DESC_SIZE));
-            let desc = mem
-                .read_obj::<PvirtqDesc>(entry)
-                .map_err(|_| ChainErrorKind::IndirectTableOutOfMemory { addr, len })?;
+            let Ok(desc) = mem.read_obj::<PvirtqDesc>(entry) else {
+                let kind = ChainErrorKind::IndirectTableOutOfMemory { addr, len };
+                error.get_or_insert((kind, false));
+                return;
+            };
             let f = DescFlags::from_bits_retain(desc.flags.get());
             // Only WRITE is valid inside the table; NEXT and the id are
             // reserved and ignored (the table's length is the list's). An
             // INDIRECT flag, though, asks for a nesting no device supports.
             if f.contains(DescFlags::INDIRECT) {
-                return Err(ChainErrorKind::NestedIndirect);
+                error.get_or_insert((ChainErrorKind::NestedIndirect, false));
+                return;
             }
-            chain.push(
-                mem,
-                desc.addr.get(),
-                desc.len.get(),
-                f.contains(DescFlags::WRITE),
-            )?;
+            take(desc.addr.get(), desc.len.get(), f.contains(DescFlags::WRITE));
         }
-        Ok(())
     }
 
     /// Returns a buffer to the driver with `written` bytes written to its
@@ -427,30 +479,38 @@ impl PackedQueue {
     /// `IN_ORDER` a run of fully written buffers costs one used descriptor,
     /// carrying the last buffer's id (§"In-order use of descriptors").
     ///
+    /// The used length is `written` clamped to the chain's writable length.
+    ///
     /// # Errors
-    /// [`QueueError::NothingInFlight`] if `head` takes more slots than are
-    /// in flight (a device bug; nothing is written), [`QueueError::Ring`]
-    /// if the ring is unreachable.
+    /// [`QueueError::NotInFlight`] if `head` is not a chain this queue
+    /// handed out and has not taken back (a device bug; nothing is
+    /// written), [`QueueError::Ring`] if the ring is unreachable. On any
+    /// error nothing changes, so the completion can be retried.
     pub fn push_used<M: GuestMemory>(
         &mut self,
         mem: &M,
         head: Head,
         written: u32,
     ) -> Result<(), QueueError> {
-        if head.descs == 0 || head.descs > self.in_flight {
-            return Err(QueueError::NothingInFlight);
+        if head.descs == 0 || head.descs > self.in_flight || !self.inflight.contains(head.id) {
+            return Err(QueueError::NotInFlight { id: head.id });
         }
-        self.in_flight = self.in_flight.wrapping_sub(head.descs);
-        if self.in_order {
+        let len = head.used_len(written);
+        if !self.in_order {
+            self.write_used(mem, head.id, len, head.descs)?;
+        } else if head.completes_whole(written) {
             // At most `size` slots are in flight, so the run fits in a u16.
             self.batch_descs = self.batch_descs.wrapping_add(head.descs);
-            self.batch_last = Some((head.id, written));
-            if head.full_len != Some(written) {
-                self.flush_batch(mem)?;
-            }
-            return Ok(());
+            self.batch_last = Some((head.id, len));
+        } else {
+            let descs = self.batch_descs.wrapping_add(head.descs);
+            self.write_used(mem, head.id, len, descs)?;
+            self.batch_descs = 0;
+            self.batch_last = None;
         }
-        self.write_used(mem, head.id, written, head.descs)
+        self.in_flight = self.in_flight.wrapping_sub(head.descs);
+        self.inflight.remove(head.id);
+        Ok(())
     }
 
     /// IN_ORDER: writes the one used descriptor covering the run.

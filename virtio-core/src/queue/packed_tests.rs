@@ -8,6 +8,7 @@ use std::vec::Vec;
 use zerocopy::IntoBytes;
 
 use super::*;
+use crate::queue::TakeChain;
 use crate::memory::Region;
 use crate::queue::{AccessError, Chain, NotificationData, Queue, Segment};
 use crate::spec::PvirtqDesc;
@@ -33,10 +34,10 @@ fn config() -> QueueConfig {
     }
 }
 
-fn with_queue(features: Features, f: impl FnOnce(&Region, &mut PackedQueue)) {
+fn with_queue(features: Features, f: impl FnOnce(&Region, &mut PackedQueue<64>)) {
     let mut buf = vec![0u64; MEM / 8];
     let mem = Region::new(0, buf.as_mut_bytes()).unwrap();
-    let mut q = PackedQueue::new(&mem, config(), features).unwrap();
+    let mut q = PackedQueue::<64>::new(&mem, config(), features).unwrap();
     f(&mem, &mut q);
 }
 
@@ -74,8 +75,8 @@ fn chain_err(e: QueueError) -> ChainError {
     }
 }
 
-fn pop4(mem: &Region, q: &mut PackedQueue) -> Result<Option<Chain<4>>, QueueError> {
-    q.pop(mem)
+fn pop4(mem: &Region, q: &mut PackedQueue<64>) -> Result<Option<Chain<4>>, QueueError> {
+    q.take(mem)
 }
 
 // virtio 1.4 §"Structure Size and Alignment": the descriptor ring is
@@ -86,7 +87,7 @@ fn packed_config_takes_any_size_and_checks_alignment() {
     let mut buf = vec![0u64; MEM / 8];
     let mem = Region::new(0, buf.as_mut_bytes()).unwrap();
     let f = Features::RING_PACKED;
-    let with = |c: QueueConfig| PackedQueue::new(&mem, c, f).map(|q| q.size());
+    let with = |c: QueueConfig| PackedQueue::<64>::new(&mem, c, f).map(|q| q.size());
     assert_eq!(
         with(QueueConfig {
             size: 3,
@@ -144,7 +145,7 @@ fn packed_config_takes_any_size_and_checks_alignment() {
         })
     ));
     // The Queue enum picks the packed engine from the feature bit.
-    let q = Queue::new(
+    let q = Queue::<64>::new(
         &mem,
         QueueConfig {
             size: 3,
@@ -282,7 +283,7 @@ fn packed_batch_is_invisible_until_publish() {
         for slot in 0..3 {
             put(mem, slot, DATA, 8, slot, WRITE, true);
         }
-        let chains: Vec<Chain<1>> = (0..3).map(|_| q.pop(mem).unwrap().unwrap()).collect();
+        let chains: Vec<Chain<1>> = (0..3).map(|_| q.take(mem).unwrap().unwrap()).collect();
         for c in &chains {
             q.push_used(mem, c.head(), 8).unwrap();
         }
@@ -311,7 +312,7 @@ fn packed_in_order_writes_one_used_descriptor_per_batch() {
         put(mem, 2, DATA + 0x200, 4, 1, WRITE, true);
         put(mem, 3, DATA + 0x300, 8, 2, WRITE, true);
         put(mem, 4, DATA + 0x400, 8, 3, WRITE, true);
-        let c: Vec<Chain<2>> = (0..4).map(|_| q.pop(mem).unwrap().unwrap()).collect();
+        let c: Vec<Chain<2>> = (0..4).map(|_| q.take(mem).unwrap().unwrap()).collect();
         q.push_used(mem, c[0].head(), 8).unwrap();
         q.push_used(mem, c[1].head(), 8).unwrap();
         q.push_used(mem, c[2].head(), 3).unwrap(); // partial: closes the run
@@ -498,7 +499,7 @@ fn packed_rejects_segments_outside_memory_and_total_overflow() {
     with_queue(Features::RING_PACKED, |mem, q| {
         put(mem, 0, DATA, u32::MAX, 1, NEXT, true);
         put(mem, 1, DATA, 2, 1, 0, true);
-        let e = chain_err(q.pop::<_, 4>(&Everything(mem)).unwrap_err());
+        let e = chain_err(q.take::<_, 4>(&Everything(mem)).unwrap_err());
         assert_eq!(e.kind(), ChainErrorKind::TotalLengthOverflow);
     });
 }
@@ -514,11 +515,11 @@ fn packed_rejects_chain_longer_than_capacity_and_continues() {
         }
         put(mem, 3, DATA, 4, 13, 0, true);
         put(mem, 4, DATA, 4, 14, 0, true);
-        let e = chain_err(q.pop::<_, 2>(mem).unwrap_err());
+        let e = chain_err(q.take::<_, 2>(mem).unwrap_err());
         assert_eq!(e.kind(), ChainErrorKind::TooManySegments { capacity: 2 });
         assert_eq!((e.head().id(), e.head().descs()), (13, 4));
         q.push_used(mem, e.head(), 0).unwrap();
-        let next: Chain<2> = q.pop(mem).unwrap().unwrap();
+        let next: Chain<2> = q.take(mem).unwrap().unwrap();
         assert_eq!(next.id(), 14);
     });
 }
@@ -553,7 +554,7 @@ fn packed_rejects_list_wrapping_onto_itself() {
         for slot in 0..Q {
             put(mem, slot, DATA, 4, 50 + slot, NEXT, true);
         }
-        let e = chain_err(q.pop::<_, 8>(mem).unwrap_err());
+        let e = chain_err(q.take::<_, 8>(mem).unwrap_err());
         assert_eq!(e.kind(), ChainErrorKind::LongerThanQueue { size: Q });
         assert_eq!((e.head().id(), e.head().descs()), (50 + Q - 1, Q));
         q.push_used(mem, e.head(), 0).unwrap();
@@ -611,8 +612,8 @@ fn packed_every_descriptor_is_read_exactly_once() {
             inner: mem,
             reads: RefCell::new(HashMap::new()),
         };
-        let _: Chain<4> = q.pop(&counting).unwrap().unwrap();
-        let _: Chain<4> = q.pop(&counting).unwrap().unwrap();
+        let _: Chain<4> = q.take(&counting).unwrap().unwrap();
+        let _: Chain<4> = q.take(&counting).unwrap().unwrap();
         let reads = counting.reads.borrow();
         for addr in [
             DESC,
@@ -635,7 +636,7 @@ fn set_driver_event(mem: &Region, off_wrap: u16, flags: u16) {
 }
 
 /// Makes `n` one-slot buffers available from slot `from` and completes them.
-fn cycle(mem: &Region, q: &mut PackedQueue, n: u16) -> bool {
+fn cycle(mem: &Region, q: &mut PackedQueue<64>, n: u16) -> bool {
     let start = q.next_avail();
     for i in 0..n {
         let at = start.advance(i, Q);
@@ -769,7 +770,7 @@ fn packed_push_used_refuses_more_than_in_flight() {
         q.push_used(mem, c.head(), 0).unwrap();
         assert_eq!(
             q.push_used(mem, c.head(), 0),
-            Err(QueueError::NothingInFlight)
+            Err(QueueError::NotInFlight { id: 1 })
         );
     });
 }

@@ -2,7 +2,8 @@
 
 use super::chain::{Chain, Head};
 use super::error::{ChainError, ChainErrorKind, ConfigError, QueueError, RingArea};
-use super::{QueueConfig, check_areas, vring_need_event};
+use super::inflight::InFlight;
+use super::{QueueConfig, check_areas, vring_need_event, walk_limit};
 use crate::memory::GuestMemory;
 use crate::spec::{
     DescFlags, Features, MAX_QUEUE_SIZE, SPLIT_AVAIL_ALIGN, SPLIT_DESC_ALIGN, SPLIT_USED_ALIGN,
@@ -62,13 +63,17 @@ impl QueueConfig {
     }
 }
 
-/// Device side of one split virtqueue.
+/// Device side of one split virtqueue of up to `S` descriptors.
 ///
 /// Addresses were checked against guest memory when the queue was built, so
 /// ring offsets below cannot overflow; every access is still checked, since
 /// guest memory may change (vhost-user can remove a region).
+///
+/// `S` sizes the in-flight table (a few bytes per head): the queue refuses a
+/// completion for a head it did not hand out, or handed out and already
+/// took back, in O(1).
 #[derive(Clone, Debug)]
-pub struct SplitQueue {
+pub struct SplitQueue<const S: usize> {
     size: u16,
     desc: u64,
     avail: u64,
@@ -89,16 +94,31 @@ pub struct SplitQueue {
     /// the last buffer pushed since (its id and length).
     batch_start: u16,
     batch_last: Option<(u16, u32)>,
+    /// Heads popped and not yet returned.
+    inflight: InFlight<S>,
 }
 
-impl SplitQueue {
+/// How a descriptor walk ended without a valid chain.
+enum WalkError {
+    /// A ring structure could not be read: nothing is consumed.
+    Ring(QueueError),
+    /// The chain is malformed; `reached_end` says whether the walk found
+    /// its last descriptor (so a status area there can be salvaged).
+    Chain {
+        kind: ChainErrorKind,
+        reached_end: bool,
+    },
+}
+
+impl<const S: usize> SplitQueue<S> {
     /// Builds the queue the driver configured, with the negotiated features
     /// (`INDIRECT_DESC`, `EVENT_IDX` and `IN_ORDER` are honoured).
     ///
     /// # Errors
     /// [`ConfigError`] if the size is not a power of two in `1..=32768`, an
     /// area is misaligned, or an area is not inside `mem`
-    /// (virtio 1.4 §"Split Virtqueues": alignment 16 / 2 / 4).
+    /// (virtio 1.4 §"Split Virtqueues": alignment 16 / 2 / 4), or the size
+    /// is above `S`.
     pub fn new<M: GuestMemory>(
         mem: &M,
         config: QueueConfig,
@@ -106,6 +126,9 @@ impl SplitQueue {
     ) -> Result<Self, ConfigError> {
         config.check_split(mem)?;
         let size = config.size;
+        if usize::from(size) > S {
+            return Err(ConfigError::SizeAboveCapacity { size, capacity: S });
+        }
         Ok(Self {
             size,
             desc: config.desc_addr,
@@ -120,6 +143,7 @@ impl SplitQueue {
             published_used: 0,
             batch_start: 0,
             batch_last: None,
+            inflight: InFlight::new(),
         })
     }
 
@@ -139,9 +163,16 @@ impl SplitQueue {
         self.next_used
     }
 
+    /// Chains popped and not yet returned.
+    pub fn in_flight(&self) -> u16 {
+        self.inflight.count()
+    }
+
     /// Restarts from given ring indices (vhost-user's `SET_VRING_BASE`, or
-    /// resuming a migrated queue). Pending unpublished completions are lost.
+    /// resuming a migrated queue). Pending unpublished completions are lost
+    /// and no chain is in flight any more.
     pub fn set_indices(&mut self, next_avail: u16, used: u16) {
+        self.inflight.clear();
         self.next_avail = next_avail;
         self.shadow_avail = next_avail;
         self.next_used = used;
@@ -191,22 +222,35 @@ impl SplitQueue {
         Ok(pending)
     }
 
-    /// Takes the next available chain, walks and validates it.
+    /// Takes the next available chain, walks and validates it into
+    /// `chain` (caller-owned storage, overwritten in place).
     ///
-    /// Returns `Ok(None)` when the driver has nothing available.
+    /// Returns `Ok(false)` when the driver has nothing available.
+    ///
+    /// The walk reads each descriptor once and at most
+    /// `max(queue size, N)` buffer descriptors: a chain longer than the
+    /// queue is a driver error (virtio 1.4 §"The Virtqueue Descriptor
+    /// Table": the driver MUST NOT create a chain longer than the Queue
+    /// Size), but one that arrives through an indirect table and fits in
+    /// `N` is served. That is a deliberate tolerance: Linux builds such
+    /// chains when a device's `seg_max` exceeds the ring size, and serving
+    /// them is what keeps its data.
     ///
     /// # Errors
     /// [`QueueError::Chain`] for a malformed chain: it has been consumed and
-    /// must be completed via [`QueueError::head`]. The other errors mean the
-    /// ring is corrupt ([`QueueError::needs_reset`]); nothing was consumed.
+    /// must be completed via [`QueueError::head`]; its
+    /// [`ChainError::salvage`] says where an error status can go. The other
+    /// errors mean the ring is corrupt ([`QueueError::needs_reset`]);
+    /// nothing was consumed.
     pub fn pop<M: GuestMemory, const N: usize>(
         &mut self,
         mem: &M,
-    ) -> Result<Option<Chain<N>>, QueueError> {
+        chain: &mut Chain<N>,
+    ) -> Result<bool, QueueError> {
         if self.next_avail == self.shadow_avail {
             let pending = self.pending(mem)?;
             if pending == 0 {
-                return Ok(None);
+                return Ok(false);
             }
             self.shadow_avail = self.next_avail.wrapping_add(pending);
         }
@@ -225,23 +269,48 @@ impl SplitQueue {
                 size: self.size,
             });
         }
+        if self.inflight.contains(head) {
+            return Err(QueueError::HeadInFlight { slot: head });
+        }
+        chain.start(head);
+        let walked = self.walk(mem, head, chain);
+        if let Err(WalkError::Ring(error)) = walked {
+            return Err(error);
+        }
+        // The chain is consumed, valid or not: it is in flight until the
+        // device (or the core, for a malformed one) returns it.
         self.next_avail = self.next_avail.wrapping_add(1);
-        self.walk(mem, head).map(Some)
+        self.inflight.insert(head);
+        match walked {
+            Ok(()) => {
+                chain.finish();
+                Ok(true)
+            }
+            Err(WalkError::Chain { kind, reached_end }) => Err(QueueError::Chain(ChainError {
+                head: chain.partial_head(),
+                kind,
+                salvage: chain.salvage(reached_end),
+            })),
+            Err(WalkError::Ring(error)) => Err(error),
+        }
     }
 
     /// Walks the chain starting at descriptor `head`, reading each
-    /// descriptor exactly once.
+    /// descriptor exactly once. After the first malformed buffer the walk
+    /// goes on to the chain's end (noting only where writable descriptors
+    /// are), so the device can still answer the request.
     fn walk<M: GuestMemory, const N: usize>(
         &self,
         mem: &M,
         head: u16,
-    ) -> Result<Chain<N>, QueueError> {
-        let mut chain = Chain::<N>::new(head);
-        let fail = |chain: &Chain<N>, kind| {
-            QueueError::Chain(ChainError {
-                head: chain.partial_head(),
-                kind,
-            })
+        chain: &mut Chain<N>,
+    ) -> Result<(), WalkError> {
+        let limit = walk_limit(self.size, N);
+        // The first thing wrong with a buffer; the walk goes on after it.
+        let mut bad: Option<ChainErrorKind> = None;
+        let stop = |bad: Option<ChainErrorKind>, kind| WalkError::Chain {
+            kind: bad.unwrap_or(kind),
+            reached_end: false,
         };
         // The table being walked: the ring's, then possibly one indirect.
         let mut table = self.desc;
@@ -255,26 +324,21 @@ impl SplitQueue {
         loop {
             visited = visited.wrapping_add(1);
             if visited > entries {
-                return Err(fail(&chain, ChainErrorKind::Loop));
+                return Err(stop(bad, ChainErrorKind::Loop));
             }
             let addr = Self::slot(table, index, DESC_SIZE);
             let desc = match mem.read_obj::<VirtqDesc>(addr) {
                 Ok(desc) => desc,
-                Err(error) => {
-                    return Err(if indirect {
-                        fail(
-                            &chain,
-                            ChainErrorKind::IndirectTableOutOfMemory {
-                                addr: table,
-                                len: entries.wrapping_mul(16),
-                            },
-                        )
-                    } else {
-                        QueueError::Ring {
-                            area: RingArea::Descriptors,
-                            error,
-                        }
-                    });
+                Err(error) if !indirect => {
+                    return Err(WalkError::Ring(QueueError::Ring {
+                        area: RingArea::Descriptors,
+                        error,
+                    }));
+                }
+                Err(_) => {
+                    let len = entries.wrapping_mul(16);
+                    let kind = ChainErrorKind::IndirectTableOutOfMemory { addr: table, len };
+                    return Err(stop(bad, kind));
                 }
             };
             if !indirect {
@@ -301,7 +365,7 @@ impl SplitQueue {
                     None
                 };
                 if let Some(kind) = kind {
-                    return Err(fail(&chain, kind));
+                    return Err(stop(bad, kind));
                 }
                 table = d_addr;
                 entries = d_len / 16;
@@ -311,33 +375,39 @@ impl SplitQueue {
                 continue;
             }
             buffers = buffers.wrapping_add(1);
-            if buffers > u32::from(self.size) {
-                return Err(fail(
-                    &chain,
-                    ChainErrorKind::LongerThanQueue { size: self.size },
-                ));
+            if buffers > limit {
+                let kind = ChainErrorKind::LongerThanQueue { size: self.size };
+                return Err(stop(bad, kind));
             }
-            if let Err(kind) = chain.push(mem, d_addr, d_len, flags.contains(DescFlags::WRITE)) {
-                return Err(fail(&chain, kind));
+            let writable = flags.contains(DescFlags::WRITE);
+            if bad.is_none() {
+                bad = chain.push(mem, d_addr, d_len, writable).err();
+            } else {
+                chain.note(mem, d_addr, d_len, writable);
             }
             if !flags.contains(DescFlags::NEXT) {
-                return Ok(chain.finish());
+                return match bad {
+                    None => Ok(()),
+                    Some(kind) => Err(WalkError::Chain {
+                        kind,
+                        reached_end: true,
+                    }),
+                };
             }
             index = desc.next.get();
             if u32::from(index) >= entries {
-                return Err(fail(
-                    &chain,
-                    ChainErrorKind::NextOutOfRange {
-                        next: index,
-                        entries,
-                    },
-                ));
+                let kind = ChainErrorKind::NextOutOfRange {
+                    next: index,
+                    entries,
+                };
+                return Err(stop(bad, kind));
             }
         }
     }
 
     /// Returns a buffer to the driver with `written` bytes written to its
-    /// device-writable part. The driver sees it after [`Self::publish_used`].
+    /// device-writable part (clamped to the chain's writable length). The
+    /// driver sees it after [`Self::publish_used`].
     ///
     /// With `IN_ORDER`, buffers must be returned in the order they were
     /// popped; a run of fully written buffers then costs one used element
@@ -345,9 +415,10 @@ impl SplitQueue {
     /// partly written one closes the run with its own element.
     ///
     /// # Errors
-    /// [`QueueError::InvalidUsedId`] / [`QueueError::NothingInFlight`] for a
-    /// device bug (nothing is written), [`QueueError::Ring`] if the used ring
-    /// is unreachable.
+    /// [`QueueError::InvalidUsedId`] / [`QueueError::NotInFlight`] for a
+    /// device bug: a head this queue never handed out, or already took
+    /// back. [`QueueError::Ring`] if the used ring is unreachable. On any
+    /// error nothing changes, so the completion can be retried.
     pub fn push_used<M: GuestMemory>(
         &mut self,
         mem: &M,
@@ -357,19 +428,23 @@ impl SplitQueue {
         if head.id >= self.size {
             return Err(QueueError::InvalidUsedId { id: head.id });
         }
-        if self.next_used == self.next_avail {
-            return Err(QueueError::NothingInFlight);
+        if !self.inflight.contains(head.id) {
+            return Err(QueueError::NotInFlight { id: head.id });
         }
-        if self.in_order {
-            self.next_used = self.next_used.wrapping_add(1);
-            self.batch_last = Some((head.id, written));
-            if head.full_len != Some(written) {
-                self.flush_batch(mem)?;
-            }
-            return Ok(());
+        let len = head.used_len(written);
+        let next = self.next_used.wrapping_add(1);
+        if !self.in_order {
+            self.write_used_elem(mem, self.next_used, head.id, len)?;
+        } else if head.completes_whole(written) {
+            self.batch_last = Some((head.id, len));
+        } else {
+            // This one closes the run: one element at the run's first slot.
+            self.write_used_elem(mem, self.batch_start, head.id, len)?;
+            self.batch_last = None;
+            self.batch_start = next;
         }
-        self.write_used_elem(mem, self.next_used, head.id, written)?;
-        self.next_used = self.next_used.wrapping_add(1);
+        self.next_used = next;
+        self.inflight.remove(head.id);
         Ok(())
     }
 
@@ -497,6 +572,7 @@ mod tests {
     use zerocopy::IntoBytes;
 
     use super::*;
+    use crate::queue::TakeChain;
     use crate::memory::Region;
     use crate::queue::{AccessError, Chain, NotificationData};
     use crate::spec::{VirtqDesc, VirtqUsedElem};
@@ -550,15 +626,15 @@ mod tests {
         (e.id.get(), e.len.get())
     }
 
-    fn with_queue(features: Features, f: impl FnOnce(&Region, &mut SplitQueue)) {
+    fn with_queue(features: Features, f: impl FnOnce(&Region, &mut SplitQueue<64>)) {
         let mut buf = vec![0u64; MEM / 8];
         let mem = Region::new(0, buf.as_mut_bytes()).unwrap();
-        let mut q = SplitQueue::new(&mem, config(), features).unwrap();
+        let mut q = SplitQueue::<64>::new(&mem, config(), features).unwrap();
         f(&mem, &mut q);
     }
 
-    fn pop_err(mem: &Region, q: &mut SplitQueue) -> QueueError {
-        q.pop::<_, 16>(mem).unwrap_err()
+    fn pop_err(mem: &Region, q: &mut SplitQueue<64>) -> QueueError {
+        q.take::<_, 16>(mem).unwrap_err()
     }
 
     fn chain_kind(e: QueueError) -> ChainErrorKind {
@@ -576,7 +652,7 @@ mod tests {
         let mut buf = vec![0u64; MEM / 8];
         let mem = Region::new(0, buf.as_mut_bytes()).unwrap();
         let f = Features::empty();
-        let with = |c: QueueConfig| SplitQueue::new(&mem, c, f).unwrap_err();
+        let with = |c: QueueConfig| SplitQueue::<64>::new(&mem, c, f).unwrap_err();
         assert_eq!(
             with(QueueConfig {
                 size: 0,
@@ -643,7 +719,7 @@ mod tests {
     #[test]
     fn empty_ring_pops_nothing() {
         with_queue(Features::empty(), |mem, q| {
-            assert_eq!(q.pop::<_, 4>(mem), Ok(None));
+            assert_eq!(q.take::<_, 4>(mem), Ok(None));
             assert_eq!(q.pending(mem), Ok(0));
         });
     }
@@ -661,7 +737,7 @@ mod tests {
             set_desc(mem, DESC, 2, DATA + 0x200, 2, NEXT | WRITE, 3);
             set_desc(mem, DESC, 3, DATA + 0x300, 4, WRITE, 0);
             offer(mem, &[0]);
-            let chain: Chain<4> = q.pop(mem).unwrap().unwrap();
+            let chain: Chain<4> = q.take(mem).unwrap().unwrap();
             assert_eq!((chain.readable_len(), chain.writable_len()), (8, 6));
             assert_eq!(chain.head().descs(), 4);
             let mut r = chain.reader(mem);
@@ -707,7 +783,7 @@ mod tests {
             offer(mem, &[0]);
             let mut before = [0u8; 256];
             mem.read(DESC, &mut before).unwrap();
-            let chain: Chain<4> = q.pop(mem).unwrap().unwrap();
+            let chain: Chain<4> = q.take(mem).unwrap().unwrap();
             let mut w = chain.writer(mem);
             w.write_all(&[0xff; 16]).unwrap();
             q.push_used(mem, chain.head(), w.bytes_written()).unwrap();
@@ -749,31 +825,45 @@ mod tests {
         });
     }
 
+    /// An indirect table of `n` one-byte buffers at descriptor 0.
+    fn offer_indirect(mem: &Region, n: u16) {
+        let table = DATA + 0x1000;
+        for i in 0..n {
+            let flags = if i + 1 < n { NEXT } else { 0 };
+            set_desc(mem, table, i, DATA, 1, flags, i + 1);
+        }
+        set_desc(mem, DESC, 0, table, 16 * u32::from(n), INDIRECT, 0);
+        offer(mem, &[0]);
+    }
+
     // virtio 1.4 §"Indirect Descriptors" (driver normative): a driver MUST
-    // NOT create a descriptor chain longer than the Queue Size.
+    // NOT create a descriptor chain longer than the Queue Size. Linux does,
+    // through one indirect table, when a device's seg_max exceeds the ring;
+    // the device serves such a chain up to its capacity N (a deliberate
+    // tolerance) and reads no more than max(queue size, N) descriptors.
     #[test]
-    fn rejects_chain_longer_than_queue_size() {
+    fn indirect_chain_longer_than_queue_is_served_up_to_capacity() {
         with_queue(Features::INDIRECT_DESC, |mem, q| {
-            let table = DATA + 0x1000;
-            let n = Q + 1;
-            for i in 0..n {
-                let flags = if i + 1 < n { NEXT } else { 0 };
-                set_desc(mem, table, i, DATA, 1, flags, i + 1);
-            }
-            set_desc(mem, DESC, 0, table, 16 * u32::from(n), INDIRECT, 0);
-            offer(mem, &[0]);
-            assert_eq!(
-                chain_kind(pop_err(mem, q)),
-                ChainErrorKind::LongerThanQueue { size: Q }
-            );
+            offer_indirect(mem, Q + 1);
+            let chain: Chain<16> = q.take(mem).unwrap().unwrap();
+            assert_eq!(chain.segments().len(), usize::from(Q) + 1);
+            q.push_used(mem, chain.head(), 0).unwrap();
+        });
+        with_queue(Features::INDIRECT_DESC, |mem, q| {
+            offer_indirect(mem, 17);
+            let e = q.take::<_, 16>(mem).unwrap_err();
+            assert_eq!(chain_kind(e), ChainErrorKind::LongerThanQueue { size: Q });
+            // The walk stopped at its bound: the chain's end is unknown.
+            let QueueError::Chain(c) = e else { unreachable!() };
+            assert_eq!(c.salvage().tail, None);
         });
     }
 
     // A chain of direct descriptors then an indirect table also counts
     // every buffer towards the limit.
     #[test]
-    fn direct_plus_indirect_counts_towards_queue_size() {
-        with_queue(Features::INDIRECT_DESC, |mem, q| {
+    fn direct_plus_indirect_counts_towards_the_limit() {
+        let setup = |mem: &Region| {
             let table = DATA + 0x1000;
             for i in 0..4 {
                 set_desc(mem, DESC, i, DATA, 1, NEXT, i + 1);
@@ -783,10 +873,18 @@ mod tests {
                 set_desc(mem, table, i, DATA, 1, if i < 4 { NEXT } else { 0 }, i + 1);
             }
             offer(mem, &[0]);
+        };
+        with_queue(Features::INDIRECT_DESC, |mem, q| {
+            setup(mem);
             assert_eq!(
-                chain_kind(pop_err(mem, q)),
+                chain_kind(q.take::<_, 8>(mem).unwrap_err()),
                 ChainErrorKind::LongerThanQueue { size: Q }
             );
+        });
+        with_queue(Features::INDIRECT_DESC, |mem, q| {
+            setup(mem);
+            let chain: Chain<9> = q.take(mem).unwrap().unwrap();
+            assert_eq!(chain.segments().len(), 9);
         });
     }
 
@@ -989,7 +1087,7 @@ mod tests {
             set_desc(mem, DESC, 2, DATA, 1, 0, 0);
             offer(mem, &[0]);
             assert_eq!(
-                chain_kind(q.pop::<_, 4>(&Vast(mem)).unwrap_err()),
+                chain_kind(q.take::<_, 4>(&Vast(mem)).unwrap_err()),
                 ChainErrorKind::TotalLengthOverflow
             );
         });
@@ -1004,12 +1102,14 @@ mod tests {
                 set_desc(mem, DESC, i, DATA, 1, if i < 2 { NEXT } else { 0 }, i + 1);
             }
             offer(mem, &[0, 0]);
+            let e = q.take::<_, 2>(mem).unwrap_err();
             assert_eq!(
-                chain_kind(q.pop::<_, 2>(mem).unwrap_err()),
+                chain_kind(e),
                 ChainErrorKind::TooManySegments { capacity: 2 }
             );
+            q.push_used(mem, e.head().unwrap(), 0).unwrap();
             // The same chain fits a larger snapshot.
-            assert_eq!(q.pop::<_, 3>(mem).unwrap().unwrap().segments().len(), 3);
+            assert_eq!(q.take::<_, 3>(mem).unwrap().unwrap().segments().len(), 3);
         });
     }
 
@@ -1056,7 +1156,7 @@ mod tests {
             offer(mem, &[3, 4]);
             let head = pop_err(mem, q).head().unwrap();
             q.push_used(mem, head, 0).unwrap();
-            let chain: Chain<2> = q.pop(mem).unwrap().unwrap();
+            let chain: Chain<2> = q.take(mem).unwrap().unwrap();
             q.push_used(mem, chain.head(), 4).unwrap();
             assert!(q.publish_used(mem).unwrap());
             assert_eq!(used_idx(mem), 2);
@@ -1079,7 +1179,7 @@ mod tests {
             set_desc(mem, table, 1, DATA + 0x20, 0, NEXT | WRITE, 2);
             set_desc(mem, table, 2, DATA + 0x30, 5, WRITE, 0);
             offer(mem, &[6]);
-            let chain: Chain<4> = q.pop(mem).unwrap().unwrap();
+            let chain: Chain<4> = q.take(mem).unwrap().unwrap();
             assert_eq!(chain.id(), 6);
             assert_eq!(chain.head().descs(), 2);
             assert_eq!(chain.readable_segments().len(), 2);
@@ -1102,12 +1202,12 @@ mod tests {
         with_queue(Features::empty(), |mem, q| {
             set_desc(mem, DESC, 0, DATA, 1, WRITE, 0);
             offer(mem, &[0, 0]);
-            let c: Chain<1> = q.pop(mem).unwrap().unwrap();
+            let c: Chain<1> = q.take(mem).unwrap().unwrap();
             q.push_used(mem, c.head(), 1).unwrap();
             assert!(q.publish_used(mem).unwrap());
             mem.store_u16_release(AVAIL, VIRTQ_AVAIL_F_NO_INTERRUPT)
                 .unwrap();
-            let c: Chain<1> = q.pop(mem).unwrap().unwrap();
+            let c: Chain<1> = q.take(mem).unwrap().unwrap();
             q.push_used(mem, c.head(), 1).unwrap();
             assert!(!q.publish_used(mem).unwrap());
             // The device MUST ignore used_event without EVENT_IDX.
@@ -1138,7 +1238,7 @@ mod tests {
             let mut notified = std::vec::Vec::new();
             for _ in 0..4 {
                 offer(mem, &[0]);
-                let c: Chain<1> = q.pop(mem).unwrap().unwrap();
+                let c: Chain<1> = q.take(mem).unwrap().unwrap();
                 q.push_used(mem, c.head(), 1).unwrap();
                 notified.push(q.publish_used(mem).unwrap());
             }
@@ -1148,7 +1248,7 @@ mod tests {
             mem.store_u16_release(used_event, 5).unwrap();
             offer(mem, &[0, 0, 0]);
             for _ in 0..3 {
-                let c: Chain<1> = q.pop(mem).unwrap().unwrap();
+                let c: Chain<1> = q.take(mem).unwrap().unwrap();
                 q.push_used(mem, c.head(), 1).unwrap();
             }
             assert!(q.publish_used(mem).unwrap());
@@ -1176,7 +1276,8 @@ mod tests {
             set_desc(mem, DESC, 0, DATA, 1, 0, 0);
             offer(mem, &[0, 0, 0]);
             for _ in 0..3 {
-                let _: Chain<1> = q.pop(mem).unwrap().unwrap();
+                let c: Chain<1> = q.take(mem).unwrap().unwrap();
+                q.push_used(mem, c.head(), 0).unwrap();
             }
             q.disable_notification(mem).unwrap();
             assert_eq!(q.enable_notification(mem), Ok(false));
@@ -1196,7 +1297,7 @@ mod tests {
                 q.disable_notification(mem).unwrap();
                 offer(mem, &[0]);
                 assert_eq!(q.enable_notification(mem), Ok(true));
-                assert!(q.pop::<_, 1>(mem).unwrap().is_some());
+                assert!(q.take::<_, 1>(mem).unwrap().is_some());
                 assert_eq!(q.enable_notification(mem), Ok(false));
             });
         }
@@ -1213,7 +1314,7 @@ mod tests {
             }
             offer(mem, &[0, 1, 2, 3]);
             let chains: std::vec::Vec<Chain<1>> =
-                (0..3).map(|_| q.pop(mem).unwrap().unwrap()).collect();
+                (0..3).map(|_| q.take(mem).unwrap().unwrap()).collect();
             for c in &chains {
                 q.push_used(mem, c.head(), 4).unwrap();
             }
@@ -1223,7 +1324,7 @@ mod tests {
             assert_eq!(used_elem(mem, 1), (0, 0));
             // A partly written buffer gets its own element: the driver would
             // otherwise assume it was written completely.
-            let c: Chain<1> = q.pop(mem).unwrap().unwrap();
+            let c: Chain<1> = q.take(mem).unwrap().unwrap();
             q.push_used(mem, c.head(), 1).unwrap();
             q.publish_used(mem).unwrap();
             assert_eq!(used_idx(mem), 4);
@@ -1239,7 +1340,7 @@ mod tests {
             }
             offer(mem, &[0, 1, 2]);
             let chains: std::vec::Vec<Chain<1>> =
-                (0..3).map(|_| q.pop(mem).unwrap().unwrap()).collect();
+                (0..3).map(|_| q.take(mem).unwrap().unwrap()).collect();
             q.push_used(mem, chains[0].head(), 4).unwrap();
             q.push_used(mem, chains[1].head(), 2).unwrap();
             q.push_used(mem, chains[2].head(), 4).unwrap();
@@ -1256,7 +1357,7 @@ mod tests {
         with_queue(Features::empty(), |mem, q| {
             set_desc(mem, DESC, 0, DATA, 1, 0, 0);
             offer(mem, &[0]);
-            let c: Chain<1> = q.pop(mem).unwrap().unwrap();
+            let c: Chain<1> = q.take(mem).unwrap().unwrap();
             let mut bad = c.head();
             bad.id = Q;
             assert_eq!(
@@ -1266,7 +1367,7 @@ mod tests {
             q.push_used(mem, c.head(), 0).unwrap();
             assert_eq!(
                 q.push_used(mem, c.head(), 0),
-                Err(QueueError::NothingInFlight)
+                Err(QueueError::NotInFlight { id: 0 })
             );
         });
     }
@@ -1295,13 +1396,13 @@ mod tests {
         with_queue(Features::empty(), |mem, q| {
             set_desc(mem, DESC, 0, DATA, 1, 0, 0);
             offer(mem, &[0, 0]);
-            let c: Chain<1> = q.pop(mem).unwrap().unwrap();
+            let c: Chain<1> = q.take(mem).unwrap().unwrap();
             q.push_used(mem, c.head(), 0).unwrap();
             q.reset();
             assert_eq!((q.next_avail(), q.next_used()), (0, 0));
             // With the driver's ring reset too, the queue starts from scratch.
             mem.store_u16_release(AVAIL + 2, 0).unwrap();
-            assert_eq!(q.pop::<_, 1>(mem), Ok(None));
+            assert_eq!(q.take::<_, 1>(mem), Ok(None));
             q.set_indices(5, 5);
             assert_eq!(q.next_avail(), 5);
         });
@@ -1320,7 +1421,7 @@ mod tests {
             offer(mem, &[0, 0, 0]);
             assert_eq!(q.pending(mem), Ok(3));
             for _ in 0..3 {
-                let c: Chain<1> = q.pop(mem).unwrap().unwrap();
+                let c: Chain<1> = q.take(mem).unwrap().unwrap();
                 q.push_used(mem, c.head(), 1).unwrap();
             }
             assert!(q.publish_used(mem).unwrap());
@@ -1342,7 +1443,7 @@ mod tests {
             .unwrap();
         mem.add(Region::new(0x10_0080, high.as_mut_bytes()).unwrap())
             .unwrap();
-        let mut q = SplitQueue::new(&mem, config(), Features::empty()).unwrap();
+        let mut q = SplitQueue::<64>::new(&mem, config(), Features::empty()).unwrap();
         let d = |i: u16, addr: u64, len: u32, flags: u16, next: u16| {
             let desc = VirtqDesc {
                 addr: addr.into(),
@@ -1356,20 +1457,17 @@ mod tests {
         d(1, 0x20_0000, 4, 0, 0);
         mem.write(AVAIL + 4, &[0, 0, 1, 0]).unwrap();
         mem.store_u16_release(AVAIL + 2, 2).unwrap();
-        let chain: Chain<2> = q.pop(&mem).unwrap().unwrap();
+        let chain: Chain<2> = q.take(&mem).unwrap().unwrap();
         let mut w = chain.writer(&mem);
         w.write_all(&[0xab; 0x20]).unwrap();
         q.push_used(&mem, chain.head(), w.bytes_written()).unwrap();
-        let e = q.pop::<_, 2>(&mem).unwrap_err();
+        let e = q.take::<_, 2>(&mem).unwrap_err();
         assert_eq!(
-            e,
-            QueueError::Chain(ChainError {
-                head: e.head().unwrap(),
-                kind: ChainErrorKind::SegmentOutOfMemory {
-                    addr: 0x20_0000,
-                    len: 4
-                }
-            })
+            chain_kind(e),
+            ChainErrorKind::SegmentOutOfMemory {
+                addr: 0x20_0000,
+                len: 4
+            }
         );
         q.push_used(&mem, e.head().unwrap(), 0).unwrap();
         assert!(q.publish_used(&mem).unwrap());
@@ -1419,7 +1517,7 @@ mod tests {
                 inner: mem,
                 reads: RefCell::new(HashMap::new()),
             };
-            let chain: Chain<4> = q.pop(&counting).unwrap().unwrap();
+            let chain: Chain<4> = q.take(&counting).unwrap().unwrap();
             assert_eq!(chain.segments().len(), 4);
             let reads = counting.reads.borrow();
             for addr in [DESC + 16, DESC + 32, DESC + 48, table, table + 16] {

@@ -128,8 +128,8 @@ pub trait RingPair {
     fn pop_used(&mut self, mem: &Region) -> Result<Option<Used>, DriverError>;
 }
 
-pub struct Split(pub SplitDriver, pub SplitQueue);
-pub struct Packed(pub PackedDriver<64>, pub PackedQueue);
+pub struct Split(pub SplitDriver, pub SplitQueue<256>);
+pub struct Packed(pub PackedDriver<64>, pub PackedQueue<256>);
 
 macro_rules! ring_pair {
     ($t:ty) => {
@@ -153,7 +153,8 @@ macro_rules! ring_pair {
                 self.0.publish_avail(mem).unwrap();
             }
             fn pop(&mut self, mem: &Region) -> Result<Option<Chain<8>>, QueueError> {
-                self.1.pop(mem)
+                let mut chain = Chain::new();
+                Ok(self.1.pop(mem, &mut chain)?.then_some(chain))
             }
             fn push_used(&mut self, mem: &Region, head: Head, len: u32) {
                 self.1.push_used(mem, head, len).unwrap();
