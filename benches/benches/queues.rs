@@ -9,9 +9,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use virtio_bench::{Driver, QUEUE_SIZE, Shape, device_batch, host_memory};
+use virtio_bench::{BenchQueue, Driver, QUEUE_SIZE, Shape, device_batch, host_memory};
 use virtio_core::memory::Region;
-use virtio_core::queue::Queue;
 use virtio_core::spec::Features;
 use zerocopy::IntoBytes;
 
@@ -26,7 +25,7 @@ fn ours(c: &mut Criterion, shape: Shape, packed: bool) {
     let mut features = FEATURES;
     features.set(Features::RING_PACKED, packed);
     let (mut drv, cfg) = Driver::new(&mem, QUEUE_SIZE, features);
-    let mut q = Queue::new(&mem, cfg, features).unwrap();
+    let mut q = BenchQueue::new(&mem, cfg, features).unwrap();
     let name = if packed { "ours-packed" } else { "ours-split" };
     let mut group = c.benchmark_group(format!("device/{}", shape.name()));
     group.throughput(Throughput::Elements(u64::from(drv.refill(&mem, shape))));
@@ -86,7 +85,7 @@ fn driver_side(c: &mut Criterion) {
             let mut features = FEATURES;
             features.set(Features::RING_PACKED, packed);
             let (mut drv, cfg) = Driver::new(&mem, QUEUE_SIZE, features);
-            let mut q = Queue::new(&mem, cfg, features).unwrap();
+            let mut q = BenchQueue::new(&mem, cfg, features).unwrap();
             group.throughput(Throughput::Elements(u64::from(drv.refill(&mem, shape))));
             device_batch(&mut q, &mem).unwrap();
             let name = if packed { "ours-packed" } else { "ours-split" };

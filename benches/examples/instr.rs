@@ -11,9 +11,8 @@
 
 use std::hint::black_box;
 
-use virtio_bench::{Driver, QUEUE_SIZE, Shape, device_batch, host_memory};
+use virtio_bench::{BenchQueue, Driver, QUEUE_SIZE, Shape, device_batch, host_memory};
 use virtio_core::memory::Region;
-use virtio_core::queue::Queue;
 use virtio_core::spec::Features;
 use zerocopy::IntoBytes;
 
@@ -43,7 +42,7 @@ fn main() {
             let mut features = features;
             features.set(Features::RING_PACKED, engine == "ours-packed");
             let (mut drv, cfg) = Driver::new(&mem, QUEUE_SIZE, features);
-            let mut q = Queue::new(&mem, cfg, features).unwrap();
+            let mut q = BenchQueue::new(&mem, cfg, features).unwrap();
             for _ in 0..batches {
                 drv.refill(&mem, shape);
                 served += u64::from(black_box(device_batch(&mut q, &mem).unwrap()).0);

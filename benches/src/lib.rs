@@ -210,12 +210,20 @@ pub fn serve<M: GuestMemory, const N: usize>(mem: &M, chain: &Chain<N>) -> u32 {
     }
 }
 
+/// Our device-side queue as the benches use it: in-flight tables for any
+/// queue size.
+pub type BenchQueue = Queue<32768>;
+
 /// Pops everything available on `q`, serves it, and publishes once.
 /// Returns the requests served and whether the driver wants an interrupt.
 #[inline(never)]
-pub fn device_batch<M: GuestMemory>(q: &mut Queue, mem: &M) -> Result<(u32, bool), QueueError> {
+pub fn device_batch<M: GuestMemory, const S: usize>(
+    q: &mut Queue<S>,
+    mem: &M,
+) -> Result<(u32, bool), QueueError> {
     let mut n = 0;
-    while let Some(chain) = q.pop::<_, 4>(mem)? {
+    let mut chain = Chain::<4>::new();
+    while q.pop(mem, &mut chain)? {
         let written = serve(mem, &chain);
         q.push_used(mem, chain.head(), written)?;
         n += 1;

@@ -18,6 +18,7 @@ use core::cell::RefCell;
 
 use common::{DOORBELL, LAYOUT, NvicDoorbell, WINDOW_WORDS, XorShift};
 use cortex_m::interrupt::Mutex;
+use cortex_m::peripheral::NVIC;
 use cortex_m_rt::{ExceptionFrame, entry, exception};
 use cortex_m_semihosting::{debug, hprintln};
 use virtio_core::driver::SplitDriver;
@@ -31,9 +32,10 @@ use virtio_transport_shm::{DataArea, DeviceEnd, DriverEnd, Polled, ShmDevice, Sp
 use zerocopy::IntoBytes;
 
 type Data = DataArea<'static, Region<'static>>;
+/// Queues of up to 8 descriptors: the in-flight tables are sized to match.
 type Devices = (
-    ShmDevice<Rng<XorShift>, Data, 1>,
-    ShmDevice<Block<RamDisk<'static>>, Data, 1>,
+    ShmDevice<Rng<XorShift>, Data, 1, 8>,
+    ShmDevice<Block<RamDisk<'static>>, Data, 1, 8>,
 );
 type Device = DeviceEnd<'static, Region<'static>, Devices, Polled>;
 
@@ -282,8 +284,13 @@ unsafe fn DefaultHandler(irqn: i16) {
         fail("unexpected interrupt");
     }
     cortex_m::interrupt::free(|cs| {
-        if let Some(device) = DEVICE.borrow(cs).borrow_mut().as_mut() {
-            while device.process() {}
+        // One budget per interrupt: with work left the handler pends its
+        // own interrupt again, so other interrupts run in between and no
+        // buffer waits for a doorbell the driver will not ring.
+        if let Some(device) = DEVICE.borrow(cs).borrow_mut().as_mut()
+            && device.process().work_left()
+        {
+            NVIC::pend(DOORBELL);
         }
     });
 }

@@ -135,8 +135,12 @@ fn run<D: VirtioDevice>(device: D, mem: &Guarded<'_>, input: &RequestInput<'_>, 
         return;
     }
     drv.publish_avail(mem).expect("publish");
-    core.notify(u32::from(queue));
-    core.poll();
+    // One budget per call; the embedder calls again while work is left
+    // (at most one chain is queued here, so this ends at once).
+    let mut service = core.notify(u32::from(queue));
+    while service.work_left() {
+        service = core.poll();
+    }
 
     let mut returned = 0;
     while let Some(used) = drv.pop_used(mem).expect("the device returns valid ids") {

@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
             _ => Width::Word,
         };
         if op.write {
-            mmio.write(u32::from(op.offset), width, op.value);
+            let _ = mmio.write(u32::from(op.offset), width, op.value);
         } else {
             mmio.read(u32::from(op.offset), width);
         }

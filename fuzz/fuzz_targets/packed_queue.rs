@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use virtio_core::queue::{PackedQueue, QueueConfig, RingPosition};
+use virtio_core::queue::{Chain, PackedQueue, QueueConfig, RingPosition};
 use virtio_core::spec::Features;
 use virtio_fuzz::{
     DESC, DEVICE_AREA, DRIVER_AREA, Guarded, QueueInput, check_chain, host, load_image,
@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         device_addr: DEVICE_AREA,
     };
     let features = Features::from_bits_retain(input.features) | Features::RING_PACKED;
-    let mut q = PackedQueue::new(&mem, cfg, features).expect("the fixed layout is valid");
+    let mut q = PackedQueue::<32>::new(&mem, cfg, features).expect("the fixed layout is valid");
     let (avail, used) = (
         RingPosition::from_u16(input.avail),
         RingPosition::from_u16(input.used),
@@ -42,11 +42,12 @@ fuzz_target!(|data: &[u8]| {
     let used_start = q.next_used();
 
     let mut heads = Vec::new();
+    let mut chain = Chain::<8>::new();
     let mut slots = 0u32;
     for _ in 0..=u32::from(input.max_pops).min(u32::from(size)) {
-        match q.pop::<_, 8>(&mem) {
-            Ok(None) => break,
-            Ok(Some(chain)) => {
+        match q.pop(&mem, &mut chain) {
+            Ok(false) => break,
+            Ok(true) => {
                 check_chain(&mem, &chain);
                 slots += u32::from(chain.head().descs());
                 heads.push((chain.head(), chain.writable_len()));

@@ -10,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use virtio_core::memory::GuestMemory;
-use virtio_core::queue::{QueueConfig, SplitQueue};
+use virtio_core::queue::{Chain, QueueConfig, SplitQueue};
 use virtio_core::spec::{Features, split_used_size};
 use virtio_fuzz::{
     DESC, DEVICE_AREA, DRIVER_AREA, Guarded, QueueInput, check_chain, host, load_image,
@@ -33,16 +33,17 @@ fuzz_target!(|data: &[u8]| {
         device_addr: DEVICE_AREA,
     };
     let features = Features::from_bits_retain(input.features);
-    let mut q = SplitQueue::new(&mem, cfg, features).expect("the fixed layout is valid");
+    let mut q = SplitQueue::<32>::new(&mem, cfg, features).expect("the fixed layout is valid");
     // The device resumes with every earlier buffer returned (as after
     // vhost-user's SET_VRING_BASE): used and available indices agree.
     q.set_indices(input.avail, input.avail);
 
     let mut heads = Vec::new();
+    let mut chain = Chain::<8>::new();
     for _ in 0..=u32::from(input.max_pops).min(u32::from(size)) {
-        match q.pop::<_, 8>(&mem) {
-            Ok(None) => break,
-            Ok(Some(chain)) => {
+        match q.pop(&mem, &mut chain) {
+            Ok(false) => break,
+            Ok(true) => {
                 check_chain(&mem, &chain);
                 heads.push((chain.head(), chain.writable_len()));
             }

@@ -107,7 +107,7 @@ fn main() {
         let mut m = mmio.borrow_mut();
         let backend = m.core_mut().device_mut().backend_mut(0).unwrap();
         backend.input.extend(b"host says hello");
-        m.poll();
+        while m.poll().work_left() {}
     }
     con.ack_interrupt().unwrap();
     let mut got = Vec::new();

@@ -114,8 +114,23 @@ impl<D: VirtioDevice, const Q: usize> Harness<D, Q> {
         id
     }
 
+    /// Adds a chain whose buffers come in the given order, each readable or
+    /// writable (`true`) as given, even when that breaks the driver's rules
+    /// (a readable buffer after a writable one); returns its id.
+    pub fn add_mixed(&mut self, q: u16, buffers: &[(Segment, bool)]) -> u16 {
+        let driver = self.drivers[usize::from(q)].as_mut().unwrap();
+        let id = driver.add_raw(self.mem, buffers).unwrap();
+        driver.publish_avail(self.mem).unwrap();
+        id
+    }
+
+    /// Notifies queue `q` and, as the embedder must, polls again while the
+    /// core reports work left.
     pub fn kick(&mut self, q: u16) {
-        self.core.notify(u32::from(q));
+        let mut service = self.core.notify(u32::from(q));
+        while service.work_left() {
+            service = self.core.poll();
+        }
     }
 
     pub fn used(&mut self, q: u16) -> Option<Used> {

@@ -10,7 +10,7 @@ use virtio_core::device::{
 };
 use virtio_core::driver::SplitDriver;
 use virtio_core::memory::{GuestMemory, Region};
-use virtio_core::queue::{QueueConfig, Segment};
+use virtio_core::queue::{Chain, QueueConfig, Segment};
 use virtio_core::spec::{DeviceId, Features};
 use zerocopy::IntoBytes;
 
@@ -57,8 +57,13 @@ impl VirtioDevice for Hi {
         }
     }
     fn reset(&mut self) {}
-    fn queue_notify<M: GuestMemory>(&mut self, queue: u16, queues: &mut DeviceQueues<'_, M>) {
-        while let Some(chain) = queues.pop::<4>(queue) {
+    fn queue_notify<M: GuestMemory, const S: usize>(
+        &mut self,
+        queue: u16,
+        queues: &mut DeviceQueues<'_, M, S>,
+    ) {
+        let mut chain = Chain::<4>::new();
+        while queues.pop(queue, &mut chain) {
             self.served += 1;
             let mut w = chain.writer(queues.memory());
             let _ = w.write_all(b"hi");
@@ -99,7 +104,7 @@ fn r(t: &mut Mmio<'_>, offset: u32) -> u32 {
 }
 
 fn w(t: &mut Mmio<'_>, offset: u32, value: u32) {
-    t.write(offset, Width::Word, value);
+    let _ = t.write(offset, Width::Word, value);
 }
 
 /// The driver's initialisation (virtio 1.4 §"Device Initialization") up to
@@ -276,7 +281,7 @@ fn control_registers_need_aligned_32_bit_accesses() {
                 })
             );
             assert_eq!(t.read(STATUS, width), 0);
-            t.write(STATUS, width, 1);
+            let _ = t.write(STATUS, width, 1);
             assert_eq!(r(t, STATUS), 0);
         }
         assert_eq!(
@@ -286,7 +291,7 @@ fn control_registers_need_aligned_32_bit_accesses() {
                 width: Width::Word
             })
         );
-        t.write(STATUS + 1, Width::Word, 1);
+        let _ = t.write(STATUS + 1, Width::Word, 1);
         assert_eq!(r(t, STATUS), 0);
         assert_eq!(t.error_count(), 5);
         assert!(matches!(t.last_error(), Some(MmioError::Unaligned { .. })));
@@ -551,12 +556,12 @@ fn config_space_byte_halfword_word() {
         // A 64-bit field read as two 32-bit halves.
         assert_eq!(t.read(CONFIG, Width::Word), 0x5566_7788);
         assert_eq!(t.read(CONFIG + 4, Width::Word), 0x1122_3344);
-        t.write(CONFIG + 8, Width::Word, 0xdead_beef);
+        let _ = t.write(CONFIG + 8, Width::Word, 0xdead_beef);
         assert_eq!(t.read(CONFIG + 8, Width::Word), 0xdead_beef);
-        t.write(CONFIG + 10, Width::Byte, 0x42);
+        let _ = t.write(CONFIG + 10, Width::Byte, 0x42);
         assert_eq!(t.read(CONFIG + 8, Width::Word), 0xde42_beef);
         // Read-only config bytes ignore the write (the device decides).
-        t.write(CONFIG, Width::Byte, 0);
+        let _ = t.write(CONFIG, Width::Byte, 0);
         assert_eq!(t.read(CONFIG, Width::Byte), 0x88);
         assert_eq!(t.error_count(), 0);
     });

@@ -1,6 +1,6 @@
 //! [`MmioTransport`]: register accesses in, [`DeviceCore`] calls out.
 
-use virtio_core::device::{DeviceCore, QueueSetupError, VirtioDevice};
+use virtio_core::device::{DeviceCore, QueueSetupError, Service, VirtioDevice};
 use virtio_core::memory::GuestMemory;
 use virtio_core::queue::RingArea;
 use virtio_core::spec::Features;
@@ -18,9 +18,20 @@ pub const MAX_SHM_REGIONS: usize = 8;
 /// the offset into the device's window and the access width. The interrupt
 /// line is asserted while any `InterruptStatus` bit is set and is updated
 /// after every write and every [`Self::poll`].
+///
+/// # Bounded work, and what the VMM does about it
+///
+/// A write that serves queues (`QueueNotify`, `Status` with `DRIVER_OK`,
+/// `QueueReady`) takes at most the core's budget of chains
+/// ([`DeviceCore::set_budget`]) and returns [`Service::WorkLeft`] when it
+/// stopped with buffers still available. The driver will not notify again
+/// for those, so the VMM must call [`Self::poll`] (from its event loop,
+/// after returning to the vCPU or serving other devices) until it returns
+/// [`Service::Done`]. A trap handler therefore never runs longer than one
+/// budget, however fast a driver on another vCPU refills the ring.
 #[derive(Debug)]
-pub struct MmioTransport<D, M, I, const Q: usize> {
-    core: DeviceCore<D, M, Q>,
+pub struct MmioTransport<D, M, I, const Q: usize, const S: usize = 1024> {
+    core: DeviceCore<D, M, Q, S>,
     irq: I,
     line: bool,
     vendor_id: u32,
@@ -33,10 +44,12 @@ pub struct MmioTransport<D, M, I, const Q: usize> {
     errors: u32,
 }
 
-impl<D: VirtioDevice, M: GuestMemory, I: InterruptLine, const Q: usize> MmioTransport<D, M, I, Q> {
+impl<D: VirtioDevice, M: GuestMemory, I: InterruptLine, const Q: usize, const S: usize>
+    MmioTransport<D, M, I, Q, S>
+{
     /// The register block of `core`, raising `irq`. The vendor ID is 0 until
     /// [`Self::with_vendor_id`].
-    pub fn new(core: DeviceCore<D, M, Q>, irq: I) -> Self {
+    pub fn new(core: DeviceCore<D, M, Q, S>, irq: I) -> Self {
         Self {
             core,
             irq,
@@ -68,13 +81,13 @@ impl<D: VirtioDevice, M: GuestMemory, I: InterruptLine, const Q: usize> MmioTran
     }
 
     /// The device core.
-    pub fn core(&self) -> &DeviceCore<D, M, Q> {
+    pub fn core(&self) -> &DeviceCore<D, M, Q, S> {
         &self.core
     }
 
     /// The device core, e.g. to reach the device model; call
     /// [`Self::update_interrupt`] after changing what it signals.
-    pub fn core_mut(&mut self) -> &mut DeviceCore<D, M, Q> {
+    pub fn core_mut(&mut self) -> &mut DeviceCore<D, M, Q, S> {
         &mut self.core
     }
 
@@ -94,10 +107,13 @@ impl<D: VirtioDevice, M: GuestMemory, I: InterruptLine, const Q: usize> MmioTran
     }
 
     /// Gives the device a turn outside a driver notification (e.g. console
-    /// input arrived), then updates the interrupt line.
-    pub fn poll(&mut self) {
-        self.core.poll();
+    /// input arrived) and continues work left by an earlier call, then
+    /// updates the interrupt line. Call it again while it returns
+    /// [`Service::WorkLeft`].
+    pub fn poll(&mut self) -> Service {
+        let service = self.core.poll();
         self.update_interrupt();
+        service
     }
 
     /// Drives the interrupt line from `InterruptStatus`: asserted while any
@@ -123,10 +139,22 @@ impl<D: VirtioDevice, M: GuestMemory, I: InterruptLine, const Q: usize> MmioTran
     }
 
     /// A register write as the trap handler sees it: an invalid access
-    /// changes nothing and is recorded ([`Self::last_error`]).
-    pub fn write(&mut self, offset: u32, width: Width, value: u32) {
+    /// changes nothing and is recorded ([`Self::last_error`]). On
+    /// [`Service::WorkLeft`] the VMM calls [`Self::poll`] until it returns
+    /// [`Service::Done`] (see the type's docs).
+    pub fn write(&mut self, offset: u32, width: Width, value: u32) -> Service {
         if let Err(e) = self.try_write(offset, width, value) {
             self.record(e);
+        }
+        self.service()
+    }
+
+    /// Whether some queue has work left that [`Self::poll`] must serve.
+    pub fn service(&self) -> Service {
+        if self.core.work_left() {
+            Service::WorkLeft
+        } else {
+            Service::Done
         }
     }
 
@@ -224,7 +252,7 @@ impl<D: VirtioDevice, M: GuestMemory, I: InterruptLine, const Q: usize> MmioTran
     /// [`MmioError`] for a wrong width or alignment, an unknown offset, a
     /// read-only register, a value the register does not take, a
     /// configuration access out of range, or a queue write the core
-    /// refused.
+    /// refused. Whether work is left is [`Self::service`].
     pub fn try_write(&mut self, offset: u32, width: Width, value: u32) -> Result<(), MmioError> {
         let result = self.write_inner(offset, width, value);
         self.update_interrupt();
@@ -260,7 +288,10 @@ impl<D: VirtioDevice, M: GuestMemory, I: InterruptLine, const Q: usize> MmioTran
                 let q = self.queue_for_write()?;
                 Self::queue_result(self.queue_sel, self.core.set_queue_ready(q, ready))?;
             }
-            QUEUE_NOTIFY => self.core.notify(value),
+            // Work left is reported by `write` (`Self::service`).
+            QUEUE_NOTIFY => {
+                let _ = self.core.notify(value);
+            }
             INTERRUPT_ACK => self.core.ack_interrupt(value),
             STATUS => {
                 let status =

@@ -149,8 +149,8 @@ fn main() {
             let mut dev = DeviceEnd::attach(window, LAYOUT, devices, driver_bell).unwrap();
             while !stop.load(Ordering::Acquire) {
                 wait(to_device_flag);
-                while dev.process() {}
-                dev.poll();
+                while dev.process().work_left() {}
+                while dev.poll().work_left() {}
             }
             dev
         });

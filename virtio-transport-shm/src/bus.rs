@@ -10,6 +10,7 @@
 
 use core::fmt;
 
+use virtio_core::device::Service;
 use virtio_core::memory::GuestMemory;
 
 use crate::device::{DeviceSet, Event, Refusal};
@@ -196,16 +197,25 @@ impl<'w, W: GuestMemory, S: DeviceSet, B: Doorbell> DeviceEnd<'w, W, S, B> {
         &self.doorbell
     }
 
-    /// Serves what the driver sent: up to two rings' worth of messages per
-    /// call (so a driver that never stops sending cannot keep the device
-    /// here), each answered in order; then flushes pending events and rings
-    /// the driver's doorbell if anything was sent. Stops early when ring B
-    /// is full (the driver rings again when it frees slots of a full ring).
+    /// Serves what the driver sent: first the queue work an earlier call
+    /// left, then up to two rings' worth of messages (so a driver that
+    /// never stops sending cannot keep the device here), each answered in
+    /// order; then flushes pending events and rings the driver's doorbell if
+    /// anything was sent. Stops early when ring B is full (the driver rings
+    /// again when it frees slots of a full ring). Each `EVENT_AVAIL` serves
+    /// its queue within the device core's budget
+    /// ([`virtio_core::device::DeviceCore::set_budget`]), so one call does
+    /// bounded work whatever the driver does.
     ///
-    /// Returns `true` only when the budget ran out with messages possibly
-    /// left (call again); never while blocked on a full ring B, so
-    /// `while end.process() {}` in an interrupt handler cannot spin.
-    pub fn process(&mut self) -> bool {
+    /// Returns [`Service::WorkLeft`] when it stopped with messages possibly
+    /// left or a device with queue work left (the driver will not ring for
+    /// it): call again, e.g. by re-pending the doorbell interrupt. Never
+    /// while only blocked on a full ring B, so `while end.process().work_left() {}`
+    /// cannot spin on a stalled driver.
+    pub fn process(&mut self) -> Service {
+        if self.devices.work_left() {
+            self.devices.poll();
+        }
         let mut sent = false;
         let mut more = false;
         let budget = u32::from(self.layout.slots()).saturating_mul(2);
@@ -250,15 +260,25 @@ impl<'w, W: GuestMemory, S: DeviceSet, B: Doorbell> DeviceEnd<'w, W, S, B> {
         if sent {
             self.doorbell.ring();
         }
-        more
+        if more || self.devices.work_left() {
+            Service::WorkLeft
+        } else {
+            Service::Done
+        }
     }
 
-    /// Gives every device a turn (backend input, timers), then sends the
-    /// events that produced.
-    pub fn poll(&mut self) {
+    /// Gives every device a turn (backend input, timers) and continues
+    /// queue work left by an earlier call, then sends the events that
+    /// produced. Call again while it returns [`Service::WorkLeft`].
+    pub fn poll(&mut self) -> Service {
         self.devices.poll();
         if self.flush_events() {
             self.doorbell.ring();
+        }
+        if self.devices.work_left() {
+            Service::WorkLeft
+        } else {
+            Service::Done
         }
     }
 

@@ -105,8 +105,13 @@ pub trait BusDevice {
         max_msg: usize,
     ) -> Result<bool, Refusal>;
 
-    /// Gives the device a turn outside a driver message (backend input).
+    /// Gives the device a turn outside a driver message (backend input),
+    /// and continues work an earlier call left.
     fn poll(&mut self);
+
+    /// Whether the device stopped with queue work left that no driver
+    /// message will announce ([`DeviceCore::work_left`]).
+    fn work_left(&self) -> bool;
 
     /// Takes the next pending event.
     fn next_event(&mut self) -> Option<Event>;
@@ -115,9 +120,12 @@ pub trait BusDevice {
 /// One virtio device on the shared-memory bus: a [`DeviceCore`] with the
 /// transport state virtio-msg needs (vendor id, feature bits above 63,
 /// pending events).
+///
+/// `S` is the most descriptors per queue ([`DeviceCore`]'s in-flight
+/// capacity): firmware sets it to the queue size it serves.
 #[derive(Debug)]
-pub struct ShmDevice<D, M, const Q: usize> {
-    core: DeviceCore<D, M, Q>,
+pub struct ShmDevice<D, M, const Q: usize, const S: usize = 1024> {
+    core: DeviceCore<D, M, Q, S>,
     vendor_id: u32,
     /// The driver set a feature bit above 63: `FEATURES_OK` is refused.
     high_features: bool,
@@ -126,7 +134,7 @@ pub struct ShmDevice<D, M, const Q: usize> {
     pending_config: bool,
 }
 
-impl<D: VirtioDevice, M: GuestMemory, const Q: usize> ShmDevice<D, M, Q> {
+impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> ShmDevice<D, M, Q, S> {
     const QUEUES_FIT: () = assert!(Q <= 64, "at most 64 queues per ShmDevice");
 
     /// `device` serving its queues from `mem` (the window's
@@ -150,13 +158,13 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> ShmDevice<D, M, Q> {
     }
 
     /// The device core.
-    pub fn core(&self) -> &DeviceCore<D, M, Q> {
+    pub fn core(&self) -> &DeviceCore<D, M, Q, S> {
         &self.core
     }
 
     /// The device core, e.g. to reach the device model. Events it raises
     /// are picked up at the next message or [`BusDevice::poll`].
-    pub fn core_mut(&mut self) -> &mut DeviceCore<D, M, Q> {
+    pub fn core_mut(&mut self) -> &mut DeviceCore<D, M, Q, S> {
         &mut self.core
     }
 
@@ -394,7 +402,9 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> ShmDevice<D, M, Q> {
                 } else {
                     u32::from(q)
                 };
-                self.core.notify(value);
+                // Work left is asked for by the bus after the message
+                // (`BusDevice::work_left`).
+                let _ = self.core.notify(value);
                 return Ok(false);
             }
             Request::GetDevices(_) | Request::Ping(_) => return Err(Refusal::NotForDevice),
@@ -403,7 +413,9 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> ShmDevice<D, M, Q> {
     }
 }
 
-impl<D: VirtioDevice, M: GuestMemory, const Q: usize> BusDevice for ShmDevice<D, M, Q> {
+impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> BusDevice
+    for ShmDevice<D, M, Q, S>
+{
     fn handle(
         &mut self,
         request: &Request<'_>,
@@ -416,8 +428,12 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize> BusDevice for ShmDevice<D,
     }
 
     fn poll(&mut self) {
-        self.core.poll();
+        let _ = self.core.poll();
         self.collect();
+    }
+
+    fn work_left(&self) -> bool {
+        self.core.work_left()
     }
 
     fn next_event(&mut self) -> Option<Event> {
@@ -456,6 +472,9 @@ pub trait DeviceSet {
     /// [`BusDevice::poll`] on every device.
     fn poll(&mut self);
 
+    /// [`BusDevice::work_left`] of any device.
+    fn work_left(&self) -> bool;
+
     /// [`BusDevice::next_event`] on device `dev`.
     fn next_event(&mut self, dev: u16) -> Option<Event>;
 }
@@ -478,6 +497,10 @@ impl<T: BusDevice, const N: usize> DeviceSet for [T; N] {
 
     fn poll(&mut self) {
         self.iter_mut().for_each(BusDevice::poll);
+    }
+
+    fn work_left(&self) -> bool {
+        self.iter().any(BusDevice::work_left)
     }
 
     fn next_event(&mut self, dev: u16) -> Option<Event> {
@@ -508,6 +531,10 @@ macro_rules! tuple_set {
 
             fn poll(&mut self) {
                 $(self.$idx.poll();)+
+            }
+
+            fn work_left(&self) -> bool {
+                false $(|| self.$idx.work_left())+
             }
 
             fn next_event(&mut self, dev: u16) -> Option<Event> {

@@ -8,6 +8,7 @@ use std::vec;
 use std::vec::Vec;
 
 use proptest::prelude::*;
+use virtio_core::device::Service;
 use virtio_core::driver::SplitDriver;
 use virtio_core::memory::{GuestMemory, MemoryError, Region};
 use virtio_core::queue::{QueueConfig, Segment};
@@ -300,7 +301,7 @@ fn malformed_messages_are_discarded_silently_and_counted() {
     ];
     for (i, (m, want)) in cases.iter().enumerate() {
         raw.send(&w, m);
-        dev.process();
+        while dev.process().work_left() {}
         // virtio-msg "Error Handling (Device)": a malformed or unsupported
         // transport message MUST be discarded without producing further
         // protocol traffic.
@@ -330,7 +331,7 @@ fn refused_and_absent_device_messages_are_discarded() {
         &w,
         &message(0, 0x0a, 0, 4, &le32s(&[1, 0, 8, 0, 0, 0, 0, 0, 0, 0])),
     );
-    dev.process();
+    while dev.process().work_left() {}
     raw.send(
         &w,
         &message(0, 0x0a, 0, 5, &le32s(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0])),
@@ -343,7 +344,7 @@ fn refused_and_absent_device_messages_are_discarded() {
     // GET_DEVICE_FEATURES whose answer cannot fit a slot ("Respecting Bus
     // Limits (Device)": responses MUST NOT exceed the maximum message size).
     raw.send(&w, &message(0, 3, 0, 8, &le32s(&[0, 100])));
-    dev.process();
+    while dev.process().work_left() {}
     assert!(raw.recv(&w).is_empty());
     let s = dev.stats();
     assert_eq!(s.no_such_device, 1);
@@ -372,7 +373,7 @@ fn reserved_type_bits_are_ignored() {
     // receivers MUST ignore them.
     raw.send(&w, &message(0xfc, 7, 0, 3, &[]));
     raw.send(&w, &message(0xfe, 3, 0, 4, &le32s(&[9])));
-    dev.process();
+    while dev.process().work_left() {}
     let out = raw.recv(&w);
     assert_eq!(out.len(), 2);
     assert_eq!(
@@ -397,7 +398,7 @@ fn device_info_is_accurate_and_absent_devices_read_zero() {
     raw.send(&w, &message(0, 2, 0, 0x77, &[]));
     raw.send(&w, &message(0, 2, 1, 0x78, &[]));
     raw.send(&w, &message(0, 2, 5, 0x79, &[]));
-    dev.process();
+    while dev.process().work_left() {}
     let out = raw.recv(&w);
     assert_eq!(out.len(), 3);
     // Correlation: a response MUST echo token and dev_num; type bit 0 set.
@@ -432,7 +433,7 @@ fn with_driver(
         let w = window(&mut buf);
         let dev = RefCell::new(device_end!(&w, &mut disk));
         let idle: &dyn Fn() = &|| {
-            dev.borrow_mut().process();
+            while dev.borrow_mut().process().work_left() {}
         };
         let mut drv = DriverEnd::attach(&w, LAYOUT, Polled, idle)
             .unwrap()
@@ -518,7 +519,7 @@ fn config_generation_rule() {
         {
             let mut d = dev.borrow_mut();
             d.devices_mut().1.core_mut().config_changed();
-            d.poll();
+            let _ = d.poll();
         }
         drv.poll_events().unwrap();
         let (status, new_gen) = drv.take_config_event(1).unwrap();
@@ -659,7 +660,7 @@ fn status_zero_resets_and_discards_pending_work() {
         // pending operations (here the unsent EVENT_USED is dropped too).
         {
             let mut d = dev.borrow_mut();
-            d.devices_mut().0.core_mut().notify(0);
+            let _ = d.devices_mut().0.core_mut().notify(0);
         }
         assert_eq!(drv.set_status(0, 0).unwrap(), 0);
         drv.poll_events().unwrap();
@@ -722,7 +723,7 @@ fn bus_messages() {
     raw.send(&w, &message(2, 2, 0, 3, &[0, 0, 8, 0]));
     // offset and count MUST be multiples of 8.
     raw.send(&w, &message(2, 2, 0, 4, &[1, 0, 8, 0]));
-    dev.process();
+    while dev.process().work_left() {}
     let out = raw.recv(&w);
     assert_eq!(out.len(), 3);
     assert_eq!(out[0][0], 3, "bus response");
@@ -736,7 +737,7 @@ fn bus_messages() {
     raw.send(&w, &message(2, 2, 0, 5, &[0, 0, 0xf8, 0xff]));
     // PING: both sides MUST echo the 32-bit data precisely.
     raw.send(&w, &message(2, 3, 0, 6, &le32s(&[0x0102_0304])));
-    dev.process();
+    while dev.process().work_left() {}
     let out = raw.recv(&w);
     assert_eq!(u16::from_le_bytes([out[0][10], out[0][11]]), 400);
     assert_eq!(out[0].len(), 8 + 6 + 50);
@@ -751,7 +752,7 @@ fn raw_call<S: DeviceSet>(
     m: &[u8],
 ) -> Vec<u8> {
     raw.send(w, m);
-    dev.process();
+    while dev.process().work_left() {}
     let mut out = raw.recv(w);
     assert_eq!(out.len(), 1);
     out.remove(0)
@@ -793,19 +794,19 @@ fn events_wait_for_room_and_are_not_lost() {
     for t in 1..=4u16 {
         raw.send(&w, &message(2, 3, 0, t, &le32s(&[t.into()])));
     }
-    dev.process();
+    while dev.process().work_left() {}
     // Config changes on both devices while ring B is full: kept pending.
     dev.devices_mut().0.core_mut().config_changed();
     dev.devices_mut().1.core_mut().config_changed();
-    dev.poll();
+    while dev.poll().work_left() {}
     // A request cannot be answered now, so it is not taken, and `process`
     // does not ask to be called again (an interrupt handler looping on it
     // would spin while the driver cannot run).
     raw.send(&w, &message(0, 7, 1, 9, &[]));
-    assert!(!dev.process());
+    assert_eq!(dev.process(), Service::Done);
     assert_eq!(dev.stats().received, 5 * 2 + 4);
     assert_eq!(raw.recv(&w).len(), 4);
-    dev.process();
+    while dev.process().work_left() {}
     let out = raw.recv(&w);
     assert_eq!(out.len(), 3, "the answer and both EVENT_CONFIGs");
     assert_eq!(&out[0][..6], &[1, 7, 1, 0, 9, 0]);
@@ -847,8 +848,8 @@ proptest! {
             w.write(LAYOUT.to_device_off(), &rings).unwrap();
             w.write(LAYOUT.data_off(), &data).unwrap();
             for _ in 0..rounds {
-                dev.process();
-                dev.poll();
+                while dev.process().work_left() {}
+                while dev.poll().work_left() {}
             }
         }
         prop_assert!(guards_intact(&buf));
@@ -877,7 +878,7 @@ proptest! {
                 if raw.tx.push(&w, &m).is_err() {
                     break;
                 }
-                dev.process();
+                while dev.process().work_left() {}
                 let mut slot = [0u8; 64];
                 let at = LAYOUT.to_device_off() + 64 * (sent as u64 % 4);
                 w.read(at, &mut slot).unwrap();

@@ -55,7 +55,7 @@ fn driver_and_device_in_two_threads() {
             let mine = FlagDoorbell(to_device);
             while !stop.load(Ordering::Acquire) {
                 if mine.take() {
-                    while dev.process() {}
+                    while dev.process().work_left() {}
                 } else {
                     thread::yield_now();
                 }

@@ -19,7 +19,7 @@ use vhost::vhost_user::{
     Backend, Error as VhostError, GpuBackend, Result as VhostResult, VhostUserBackendReqHandlerMut,
 };
 use virtio_core::device::{
-    DeviceCore, INTERRUPT_CONFIG_CHANGE, INTERRUPT_USED_BUFFER, VirtioDevice,
+    DeviceCore, INTERRUPT_CONFIG_CHANGE, INTERRUPT_USED_BUFFER, Service, VirtioDevice,
 };
 use virtio_core::queue::RingArea;
 use virtio_core::spec::{DeviceStatus, Features};
@@ -133,11 +133,13 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
         self.kick_generation
     }
 
-    /// The frontend kicked `queue`: drain the eventfd, serve the queue, and
-    /// signal its call eventfd if the driver is due an interrupt.
-    pub fn kick(&mut self, queue: u16) {
+    /// The frontend kicked `queue`: drain the eventfd, serve the queue
+    /// within the core's budget, and signal its call eventfd if the driver
+    /// is due an interrupt. On [`Service::WorkLeft`] the caller must call
+    /// [`Self::poll`] again (the guest will not kick for what is left).
+    pub fn kick(&mut self, queue: u16) -> Service {
         let Some(vring) = self.vrings.get_mut(usize::from(queue)) else {
-            return;
+            return Service::Done;
         };
         if let Some(kick) = vring.kick.as_mut() {
             let mut count = [0u8; 8];
@@ -147,10 +149,19 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
             let _ = kick.read(&mut count);
         }
         if !vring.started {
-            return;
+            return Service::Done;
         }
-        self.core.notify(u32::from(queue));
+        let service = self.core.notify(u32::from(queue));
         self.signal();
+        service
+    }
+
+    /// Continues work an earlier call left (and gives the device its poll
+    /// turn), then signals what is due.
+    pub fn poll(&mut self) -> Service {
+        let service = self.core.poll();
+        self.signal();
+        service
     }
 
     /// Passes the core's pending interrupts to the frontend: a used-buffer

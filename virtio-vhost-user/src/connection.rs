@@ -90,6 +90,10 @@ pub fn serve<D: VirtioDevice + Send>(
     let mut handler = BackendReqHandler::from_stream(stream, Arc::clone(&shared));
     let mut kicks: Vec<(u16, File)> = Vec::new();
     let mut generation = None;
+    // The device stopped with work left (its budget ran out): the guest
+    // will not kick for it, so the loop serves it again after looking at
+    // the socket and the other kicks, without blocking in between.
+    let mut work_left = false;
     loop {
         {
             let dev = lock(&shared)?;
@@ -98,23 +102,32 @@ pub fn serve<D: VirtioDevice + Send>(
                 generation = Some(dev.kick_generation());
             }
         }
-        let (message, kicked) = wait(&peer, &kicks)?;
+        let (message, kicked) = wait(&peer, &kicks, !work_left)?;
         for queue in kicked {
-            lock(&shared)?.kick(queue);
+            work_left |= lock(&shared)?.kick(queue).work_left();
         }
         if message && let Some(ended) = handle_message(&mut handler, &peer, trace)? {
             return Ok(ended);
         }
+        if work_left {
+            work_left = lock(&shared)?.poll().work_left();
+        }
     }
 }
 
-/// Waits until the socket or some kick eventfd is readable.
-fn wait(peer: &UnixStream, kicks: &[(u16, File)]) -> io::Result<(bool, Vec<u16>)> {
+/// Waits until the socket or some kick eventfd is readable (or, with
+/// `block` false, only looks).
+fn wait(peer: &UnixStream, kicks: &[(u16, File)], block: bool) -> io::Result<(bool, Vec<u16>)> {
     let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(kicks.len().saturating_add(1));
     fds.push(PollFd::new(peer, PollFlags::IN));
     fds.extend(kicks.iter().map(|(_, f)| PollFd::new(f, PollFlags::IN)));
+    let now = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let timeout = if block { None } else { Some(&now) };
     loop {
-        match poll(&mut fds, None) {
+        match poll(&mut fds, timeout) {
             Ok(_) => break,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),

@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use virtio_bench::{Driver, serve};
+use virtio_bench::{BenchQueue, Driver, serve};
 use virtio_core::memory::{GuestMemory, Region};
-use virtio_core::queue::{Queue, Segment};
+use virtio_core::queue::{Chain, Segment};
 use virtio_core::spec::{Features, MAX_QUEUE_SIZE};
 use zerocopy::IntoBytes;
 
@@ -195,7 +195,7 @@ fn run(o: &Options) -> Result<RunStats, String> {
     features.set(Features::RING_PACKED, o.packed);
     features.set(Features::EVENT_IDX, o.event_idx);
     let (mut drv, cfg) = Driver::new(&mem, o.size, features);
-    let mut q = Queue::new(&mem, cfg, features).map_err(|e| e.to_string())?;
+    let mut q = BenchQueue::new(&mem, cfg, features).map_err(|e| e.to_string())?;
     // Slots are handed out round-robin; a request's buffers are reused
     // once it is used (the driver never has more than `size` in flight).
     let slots: Vec<(Vec<Segment>, Vec<Segment>)> =
@@ -291,7 +291,7 @@ fn driver_loop<M: GuestMemory>(
 fn device_loop<M: GuestMemory, const N: usize>(
     o: &Options,
     mem: &M,
-    q: &mut Queue,
+    q: &mut BenchQueue,
     stop: &AtomicBool,
     driver: &thread::Thread,
 ) -> Result<u64, String> {
@@ -303,7 +303,8 @@ fn device_loop<M: GuestMemory, const N: usize>(
     }
     loop {
         let mut served = 0u32;
-        while let Some(chain) = q.pop::<_, N>(mem).map_err(err)? {
+        let mut chain = Chain::<N>::new();
+        while q.pop(mem, &mut chain).map_err(err)? {
             let written = serve(mem, &chain);
             q.push_used(mem, chain.head(), written).map_err(err)?;
             served += 1;

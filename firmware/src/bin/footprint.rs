@@ -12,6 +12,7 @@ use core::cell::RefCell;
 
 use common::{DOORBELL, LAYOUT, NvicDoorbell, WINDOW_WORDS, XorShift};
 use cortex_m::interrupt::Mutex;
+use cortex_m::peripheral::NVIC;
 use cortex_m_rt::{entry, exception};
 use virtio_core::memory::Region;
 use virtio_devices::rng::Rng;
@@ -19,8 +20,9 @@ use virtio_transport_shm::{DataArea, DeviceEnd, ShmDevice};
 use zerocopy::IntoBytes;
 
 type Data = DataArea<'static, Region<'static>>;
+/// One queue of up to 8 descriptors (the in-flight table's size).
 type Device =
-    DeviceEnd<'static, Region<'static>, (ShmDevice<Rng<XorShift>, Data, 1>,), NvicDoorbell>;
+    DeviceEnd<'static, Region<'static>, (ShmDevice<Rng<XorShift>, Data, 1, 8>,), NvicDoorbell>;
 
 static DEVICE: Mutex<RefCell<Option<Device>>> = Mutex::new(RefCell::new(None));
 
@@ -55,8 +57,10 @@ fn main() -> ! {
 unsafe fn DefaultHandler(irqn: i16) {
     if irqn == DOORBELL.0 as i16 {
         cortex_m::interrupt::free(|cs| {
-            if let Some(device) = DEVICE.borrow(cs).borrow_mut().as_mut() {
-                while device.process() {}
+            if let Some(device) = DEVICE.borrow(cs).borrow_mut().as_mut()
+                && device.process().work_left()
+            {
+                NVIC::pend(DOORBELL);
             }
         });
     }

@@ -658,10 +658,10 @@ fn a_device_that_gives_up_enters_needs_reset() {
         }
         fn reset(&mut self) {}
         fn queue_notify<M: GuestMemory, const S: usize>(
-        &mut self,
-        _: u16,
-        queues: &mut DeviceQueues<'_, M, S>,
-    ) {
+            &mut self,
+            _: u16,
+            queues: &mut DeviceQueues<'_, M, S>,
+        ) {
             queues.set_needs_reset();
         }
     }

@@ -440,8 +440,8 @@ mod tests {
     use zerocopy::IntoBytes;
 
     use super::*;
-    use crate::queue::TakeChain;
     use crate::memory::Region;
+    use crate::queue::TakeChain;
     use crate::queue::{Chain, PackedQueue};
 
     const SIZE: u16 = 3;

@@ -211,6 +211,35 @@ impl SplitDriver {
         Ok(head)
     }
 
+    /// Adds a chain of `buffers` in the order given, each `(buffer,
+    /// device_writable)`, one descriptor each, without checking that the
+    /// readable ones come first: for tests of how a device answers a chain
+    /// that breaks that rule. Returns its id.
+    ///
+    /// # Errors
+    /// As for [`Self::add`].
+    pub fn add_raw<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        buffers: &[(Segment, bool)],
+    ) -> Result<u16, DriverError> {
+        let n = u16::try_from(buffers.len()).map_err(|_| DriverError::QueueFull)?;
+        let head = self.place(mem, n, |i, next| {
+            let (seg, w) = buffers
+                .get(usize::from(i))
+                .copied()
+                .unwrap_or((Segment { addr: 0, len: 0 }, false));
+            VirtqDesc {
+                addr: seg.addr.into(),
+                len: seg.len.into(),
+                flags: Self::flags(i + 1 == n, w).into(),
+                next: next.into(),
+            }
+        })?;
+        self.make_available(mem, head)?;
+        Ok(head)
+    }
+
     /// Adds a chain as one INDIRECT descriptor pointing at a table the
     /// driver writes at `table` (16 bytes per buffer, 16-aligned, memory the
     /// caller owns until the buffer is used).
@@ -415,13 +444,16 @@ mod tests {
     use zerocopy::IntoBytes;
 
     use super::*;
-    use crate::queue::TakeChain;
     use crate::memory::Region;
+    use crate::queue::TakeChain;
     use crate::queue::{Chain, ConfigError, SplitQueue};
 
     const SIZE: u16 = 4;
 
-    fn with_ring(features: Features, f: impl FnOnce(&Region, &mut SplitDriver, &mut SplitQueue<64>)) {
+    fn with_ring(
+        features: Features,
+        f: impl FnOnce(&Region, &mut SplitDriver, &mut SplitQueue<64>),
+    ) {
         let mut buf = vec![0u64; 0x1000];
         let mem = Region::new(0, buf.as_mut_bytes()).unwrap();
         let cfg = SplitDriver::layout(0, SIZE);

@@ -59,7 +59,10 @@ impl fmt::Display for ConfigError {
             Self::SizeNotPowerOfTwo(s) => write!(f, "split queue size {s} is not a power of two"),
             Self::SizeTooLarge(s) => write!(f, "queue size {s} is above 32768"),
             Self::SizeAboveCapacity { size, capacity } => {
-                write!(f, "queue size {size} is above the {capacity} chains this queue can track")
+                write!(
+                    f,
+                    "queue size {size} is above the {capacity} chains this queue can track"
+                )
             }
             Self::Misaligned { area, addr } => {
                 write!(f, "{area:?} area at {addr:#x} is misaligned")
@@ -330,10 +333,16 @@ impl fmt::Display for QueueError {
             Self::Ring { area, error } => write!(f, "{area:?} area: {error}"),
             Self::InvalidUsedId { id } => write!(f, "used id {id} is not a buffer of this queue"),
             Self::NotInFlight { id } => {
-                write!(f, "used buffer {id} is not in flight (never popped, or already completed)")
+                write!(
+                    f,
+                    "used buffer {id} is not in flight (never popped, or already completed)"
+                )
             }
             Self::HeadInFlight { slot } => {
-                write!(f, "driver made descriptor {slot} available while the device holds it")
+                write!(
+                    f,
+                    "driver made descriptor {slot} available while the device holds it"
+                )
             }
         }
     }

@@ -465,7 +465,11 @@ impl<const S: usize> PackedQueue<S> {
                 error.get_or_insert((ChainErrorKind::NestedIndirect, false));
                 return;
             }
-            take(desc.addr.get(), desc.len.get(), f.contains(DescFlags::WRITE));
+            take(
+                desc.addr.get(),
+                desc.len.get(),
+                f.contains(DescFlags::WRITE),
+            );
         }
     }
 

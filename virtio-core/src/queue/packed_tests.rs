@@ -8,8 +8,8 @@ use std::vec::Vec;
 use zerocopy::IntoBytes;
 
 use super::*;
-use crate::queue::TakeChain;
 use crate::memory::Region;
+use crate::queue::TakeChain;
 use crate::queue::{AccessError, Chain, NotificationData, Queue, Segment};
 use crate::spec::PvirtqDesc;
 

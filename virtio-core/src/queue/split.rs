@@ -572,8 +572,8 @@ mod tests {
     use zerocopy::IntoBytes;
 
     use super::*;
-    use crate::queue::TakeChain;
     use crate::memory::Region;
+    use crate::queue::TakeChain;
     use crate::queue::{AccessError, Chain, NotificationData};
     use crate::spec::{VirtqDesc, VirtqUsedElem};
 
@@ -854,7 +854,9 @@ mod tests {
             let e = q.take::<_, 16>(mem).unwrap_err();
             assert_eq!(chain_kind(e), ChainErrorKind::LongerThanQueue { size: Q });
             // The walk stopped at its bound: the chain's end is unknown.
-            let QueueError::Chain(c) = e else { unreachable!() };
+            let QueueError::Chain(c) = e else {
+                unreachable!()
+            };
             assert_eq!(c.salvage().tail, None);
         });
     }

@@ -6,9 +6,10 @@
 //! request is served in three steps:
 //!
 //! 1. **Check the chain's shape**: at least one writable byte for the
-//!    status (otherwise the chain is returned with used length 0, the one
-//!    case without a status), at most `seg_max` data segments, no segment
-//!    above `size_max`.
+//!    status (otherwise the request cannot be answered and the device enters
+//!    `DEVICE_NEEDS_RESET`), at most `seg_max` data segments, no segment
+//!    above `size_max`. A chain the queue itself rejected never gets here:
+//!    the device core writes `IOERR` into its status byte.
 //! 2. **Parse** the header into a [`RequestType`] and check the request
 //!    against the negotiated features and the disk (multiple of 512 bytes,
 //!    inside the capacity, discard segments valid).
@@ -23,7 +24,8 @@ pub use storage::{BlockStorage, RamDisk, RamDiskError};
 pub use wire::*;
 
 use virtio_core::device::{
-    DeviceQueues, FeaturesError, OPT_IN_RING_FEATURES, VirtioDevice, read_config_bytes,
+    DeviceQueues, FeaturesError, MalformedChain, OPT_IN_RING_FEATURES, VirtioDevice,
+    read_config_bytes,
 };
 use virtio_core::memory::GuestMemory;
 use virtio_core::queue::{Chain, Reader, Writer};
@@ -32,9 +34,18 @@ use zerocopy::IntoBytes;
 
 /// Most segments of one request chain (header and status included).
 pub const CHAIN_SEGMENTS: usize = 64;
-/// The largest `seg_max` the device offers: the chain capacity less the
-/// header and status segments.
-pub const MAX_SEG_MAX: u32 = (CHAIN_SEGMENTS as u32).wrapping_sub(2);
+/// Most segments a request's header and status can take: the 16-byte header
+/// split into one-byte descriptors, and the status byte in its own.
+const FRAMING_SEGMENTS: u32 = HEADER_BYTES + 1;
+/// The largest `seg_max` the device offers: what the chain capacity holds
+/// however the driver splits the header and status (virtio 1.4 §"Message
+/// Framing": the device MUST NOT assume a particular arrangement), so no
+/// request within `seg_max` is refused for its shape.
+pub const MAX_SEG_MAX: u32 = (CHAIN_SEGMENTS as u32).wrapping_sub(FRAMING_SEGMENTS);
+/// The request header's size.
+const HEADER_BYTES: u32 = size_of::<BlkReqHeader>() as u32;
+/// The status a malformed chain is answered with.
+const IOERR: &[u8] = &[Status::IoErr as u8];
 /// Most segments in one discard or write-zeroes request.
 pub const MAX_DISCARD_SEGMENTS: u32 = 16;
 
@@ -103,7 +114,8 @@ pub struct BlockStats {
     pub io_errors: u32,
     /// Requests answered `UNSUPP`.
     pub unsupported: u32,
-    /// Chains with no room for a status byte (returned with used length 0).
+    /// Chains with no room for a status byte: the request cannot be
+    /// answered, so the device entered `DEVICE_NEEDS_RESET`.
     pub no_status: u32,
 }
 
@@ -181,13 +193,12 @@ impl<S: BlockStorage> Block<S> {
         self.negotiated.bits() & bit != 0
     }
 
-    /// Serves one chain; returns the used length.
-    fn serve<M: GuestMemory, const N: usize>(&mut self, chain: &Chain<N>, mem: &M) -> u32 {
+    /// Serves one chain; returns the used length, or `None` when it has no
+    /// byte for a status and so cannot be answered.
+    fn serve<M: GuestMemory, const N: usize>(&mut self, chain: &Chain<N>, mem: &M) -> Option<u32> {
         if chain.writable_len() == 0 {
-            // No room for a status: the request cannot be answered, only
-            // returned.
             self.stats.no_status = self.stats.no_status.saturating_add(1);
-            return 0;
+            return None;
         }
         let mut reader = chain.reader(mem);
         let mut writer = chain.writer(mem);
@@ -204,14 +215,15 @@ impl<S: BlockStorage> Block<S> {
             Status::Unsupp => &mut self.stats.unsupported,
         };
         *counter = counter.saturating_add(1);
-        finish(&mut writer, status)
+        Some(finish(&mut writer, status))
     }
 
     /// `SEG_MAX` and `SIZE_MAX` (virtio 1.4 §"Block Device / Feature bits":
-    /// the limits the driver agreed to).
+    /// the limits the driver agreed to). `seg_max` counts data segments:
+    /// segments that hold only header bytes, and a last segment that holds
+    /// only the status byte, do not count, however the driver split them.
     fn check_shape<const N: usize>(&self, chain: &Chain<N>) -> Outcome {
-        let data_segments = chain.segments().len().saturating_sub(2);
-        if data_segments > self.options.seg_max as usize {
+        if data_segments(chain) > self.options.seg_max as usize {
             return Err(Status::IoErr);
         }
         if let Some(max) = self.options.size_max
@@ -313,8 +325,9 @@ impl<S: BlockStorage> Block<S> {
         Ok(())
     }
 
-    /// `DISCARD` / `WRITE_ZEROES`: every segment is checked before any is
-    /// applied.
+    /// `DISCARD` / `WRITE_ZEROES`: every segment is read and checked before
+    /// any is applied; an unknown flag in any of them answers `UNSUPP`
+    /// before any other check can answer `IOERR`.
     fn ranges<M: GuestMemory>(
         &mut self,
         reader: &mut Reader<'_, M>,
@@ -322,9 +335,6 @@ impl<S: BlockStorage> Block<S> {
         zeroes: bool,
     ) -> Outcome {
         let limits = limits.ok_or(Status::Unsupp)?;
-        if self.options.read_only {
-            return Err(Status::IoErr);
-        }
         const SEG_LEN: u32 = size_of::<BlkDiscardWriteZeroes>() as u32;
         let len = reader.remaining();
         let count = len / SEG_LEN;
@@ -335,18 +345,26 @@ impl<S: BlockStorage> Block<S> {
             heapless::Vec::new();
         for _ in 0..count {
             let seg: BlkDiscardWriteZeroes = reader.read_obj().map_err(|_| Status::IoErr)?;
+            segments.push(seg).map_err(|_| Status::IoErr)?;
+        }
+        // virtio 1.4 §"Block Device / Device Operation": the device MUST set
+        // the status to UNSUPP for an unknown flag in any segment, and for
+        // DISCARD with `unmap` set.
+        if segments.iter().any(|seg| {
             let flags = seg.flags.get();
-            // virtio 1.4 §"Block Device / Device Operation": UNSUPP for an
-            // unknown flag, and for DISCARD with `unmap` set.
-            if flags & !SEGMENT_F_UNMAP != 0 || (!zeroes && flags & SEGMENT_F_UNMAP != 0) {
-                return Err(Status::Unsupp);
-            }
+            flags & !SEGMENT_F_UNMAP != 0 || (!zeroes && flags & SEGMENT_F_UNMAP != 0)
+        }) {
+            return Err(Status::Unsupp);
+        }
+        if self.options.read_only {
+            return Err(Status::IoErr);
+        }
+        for seg in &segments {
             let sectors = seg.num_sectors.get();
             if sectors > limits.max_sectors {
                 return Err(Status::IoErr);
             }
             self.check_range(seg.sector.get(), u64::from(sectors))?;
-            segments.push(seg).map_err(|_| Status::IoErr)?;
         }
         for seg in &segments {
             let (sector, sectors) = (seg.sector.get(), seg.num_sectors.get());
@@ -359,6 +377,25 @@ impl<S: BlockStorage> Block<S> {
         }
         Ok(())
     }
+}
+
+/// The data segments of a request: all but those holding only header bytes
+/// (the first 16 readable bytes) and a last writable segment holding only
+/// the status byte.
+fn data_segments<const N: usize>(chain: &Chain<N>) -> usize {
+    let mut framing = 0usize;
+    let mut at = 0u32;
+    for seg in chain.readable_segments() {
+        if at.saturating_add(seg.len) > HEADER_BYTES {
+            break;
+        }
+        at = at.saturating_add(seg.len);
+        framing = framing.saturating_add(1);
+    }
+    if chain.writable_segments().last().is_some_and(|s| s.len == 1) {
+        framing = framing.saturating_add(1);
+    }
+    chain.segments().len().saturating_sub(framing)
 }
 
 /// Zero-fills what the request left unwritten before the status byte, then
@@ -429,11 +466,33 @@ impl<S: BlockStorage> VirtioDevice for Block<S> {
         self.negotiated = Features::empty();
     }
 
-    fn queue_notify<M: GuestMemory>(&mut self, queue: u16, queues: &mut DeviceQueues<'_, M>) {
+    /// A malformed chain gets `IOERR` in its status byte, the last byte of
+    /// its last descriptor (virtio 1.4 §"Block Device / Device Operation":
+    /// the status is the final byte the driver reads); without one the
+    /// device enters `DEVICE_NEEDS_RESET` rather than leave a stale status
+    /// that reads as success.
+    fn malformed_chain(&self, _queue: u16) -> MalformedChain {
+        MalformedChain::StatusAtEnd(IOERR)
+    }
+
+    fn queue_notify<M: GuestMemory, const C: usize>(
+        &mut self,
+        queue: u16,
+        queues: &mut DeviceQueues<'_, M, C>,
+    ) {
         let mem = queues.memory();
-        while let Some(chain) = queues.pop::<CHAIN_SEGMENTS>(queue) {
-            let used = self.serve(&chain, mem);
-            queues.push_used(queue, chain.head(), used);
+        let mut chain = Chain::<CHAIN_SEGMENTS>::new();
+        while queues.pop(queue, &mut chain) {
+            match self.serve(&chain, mem) {
+                Some(used) => queues.push_used(queue, chain.head(), used),
+                None => {
+                    // No status byte to answer in: return the buffer and
+                    // stop, since the driver would read it as success.
+                    queues.push_used(queue, chain.head(), 0);
+                    queues.set_needs_reset();
+                    return;
+                }
+            }
         }
     }
 }

@@ -4,7 +4,7 @@ use std::vec;
 use std::vec::Vec;
 
 use virtio_core::queue::Segment;
-use virtio_core::spec::Features;
+use virtio_core::spec::{DeviceStatus, Features};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::*;
@@ -384,31 +384,127 @@ fn seg_max_and_size_max_are_enforced() {
     assert_eq!(h.read(s), [IOERR]);
 }
 
+// virtio 1.4 §"Block Device / Device Operation": the status byte is the
+// last byte the driver reads; a malformed request must not leave it stale
+// (a stale 0 reads as VIRTIO_BLK_S_OK and the guest's data is lost).
 #[test]
-fn malformed_chains_get_used_length_0_or_a_status_and_the_next_succeeds() {
+fn malformed_chains_get_ioerr_in_their_status_byte_and_the_next_succeeds() {
     let mut h = rig();
-    // 1. No writable byte: nowhere to put a status, returned with len 0.
-    let hdr = header(&mut h, IN, 0);
-    assert_eq!(h.request(0, &[hdr], &[]).len, 0);
-    assert_eq!(h.core.device().stats().no_status, 1);
-    // 2. Header too short: IOERR in the status byte.
+    // 1. Header too short: IOERR in the status byte, from the device.
     let short = h.put(&[0; 8]);
     let s = h.space(1);
     assert_eq!(h.request(0, &[short], &[s]).len, 1);
     assert_eq!(h.read(s), [IOERR]);
-    // 3. A chain the queue rejects (buffer outside guest memory): used
-    // length 0, returned by the core.
+    // 2. A chain the queue rejects (a data buffer outside guest memory)
+    // whose last descriptor is a writable status byte: the core writes
+    // IOERR there and returns it with used length 0.
     let hdr = header(&mut h, IN, 0);
     let outside = Segment {
         addr: 0x1000,
-        len: 513,
+        len: 512,
     };
-    assert_eq!(h.request(0, &[hdr], &[outside]).len, 0);
+    let s = h.space(1);
+    assert_eq!(h.request(0, &[hdr], &[outside, s]).len, 0);
+    assert_eq!(h.read(s), [IOERR]);
     assert_eq!(h.core.malformed_chains(0), 1);
+    // 3. Readable after writable, status last: IOERR too.
+    let hdr = header(&mut h, OUT, 0);
+    let w = h.space(512);
+    let r = h.put(&[5; 512]);
+    let s = h.space(1);
+    let id = h.add_mixed(0, &[(hdr, false), (w, true), (r, false), (s, true)]);
+    h.kick(0);
+    let used = h.used(0).unwrap();
+    assert_eq!((used.id, used.len), (id, 0));
+    assert_eq!(h.read(s), [IOERR]);
+    assert!(h.core.device().storage().data().iter().all(|&b| b == 0));
     // The next request still succeeds.
     assert_eq!(req(&mut h, OUT, 0, &[9; 512], 0).0, OK);
     assert_eq!(req(&mut h, IN, 0, &[], 512).2, vec![9; 512]);
     assert!(h.core.is_live());
+}
+
+// A request with no writable byte has nowhere for its status: it is
+// returned (used length 0) and the device enters DEVICE_NEEDS_RESET
+// (virtio 1.4 §"Device Status Field": the device SHOULD set it when it
+// cannot go on), so it never reads as a success.
+#[test]
+fn a_request_without_a_status_byte_needs_reset() {
+    let mut h = rig();
+    let hdr = header(&mut h, IN, 0);
+    assert_eq!(h.request(0, &[hdr], &[]).len, 0);
+    assert_eq!(h.core.device().stats().no_status, 1);
+    assert!(h.core.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));
+    // The same for a malformed chain whose last descriptor is out of
+    // memory: no status byte can be located.
+    let mut h = rig();
+    let hdr = header(&mut h, IN, 0);
+    let outside = Segment {
+        addr: 0x1000,
+        len: 1,
+    };
+    assert_eq!(h.request(0, &[hdr], &[outside]).len, 0);
+    assert!(h.core.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));
+}
+
+// virtio 1.4 §"Block Device / Device Operation": the device MUST set the
+// status to UNSUPP if any unknown flag is set in a discard or write zeroes
+// segment — in any segment, before other checks answer IOERR.
+#[test]
+fn an_unknown_flag_in_a_later_segment_is_unsupp() {
+    let mut h = rig();
+    let segs = [segment(0, 1, 0), segment(SECTORS as u64, 1, 4)];
+    // The first segment is fine, the second is out of range *and* has an
+    // unknown flag: UNSUPP, and nothing applied.
+    assert_eq!(req(&mut h, WRITE_ZEROES, 0, segs.as_bytes(), 0).0, UNSUPP);
+    let segs = [segment(0, 99, 0), segment(0, 1, 2)];
+    assert_eq!(req(&mut h, DISCARD, 0, segs.as_bytes(), 0).0, UNSUPP);
+}
+
+// virtio 1.4 §"Message Framing": the device MUST NOT make assumptions about
+// the arrangement of descriptors. seg_max counts data segments only: a
+// header split in four and a separate status byte do not count against it.
+#[test]
+fn seg_max_counts_data_segments_however_the_header_is_split() {
+    let mut h = rig();
+    let hdr = BlkReqHeader {
+        type_: OUT.into(),
+        reserved: 0.into(),
+        sector: 2u64.into(),
+    };
+    let bytes = hdr.as_bytes();
+    let parts: Vec<Segment> = bytes.chunks(4).map(|c| h.put(c)).collect();
+    let data: Vec<Segment> = (0..4).map(|i| h.put(&[i as u8 + 1; 512])).collect();
+    let s = h.space(1);
+    h.request(0, &[&parts[..], &data[..]].concat(), &[s]);
+    assert_eq!(h.read(s), [OK]);
+    assert_eq!(h.core.device().storage().data()[2 * 512 + 3 * 512], 4);
+}
+
+// The device offers a seg_max its chain capacity always holds, whatever
+// the split of header and status: 16 one-byte header segments, seg_max
+// data segments and a status byte fit in CHAIN_SEGMENTS.
+#[test]
+fn default_seg_max_fits_the_chain_capacity() {
+    let b = Block::new(disk(), BlockOptions::default());
+    assert_eq!(b.config().seg_max.get(), MAX_SEG_MAX);
+    assert_eq!(MAX_SEG_MAX as usize + 16 + 1, CHAIN_SEGMENTS);
+    let mut h = rig_with(BlockOptions::default(), F_SEG_MAX);
+    let hdr = BlkReqHeader {
+        type_: OUT.into(),
+        reserved: 0.into(),
+        sector: 0u64.into(),
+    };
+    let parts: Vec<Segment> = hdr.as_bytes().chunks(1).map(|c| h.put(c)).collect();
+    let data: Vec<Segment> = (0..MAX_SEG_MAX).map(|_| h.put(&[7; 512])).collect();
+    let s = h.space(1);
+    h.request(0, &[&parts[..], &data[..]].concat(), &[s]);
+    assert_eq!(h.read(s), [OK]);
+    assert!(
+        h.core.device().storage().data()[..MAX_SEG_MAX as usize * 512]
+            .iter()
+            .all(|&b| b == 7)
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use embedded_io::{Read, ReadReady, Write};
 use virtio_core::device::DeviceQueues;
 use virtio_core::memory::GuestMemory;
+use virtio_core::queue::Chain;
 use zerocopy::little_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -101,12 +102,16 @@ impl Pending {
 
 impl<P: Read + Write + ReadReady, const PORTS: usize> Console<P, PORTS> {
     /// Handles the driver's control messages.
-    pub(super) fn receive_control<M: GuestMemory>(&mut self, queues: &mut DeviceQueues<'_, M>) {
+    pub(super) fn receive_control<M: GuestMemory, const S: usize>(
+        &mut self,
+        queues: &mut DeviceQueues<'_, M, S>,
+    ) {
         let mem = queues.memory();
+        let mut chain = Chain::<CHAIN_SEGMENTS>::new();
         for _ in 0..super::BATCH {
-            let Some(chain) = queues.pop::<CHAIN_SEGMENTS>(CONTROL_TX) else {
+            if !queues.pop(CONTROL_TX, &mut chain) {
                 break;
-            };
+            }
             // A message too short to parse is returned and ignored.
             if let Ok(msg) = chain.reader(mem).read_obj::<ControlMessage>() {
                 self.handle(msg);
@@ -157,16 +162,20 @@ impl<P: Read + Write + ReadReady, const PORTS: usize> Console<P, PORTS> {
 
     /// Sends pending control messages while the driver has buffers for
     /// them.
-    pub(super) fn send_control<M: GuestMemory>(&mut self, queues: &mut DeviceQueues<'_, M>) {
+    pub(super) fn send_control<M: GuestMemory, const S: usize>(
+        &mut self,
+        queues: &mut DeviceQueues<'_, M, S>,
+    ) {
         let mem = queues.memory();
+        let mut chain = Chain::<CHAIN_SEGMENTS>::new();
         for (id, port) in self.ports.iter_mut().enumerate() {
             for kind in Pending::ORDER {
                 if !port.pending.contains(kind) {
                     continue;
                 }
-                let Some(chain) = queues.pop::<CHAIN_SEGMENTS>(CONTROL_RX) else {
+                if !queues.pop(CONTROL_RX, &mut chain) {
                     return;
-                };
+                }
                 let (event, value) = match kind {
                     Pending::ADD => (ControlEvent::DeviceAdd, 0),
                     Pending::CONSOLE => (ControlEvent::ConsolePort, 1),

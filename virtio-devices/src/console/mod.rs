@@ -225,18 +225,19 @@ impl<P: Read + Write + ReadReady, const PORTS: usize> Console<P, PORTS> {
     }
 
     /// Writes what the driver transmitted on `port` to its backend.
-    fn transmit<M: GuestMemory>(
+    fn transmit<M: GuestMemory, const S: usize>(
         &mut self,
         port: usize,
         queue: u16,
-        queues: &mut DeviceQueues<'_, M>,
+        queues: &mut DeviceQueues<'_, M, S>,
     ) {
         let mem = queues.memory();
         let mut errors = 0u32;
+        let mut chain = Chain::<CHAIN_SEGMENTS>::new();
         for _ in 0..BATCH {
-            let Some(chain) = queues.pop::<CHAIN_SEGMENTS>(queue) else {
+            if !queues.pop(queue, &mut chain) {
                 break;
-            };
+            }
             if let Some(p) = self.ports.get_mut(port) {
                 let mut reader = chain.reader(mem);
                 let mut buf = [0u8; CHUNK];
@@ -256,7 +257,11 @@ impl<P: Read + Write + ReadReady, const PORTS: usize> Console<P, PORTS> {
     }
 
     /// Moves input from `port`'s backend into its receive buffers.
-    fn receive<M: GuestMemory>(&mut self, port: usize, queues: &mut DeviceQueues<'_, M>) {
+    fn receive<M: GuestMemory, const S: usize>(
+        &mut self,
+        port: usize,
+        queues: &mut DeviceQueues<'_, M, S>,
+    ) {
         let (rx, _) = port_queues(u16::try_from(port).unwrap_or(u16::MAX));
         let mem = queues.memory();
         let multiport = self.multiport;
@@ -268,7 +273,10 @@ impl<P: Read + Write + ReadReady, const PORTS: usize> Console<P, PORTS> {
         }
         for _ in 0..BATCH {
             if p.held.is_none() {
-                p.held = queues.pop::<CHAIN_SEGMENTS>(rx);
+                let mut chain = Chain::new();
+                if queues.pop(rx, &mut chain) {
+                    p.held = Some(chain);
+                }
             }
             let Some(chain) = p.held.as_ref() else {
                 return;
@@ -308,7 +316,7 @@ impl<P: Read + Write + ReadReady, const PORTS: usize> Console<P, PORTS> {
 
     /// Everything that does not wait for a particular queue: input to
     /// every port, pending control messages.
-    fn pump<M: GuestMemory>(&mut self, queues: &mut DeviceQueues<'_, M>) {
+    fn pump<M: GuestMemory, const S: usize>(&mut self, queues: &mut DeviceQueues<'_, M, S>) {
         for port in 0..PORTS {
             self.receive(port, queues);
         }
@@ -399,7 +407,11 @@ impl<P: Read + Write + ReadReady, const PORTS: usize> VirtioDevice for Console<P
         }
     }
 
-    fn queue_notify<M: GuestMemory>(&mut self, queue: u16, queues: &mut DeviceQueues<'_, M>) {
+    fn queue_notify<M: GuestMemory, const S: usize>(
+        &mut self,
+        queue: u16,
+        queues: &mut DeviceQueues<'_, M, S>,
+    ) {
         match self.role(queue) {
             Some(Role::Tx(port)) => self.transmit(port, queue, queues),
             Some(Role::ControlTx) => self.receive_control(queues),
@@ -408,7 +420,7 @@ impl<P: Read + Write + ReadReady, const PORTS: usize> VirtioDevice for Console<P
         self.pump(queues);
     }
 
-    fn poll<M: GuestMemory>(&mut self, queues: &mut DeviceQueues<'_, M>) {
+    fn poll<M: GuestMemory, const S: usize>(&mut self, queues: &mut DeviceQueues<'_, M, S>) {
         self.pump(queues);
     }
 }

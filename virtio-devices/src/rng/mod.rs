@@ -108,9 +108,14 @@ impl<R: TryRng> VirtioDevice for Rng<R> {
 
     fn reset(&mut self) {}
 
-    fn queue_notify<M: GuestMemory>(&mut self, queue: u16, queues: &mut DeviceQueues<'_, M>) {
+    fn queue_notify<M: GuestMemory, const S: usize>(
+        &mut self,
+        queue: u16,
+        queues: &mut DeviceQueues<'_, M, S>,
+    ) {
         let mem = queues.memory();
-        while let Some(chain) = queues.pop::<CHAIN_SEGMENTS>(queue) {
+        let mut chain = Chain::<CHAIN_SEGMENTS>::new();
+        while queues.pop(queue, &mut chain) {
             let written = self.fill(&chain, mem);
             queues.push_used(queue, chain.head(), written);
         }

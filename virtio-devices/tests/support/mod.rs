@@ -191,8 +191,14 @@ impl<D: VirtioDevice> MmioAdapter<D> {
         self.mmio.borrow_mut().read(offset, Width::Word)
     }
 
+    /// A register write, then what a VMM does with work left: poll until
+    /// the transport reports none.
     fn w(&self, offset: u32, value: u32) {
-        self.mmio.borrow_mut().write(offset, Width::Word, value);
+        let mut m = self.mmio.borrow_mut();
+        let mut service = m.write(offset, Width::Word, value);
+        while service.work_left() {
+            service = m.poll();
+        }
     }
 }
 
@@ -330,7 +336,8 @@ impl<D: VirtioDevice> Transport for MmioAdapter<D> {
             let mut word = [0u8; 4];
             word[..chunk.len()].copy_from_slice(chunk);
             let at = CONFIG + (offset + i * width.bytes() as usize) as u32;
-            m.write(at, width, u32::from_le_bytes(word));
+            // A config write serves no queue.
+            let _ = m.write(at, width, u32::from_le_bytes(word));
         }
         Ok(())
     }
