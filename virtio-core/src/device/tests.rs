@@ -25,6 +25,10 @@ const OWN_FEATURE: Features = Features::from_bits_retain(1 << 0);
 #[derive(Default)]
 struct Echo {
     hold: bool,
+    /// Serving queue 0, or polled, it also takes what queue 1 has (as a
+    /// console takes control receive buffers while serving control
+    /// transmit).
+    cross: bool,
     veto: bool,
     held: Vec<(u16, Chain<4>)>,
     served: u32,
@@ -83,6 +87,9 @@ impl VirtioDevice for Echo {
         queue: u16,
         queues: &mut DeviceQueues<'_, M, S>,
     ) {
+        if self.cross && queue == 0 {
+            self.queue_notify(1, queues);
+        }
         let mut chain = Chain::<4>::new();
         while queues.pop(queue, &mut chain) {
             self.served += 1;
@@ -96,6 +103,9 @@ impl VirtioDevice for Echo {
         }
     }
     fn poll<M: GuestMemory, const S: usize>(&mut self, queues: &mut DeviceQueues<'_, M, S>) {
+        if self.cross {
+            self.queue_notify(1, queues);
+        }
         for (queue, chain) in self.held.drain(..) {
             let mut w = chain.writer(queues.memory());
             let _ = w.write_all(b"late");
@@ -831,4 +841,186 @@ fn a_stopped_packed_ring_resumes_at_slot_and_wrap_counter() {
         // Slot 1 again, wrap counter back to 1.
         assert_eq!(core.queue_base(0), Some(0x8001));
     });
+}
+
+/// `avail_event` of a split ring at `layout` (after the used ring).
+fn avail_event(mem: &Region<'_>, layout: QueueConfig) -> u16 {
+    mem.load_u16_acquire(layout.device_addr + 4 + 8 * u64::from(layout.size))
+        .unwrap()
+}
+
+// virtio 1.4 §"Available Buffer Notification Suppression": with EVENT_IDX
+// the driver notifies only when its index passes avail_event. Every queue
+// the device took buffers from in a call is re-armed — not only the one
+// notified, and after poll() too — or a driver adding to the other queue
+// would never notify again.
+#[test]
+fn every_queue_the_device_popped_from_is_re_armed() {
+    let features = v1() | Features::EVENT_IDX;
+    with_core(
+        Echo {
+            cross: true,
+            ..Echo::default()
+        },
+        |core, mem| {
+            let (mut driver0, _) = init(core, features);
+            let layout1 = SplitDriver::layout(RING1, QSIZE);
+            let mut driver1 = SplitDriver::new(mem, layout1, features).unwrap();
+            configure(core, 1, layout1);
+            core.set_status(DRIVER_OK);
+            for i in 0..3 {
+                driver1
+                    .add(
+                        mem,
+                        &[],
+                        &[Segment {
+                            addr: DATA + 0x100 * i,
+                            len: 16,
+                        }],
+                    )
+                    .unwrap();
+            }
+            // Published; the notification it asks for is not delivered.
+            let _ = driver1.publish_avail(mem).unwrap();
+            add_writable(&mut driver0, mem, DATA);
+            assert_eq!(core.notify(0), Service::Done);
+            assert_eq!(core.device().served, 4);
+            assert_eq!(avail_event(mem, layout1), 3, "queue 1 re-armed");
+            // So the driver's next buffer on queue 1 asks for a notification.
+            driver1
+                .add(
+                    mem,
+                    &[],
+                    &[Segment {
+                        addr: DATA + 0x400,
+                        len: 16,
+                    }],
+                )
+                .unwrap();
+            assert!(driver1.publish_avail(mem).unwrap());
+            // Taken in poll(), re-armed there too.
+            assert_eq!(core.poll(), Service::Done);
+            assert_eq!(core.device().served, 5);
+            assert_eq!(avail_event(mem, layout1), 4, "queue 1 re-armed after poll");
+        },
+    );
+}
+
+// virtio 1.4 §"MMIO Device Register Layout": the device MUST NOT access a
+// queue whose QueueReady is zero, so chains it held when the driver
+// disabled the queue cannot be returned there. Enabling it again without a
+// reset (or a new base, vhost-user's SET_VRING_BASE) would resume past
+// them and lose them silently: the device enters DEVICE_NEEDS_RESET.
+#[test]
+fn re_enabling_a_queue_that_abandoned_chains_needs_reset() {
+    for rebase in [false, true] {
+        with_core(
+            Echo {
+                hold: true,
+                ..Echo::default()
+            },
+            |core, mem| {
+                let (mut driver, _) = init(core, v1());
+                core.set_status(DRIVER_OK);
+                add_writable(&mut driver, mem, DATA);
+                let _ = core.notify(0);
+                assert_eq!(core.device().held.len(), 1);
+                core.set_queue_ready(0, false).unwrap();
+                assert!(core.device().held.is_empty(), "the device forgot it");
+                if rebase {
+                    core.set_queue_base(0, 1).unwrap();
+                }
+                core.set_queue_ready(0, true).unwrap();
+                assert_eq!(core.is_live(), rebase);
+                if !rebase {
+                    assert_eq!(
+                        core.needs_reset_cause(),
+                        Some(NeedsResetCause::AbandonedChains { queue: 0, count: 1 })
+                    );
+                }
+            },
+        );
+    }
+    // With nothing in flight, disable and enable simply resume.
+    with_core(Echo::default(), |core, mem| {
+        let (mut driver, _) = init(core, v1());
+        core.set_status(DRIVER_OK);
+        add_writable(&mut driver, mem, DATA);
+        let _ = core.notify(0);
+        core.set_queue_ready(0, false).unwrap();
+        core.set_queue_ready(0, true).unwrap();
+        assert!(core.is_live());
+        add_writable(&mut driver, mem, DATA);
+        let _ = core.notify(0);
+        assert_eq!(core.device().served, 2);
+    });
+}
+
+struct StatusFirst(Echo);
+
+impl VirtioDevice for StatusFirst {
+    fn malformed_chain(&self, _queue: u16) -> MalformedChain {
+        MalformedChain::StatusAtStart(&[0xee, 0x01])
+    }
+    fn device_id(&self) -> DeviceId {
+        self.0.device_id()
+    }
+    fn features(&self) -> Features {
+        self.0.features()
+    }
+    fn num_queues(&self) -> u16 {
+        1
+    }
+    fn max_queue_size(&self, q: u16) -> u16 {
+        self.0.max_queue_size(q)
+    }
+    fn reset(&mut self) {}
+    fn queue_notify<M: GuestMemory, const S: usize>(
+        &mut self,
+        queue: u16,
+        queues: &mut DeviceQueues<'_, M, S>,
+    ) {
+        self.0.queue_notify(queue, queues);
+    }
+}
+
+// A device whose responses start with their status (GPIO, sound control)
+// gets its error status at the start of a malformed chain's first writable
+// descriptor, reported as the used length, so the driver reads an error.
+#[test]
+fn a_status_at_start_is_written_into_a_malformed_chain() {
+    let mut ram = vec![0u64; MEM / 8];
+    let mem = Region::new(BASE, ram.as_mut_bytes()).unwrap();
+    let mut core: DeviceCore<StatusFirst, _, 1> =
+        DeviceCore::new(StatusFirst(Echo::default()), &mem);
+    core.set_status(1 | 2);
+    core.set_driver_features(v1());
+    core.set_status(1 | 2 | 8);
+    let layout = SplitDriver::layout(RING0, QSIZE);
+    let mut driver = SplitDriver::new(&mem, layout, v1()).unwrap();
+    core.set_queue_size(0, u32::from(QSIZE)).unwrap();
+    core.set_queue_area(0, RingArea::Descriptors, layout.desc_addr)
+        .unwrap();
+    core.set_queue_area(0, RingArea::Driver, layout.driver_addr)
+        .unwrap();
+    core.set_queue_area(0, RingArea::Device, layout.device_addr)
+        .unwrap();
+    core.set_queue_ready(0, true).unwrap();
+    core.set_status(DRIVER_OK);
+    // Readable after writable: malformed.
+    let w = Segment { addr: DATA, len: 2 };
+    let r = Segment {
+        addr: DATA + 0x100,
+        len: 4,
+    };
+    let id = driver.add_raw(&mem, &[(w, true), (r, false)]).unwrap();
+    driver.publish_avail(&mem).unwrap();
+    let _ = core.notify(0);
+    let used = driver.pop_used(&mem).unwrap().unwrap();
+    assert_eq!((used.id, used.len), (id, 2));
+    let mut got = [0u8; 2];
+    mem.read(DATA, &mut got).unwrap();
+    assert_eq!(got, [0xee, 0x01]);
+    assert!(core.is_live());
+    assert_eq!(core.device().0.served, 0, "the device never saw it");
 }

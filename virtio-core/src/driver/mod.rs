@@ -16,6 +16,7 @@
 //! this side chose and checked when the ring was built.
 #![allow(clippy::arithmetic_side_effects)]
 
+pub mod busy;
 mod packed;
 mod split;
 

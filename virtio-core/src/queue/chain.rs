@@ -103,8 +103,11 @@ pub struct Chain<const N: usize> {
     writable_len: u32,
     /// A writable descriptor was seen (possibly empty, so not in `segments`).
     saw_writable: bool,
-    /// The first non-empty device-writable descriptor met, in memory.
+    /// The first device-writable descriptor met, when it is non-empty and
+    /// in memory.
     first_writable: Option<Segment>,
+    /// A device-writable descriptor was met (validated or not).
+    noted_writable: bool,
     /// The last descriptor met, when it is device-writable, non-empty and
     /// in memory (where a status byte at the end of a request lives).
     tail: Option<Segment>,
@@ -132,6 +135,7 @@ impl<const N: usize> Chain<N> {
             writable_len: 0,
             saw_writable: false,
             first_writable: None,
+            noted_writable: false,
             tail: None,
         }
     }
@@ -151,6 +155,7 @@ impl<const N: usize> Chain<N> {
         self.writable_len = 0;
         self.saw_writable = false;
         self.first_writable = None;
+        self.noted_writable = false;
         self.tail = None;
     }
 
@@ -198,7 +203,8 @@ impl<const N: usize> Chain<N> {
     pub(crate) fn note<M: GuestMemory>(&mut self, mem: &M, addr: u64, len: u32, writable: bool) {
         let usable = writable && len > 0 && mem.check_range(addr, u64::from(len)).is_ok();
         let seg = usable.then_some(Segment { addr, len });
-        if self.first_writable.is_none() {
+        if writable && !self.noted_writable {
+            self.noted_writable = true;
             self.first_writable = seg;
         }
         self.tail = seg;

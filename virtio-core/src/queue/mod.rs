@@ -273,6 +273,9 @@ impl NotificationData {
     }
 }
 
+#[cfg(all(test, feature = "driver"))]
+mod accounting_tests;
+
 /// Tests pop into a fresh chain and get it back by value.
 #[cfg(test)]
 pub(crate) trait TakeChain {

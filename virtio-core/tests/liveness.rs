@@ -1,0 +1,318 @@
+//! Liveness and bounds of `DeviceCore` against a driver that follows the
+//! spec to the letter and is busy: it adds buffers while the device works
+//! and notifies only when the device's suppression state says it must
+//! (virtio 1.4 §"Available Buffer Notification Suppression", §"Driver
+//! Notifications"). The embedder honours the contract: it delivers every
+//! notification and calls `poll` again while a call reports `WorkLeft`.
+//!
+//! Invariants: every buffer made available is used; no call takes more
+//! chains than the budget; nothing is completed twice (the driver side
+//! refuses an id it does not hold); the device stays live.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used
+)]
+
+use std::cell::Cell;
+
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+use virtio_core::device::{DeviceCore, DeviceQueues, Service, VirtioDevice};
+use virtio_core::driver::busy::{BusyDriver, Schedule};
+use virtio_core::memory::{GuestMemory, Region};
+use virtio_core::queue::{Chain, RingArea};
+use virtio_core::spec::{DeviceId, Features};
+use zerocopy::IntoBytes;
+
+const MEM: usize = 0x20000;
+const RING: u64 = 0x1000;
+const DATA: u64 = 0x8000;
+
+/// Completes every chain at once with one byte written, counting the
+/// chains of the current call.
+#[derive(Default)]
+struct Echo {
+    this_call: Cell<u32>,
+}
+
+impl VirtioDevice for Echo {
+    fn device_id(&self) -> DeviceId {
+        DeviceId::Entropy
+    }
+    fn features(&self) -> Features {
+        Features::empty()
+    }
+    fn num_queues(&self) -> u16 {
+        1
+    }
+    fn max_queue_size(&self, _: u16) -> u16 {
+        64
+    }
+    fn reset(&mut self) {}
+    fn queue_notify<M: GuestMemory, const S: usize>(
+        &mut self,
+        queue: u16,
+        queues: &mut DeviceQueues<'_, M, S>,
+    ) {
+        let mut chain = Chain::<4>::new();
+        while queues.pop(queue, &mut chain) {
+            self.this_call.set(self.this_call.get() + 1);
+            let mut w = chain.writer(queues.memory());
+            w.write_all(&[0x5a]).unwrap();
+            queues.push_used(queue, chain.head(), w.bytes_written());
+        }
+    }
+}
+
+type Core<'d, 'c> = DeviceCore<Echo, &'d BusyDriver<'c, &'d Region<'d>>, 1, 64>;
+
+fn live_core<'d, 'c>(drv: &'d BusyDriver<'c, &'d Region<'d>>, features: Features) -> Core<'d, 'c> {
+    let mut core = DeviceCore::new(Echo::default(), drv);
+    core.set_status(1 | 2);
+    core.set_driver_features(features | Features::VERSION_1);
+    core.set_status(1 | 2 | 8);
+    let c = drv.config();
+    core.set_queue_size(0, u32::from(c.size)).unwrap();
+    core.set_queue_area(0, RingArea::Descriptors, c.desc_addr)
+        .unwrap();
+    core.set_queue_area(0, RingArea::Driver, c.driver_addr)
+        .unwrap();
+    core.set_queue_area(0, RingArea::Device, c.device_addr)
+        .unwrap();
+    core.set_queue_ready(0, true).unwrap();
+    core.set_status(1 | 2 | 4 | 8);
+    assert!(core.is_live());
+    core
+}
+
+/// Delivers what the driver and the contract ask for until neither asks
+/// for anything: kicks to `notify`, `WorkLeft` to `poll`. Checks each
+/// call's bound. Returns the calls made.
+fn settle(core: &mut Core<'_, '_>, drv: &BusyDriver<'_, &Region<'_>>, limit: u32) -> u32 {
+    let mut service = Service::Done;
+    let mut calls = 0;
+    loop {
+        let kicked = drv.take_kick();
+        if !kicked && !service.work_left() {
+            return calls;
+        }
+        core.device().this_call.set(0);
+        service = if kicked { core.notify(0) } else { core.poll() };
+        calls += 1;
+        assert!(
+            core.device().this_call.get() <= core.budget(),
+            "a call took {} chains, budget {}",
+            core.device().this_call.get(),
+            core.budget()
+        );
+        assert!(calls < limit, "no end to the calls");
+    }
+}
+
+fn features(packed: bool, event_idx: bool, indirect: bool) -> Features {
+    let mut f = Features::empty();
+    f.set(Features::RING_PACKED, packed);
+    f.set(Features::EVENT_IDX, event_idx);
+    f.set(Features::INDIRECT_DESC, indirect);
+    f
+}
+
+// virtio 1.4 §"Available Buffer Notification Suppression" (EVENT_IDX): the
+// driver notifies only when its new index passes `avail_event`. A driver
+// that adds one buffer during every publish, for 1000 rounds, is served to
+// the last buffer: every queue the device took from is re-armed with the
+// re-check, and a call that stops on its budget says so.
+#[test]
+fn a_buffer_added_during_every_publish_is_served_for_1000_rounds() {
+    for packed in [false, true] {
+        for indirect in [false, true] {
+            for budget in [1, 3, 64] {
+                let mut ram = vec![0u64; MEM / 8];
+                let mem = Region::new(0, ram.as_mut_bytes()).unwrap();
+                let f = features(packed, true, indirect);
+                let drv = BusyDriver::new(&mem, RING, 16, DATA, f, indirect).unwrap();
+                let mut core = live_core(&drv, f);
+                core.set_budget(budget);
+                drv.set_schedule(Schedule::Never, 1);
+                drv.step().unwrap();
+                drv.set_schedule(Schedule::EveryStore, 1000);
+                settle(&mut core, &drv, 100_000);
+                drv.collect().unwrap();
+                assert_eq!(drv.made(), 1001, "packed {packed} budget {budget}");
+                assert_eq!(drv.used(), drv.made(), "packed {packed} budget {budget}");
+                assert!(core.is_live());
+            }
+        }
+    }
+}
+
+// A driver that refills without end cannot keep one call running: each
+// call returns within its budget, reporting work left.
+#[test]
+fn a_driver_that_refills_without_end_cannot_hold_a_call() {
+    for packed in [false, true] {
+        let mut ram = vec![0u64; MEM / 8];
+        let mem = Region::new(0, ram.as_mut_bytes()).unwrap();
+        let f = features(packed, true, false);
+        let drv = BusyDriver::new(&mem, RING, 8, DATA, f, false).unwrap();
+        let mut core = live_core(&drv, f);
+        core.set_budget(5);
+        drv.set_schedule(Schedule::Never, 1);
+        drv.step().unwrap();
+        drv.set_schedule(Schedule::EveryStore, u32::MAX);
+        assert!(drv.take_kick());
+        for i in 0..100 {
+            core.device().this_call.set(0);
+            let service = if i == 0 { core.notify(0) } else { core.poll() };
+            assert_eq!(service, Service::WorkLeft);
+            assert!(core.device().this_call.get() <= 5);
+        }
+        assert!(drv.used() >= 400, "served {}", drv.used());
+    }
+}
+
+// Split ring, a hostile driver on another core: it puts head 0 back and
+// bumps avail.idx every time the device reads it. One QueueNotify still
+// ends within the budget (virtio 1.4 gives the device no limit, so the
+// device sets its own).
+#[test]
+fn a_hostile_refill_of_the_same_head_is_bounded_too() {
+    struct Refill<'a> {
+        mem: Region<'a>,
+        ring: virtio_core::queue::QueueConfig,
+    }
+    impl GuestMemory for Refill<'_> {
+        fn read(&self, a: u64, b: &mut [u8]) -> Result<(), virtio_core::memory::MemoryError> {
+            self.mem.read(a, b)
+        }
+        fn write(&self, a: u64, b: &[u8]) -> Result<(), virtio_core::memory::MemoryError> {
+            self.mem.write(a, b)
+        }
+        fn load_u16_acquire(&self, a: u64) -> Result<u16, virtio_core::memory::MemoryError> {
+            let v = self.mem.load_u16_acquire(a)?;
+            if a == self.ring.driver_addr + 2 {
+                // avail.idx: one more entry naming head 0 (wherever it is).
+                let slot = self.ring.driver_addr + 4 + 2 * u64::from(v % self.ring.size);
+                self.mem.write(slot, &0u16.to_le_bytes())?;
+                self.mem.store_u16_release(a, v.wrapping_add(1))?;
+                return Ok(v.wrapping_add(1));
+            }
+            Ok(v)
+        }
+        fn store_u16_release(
+            &self,
+            a: u64,
+            v: u16,
+        ) -> Result<(), virtio_core::memory::MemoryError> {
+            self.mem.store_u16_release(a, v)
+        }
+        fn check_range(&self, a: u64, l: u64) -> Result<(), virtio_core::memory::MemoryError> {
+            self.mem.check_range(a, l)
+        }
+    }
+    let mut ram = vec![0u64; MEM / 8];
+    let region = Region::new(0, ram.as_mut_bytes()).unwrap();
+    let ring = virtio_core::driver::SplitDriver::layout(RING, 8);
+    let d = virtio_core::spec::VirtqDesc {
+        addr: DATA.into(),
+        len: 16.into(),
+        flags: 2.into(),
+        next: 0.into(),
+    };
+    region.write_obj(ring.desc_addr, &d).unwrap();
+    let mem = Refill { mem: region, ring };
+    let mut core: DeviceCore<Echo, &Refill<'_>, 1, 64> = DeviceCore::new(Echo::default(), &mem);
+    core.set_status(1 | 2);
+    core.set_driver_features(Features::VERSION_1);
+    core.set_status(1 | 2 | 8);
+    core.set_queue_size(0, 8).unwrap();
+    core.set_queue_area(0, RingArea::Descriptors, ring.desc_addr)
+        .unwrap();
+    core.set_queue_area(0, RingArea::Driver, ring.driver_addr)
+        .unwrap();
+    core.set_queue_area(0, RingArea::Device, ring.device_addr)
+        .unwrap();
+    core.set_queue_ready(0, true).unwrap();
+    core.set_budget(16);
+    core.set_status(1 | 2 | 4 | 8);
+    for _ in 0..10 {
+        core.device().this_call.set(0);
+        let service = core.notify(0);
+        assert_eq!(service, Service::WorkLeft);
+        assert!(core.device().this_call.get() <= 16);
+    }
+    assert!(core.is_live());
+}
+
+proptest! {
+    #![proptest_config(Config { cases: 512, ..Config::default() })]
+
+    // Random interleavings of a spec-following driver (inside the device's
+    // calls, at its ring accesses, and between them) with a device that
+    // follows the contract: split and packed, EVENT_IDX on and off,
+    // indirect on and off, small rings and budgets.
+    #[test]
+    fn every_buffer_is_served_whatever_the_interleaving(
+        packed: bool,
+        event_idx: bool,
+        indirect: bool,
+        size_log in 1u32..4,
+        budget in 1u32..6,
+        buffers in 1u32..60,
+        inside in proptest::collection::vec(any::<u8>(), 0..400),
+        outside in proptest::collection::vec(0u8..3, 1..200),
+    ) {
+        let mut ram = vec![0u64; MEM / 8];
+        let mem = Region::new(0, ram.as_mut_bytes()).unwrap();
+        let f = features(packed, event_idx, indirect);
+        let drv = BusyDriver::new(&mem, RING, 1 << size_log, DATA, f, indirect).unwrap();
+        let mut core = live_core(&drv, f);
+        core.set_budget(budget);
+        drv.set_schedule(Schedule::Choices(&inside), buffers);
+        let mut service = Service::Done;
+        // The scheduler: a driver step, a delivered kick, or a poll the
+        // contract asks for (it may come late, but it comes).
+        for &what in &outside {
+            core.device().this_call.set(0);
+            match what {
+                0 => drv.step().unwrap(),
+                1 if drv.take_kick() => service = core.notify(0),
+                _ if service.work_left() => service = core.poll(),
+                _ => {}
+            }
+            prop_assert!(core.device().this_call.get() <= budget);
+        }
+        // The driver adds the rest, then everything owed is delivered.
+        while drv.made() < buffers {
+            let before = drv.made();
+            drv.step().unwrap();
+            service = if drv.take_kick() { core.notify(0) } else { service };
+            if drv.made() == before {
+                // Ring full: the device must make room.
+                while drv.take_kick() || service.work_left() {
+                    service = core.poll();
+                }
+                drv.collect().unwrap();
+                if drv.made() == before && drv.used() == drv.made() {
+                    break;
+                }
+            }
+        }
+        if service.work_left() {
+            service = core.poll();
+        }
+        let _ = service;
+        let mut pending = service;
+        loop {
+            let kicked = drv.take_kick();
+            if !kicked && !pending.work_left() {
+                break;
+            }
+            pending = if kicked { core.notify(0) } else { core.poll() };
+        }
+        drv.collect().unwrap();
+        prop_assert_eq!(drv.used(), drv.made(), "buffers left unserved");
+        prop_assert!(core.is_live());
+    }
+}
