@@ -208,7 +208,8 @@ fn a_busy_driver_thread_is_served_to_the_end() {
             let (mut made, mut done) = (0u32, 0u32);
             let mut add_and_collect: Box<dyn FnMut(&mut u32, &mut u32) -> bool> = if packed {
                 let cfg = virtio_core::driver::PackedDriver::<8>::layout(base, 8);
-                let mut q = virtio_core::driver::PackedDriver::<8>::new(&data, cfg, features).unwrap();
+                let mut q =
+                    virtio_core::driver::PackedDriver::<8>::new(&data, cfg, features).unwrap();
                 drv.bring_up(0, features, &[cfg]).unwrap();
                 Box::new(move |made, done| {
                     while let Some(u) = q.pop_used(&data).unwrap() {
