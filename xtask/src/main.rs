@@ -49,18 +49,24 @@ fn chapters(root: &Path) -> Result<Vec<clauses::Chapter>, String> {
 }
 
 /// Writes `path`, or in check mode compares with it.
-fn write_or_check(path: &Path, content: &str, check: bool, regenerate: &str) -> Result<(), String> {
+fn write_or_check(
+    root: &Path,
+    file: &str,
+    content: &str,
+    check: bool,
+    regenerate: &str,
+) -> Result<(), String> {
+    let path = root.join(file);
     if check {
-        let current = read_optional(path)?;
+        let current = read_optional(&path)?;
         if current != content {
             return Err(format!(
-                "{} is stale: run `{regenerate}` and commit the result",
-                path.display()
+                "{file} is stale (it is not what the sources give): run `{regenerate}` and commit the result"
             ));
         }
         Ok(())
     } else {
-        fs::write(path, content).map_err(|e| format!("{}: {e}", path.display()))
+        fs::write(&path, content).map_err(|e| format!("{file}: {e}"))
     }
 }
 
@@ -77,7 +83,8 @@ fn spec_clauses(root: &Path, spec: Option<PathBuf>, check: bool) -> Result<(), V
     let list = clauses::extract(&spec, &chapters).map_err(|e| vec![e])?;
     let text = clauses::format_clauses(revision.trim(), &list);
     write_or_check(
-        &root.join("conformance/clauses.tsv"),
+        root,
+        "conformance/clauses.tsv",
         &text,
         check,
         "cargo run -p xtask -- spec-clauses",
@@ -128,7 +135,8 @@ fn conformance(root: &Path, check: bool) -> Result<(), Vec<String>> {
     }
     let md = matrix::render(&inputs);
     if let Err(e) = write_or_check(
-        &root.join("CONFORMANCE.md"),
+        root,
+        "CONFORMANCE.md",
         &md,
         check,
         "cargo run -p xtask -- conformance",
