@@ -18,6 +18,7 @@ use virtio_drivers::device::rng::VirtIORng;
 
 #[test]
 fn virtio_drivers_rng_gets_random_bytes() {
+    // spec: rng.device-operation.1
     let mmio = attach(Rng::new(Counter(0)));
     let mut rng = VirtIORng::<ArenaHal, _>::new(MmioAdapter::new(mmio.clone())).unwrap();
     let mut buf = [0u8; 100];
@@ -49,6 +50,7 @@ fn disk(read_only: bool) -> Block<RamDisk<'static>> {
 
 #[test]
 fn virtio_drivers_blk_writes_read_back() {
+    // spec: reset.device-reset.1
     let mmio = attach(disk(false));
     let mut blk = VirtIOBlk::<ArenaHal, _>::new(MmioAdapter::new(mmio.clone())).unwrap();
     assert_eq!(blk.capacity(), SECTORS as u64);
@@ -85,6 +87,7 @@ fn virtio_drivers_blk_writes_read_back() {
 
 #[test]
 fn virtio_drivers_blk_read_only_disk_fails_writes_with_ioerr() {
+    // spec: blk.device-operation.3
     let mmio = attach(disk(true));
     let mut blk = VirtIOBlk::<ArenaHal, _>::new(MmioAdapter::new(mmio.clone())).unwrap();
     assert!(blk.readonly());
@@ -102,6 +105,7 @@ fn virtio_drivers_blk_read_only_disk_fails_writes_with_ioerr() {
 
 #[test]
 fn virtio_drivers_console_bytes_go_both_ways() {
+    // spec: console.device-initialization.2
     use virtio_devices::console::Console;
     use virtio_drivers::device::console::VirtIOConsole;
 

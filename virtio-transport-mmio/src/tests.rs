@@ -165,6 +165,7 @@ fn add(t: &Mmio<'_>, driver: &mut SplitDriver) {
 
 #[test]
 fn identity_registers() {
+    // spec: mmio.register-layout.1, mmio.register-layout.2
     // virtio 1.4 §"MMIO Device Register Layout": the device MUST return
     // 0x74726976 in MagicValue and 0x2 in Version.
     with_mmio(|t| {
@@ -178,6 +179,7 @@ fn identity_registers() {
 
 #[test]
 fn feature_words() {
+    // spec: reserved.reserved-feature-bits.1
     with_mmio(|t| {
         w(t, DEVICE_FEATURES_SEL, 0);
         let low = r(t, DEVICE_FEATURES);
@@ -201,6 +203,7 @@ fn feature_words() {
 
 #[test]
 fn features_ok_refused_for_an_unoffered_feature_does_not_read_back() {
+    // spec: features.feature-bits.2
     // virtio 1.4 §"Feature Bits": the device MUST fail to set FEATURES_OK
     // for features it does not accept; §"Device Initialization": the driver
     // re-reads the status to see whether the bit stuck.
@@ -214,6 +217,7 @@ fn features_ok_refused_for_an_unoffered_feature_does_not_read_back() {
 
 #[test]
 fn a_request_end_to_end_with_the_interrupt_line() {
+    // spec: mmio.register-layout.3, mmio.register-layout.4
     with_mmio(|t| {
         let (mut driver, _) = live(t, V1);
         add(t, &mut driver);
@@ -236,6 +240,7 @@ fn a_request_end_to_end_with_the_interrupt_line() {
 
 #[test]
 fn no_buffer_consumed_before_driver_ok_over_mmio() {
+    // spec: status.device-status-field.1
     // virtio 1.4 §"Device Initialization": no buffers before DRIVER_OK.
     with_mmio(|t| {
         negotiate(t, V1);
@@ -253,6 +258,7 @@ fn no_buffer_consumed_before_driver_ok_over_mmio() {
 
 #[test]
 fn reset_clears_interrupt_status_and_queue_ready() {
+    // spec: mmio.register-layout.5, reset.device-reset.1
     // virtio 1.4 §"MMIO Device Register Layout": upon reset the device MUST
     // clear all bits in InterruptStatus and the ready bits of all queues.
     with_mmio(|t| {
@@ -484,6 +490,7 @@ fn invalid_values() {
 
 #[test]
 fn queue_reset_register() {
+    // spec: mmio.register-layout.8, mmio.register-layout.9, mmio.register-layout.10, mmio.register-layout.12, vq-reset.re-enable.1
     // Without RING_RESET the write is refused.
     with_mmio(|t| {
         let _ = live(t, V1);
@@ -549,6 +556,7 @@ fn shared_memory_registers() {
 
 #[test]
 fn config_space_byte_halfword_word() {
+    // spec: config.device-configuration-space.1
     with_mmio(|t| {
         assert_eq!(t.read(CONFIG, Width::Byte), 0x88);
         assert_eq!(t.read(CONFIG + 1, Width::Byte), 0x77);
@@ -604,6 +612,7 @@ fn config_space_invalid_accesses() {
 
 #[test]
 fn config_generation_changes_with_the_config() {
+    // spec: mmio.register-layout.6, mmio.register-layout.3
     // virtio 1.4 §"MMIO Device Register Layout": the device MUST change
     // ConfigGeneration if there is any risk of an inconsistent view.
     with_mmio(|t| {
@@ -620,6 +629,7 @@ fn config_generation_changes_with_the_config() {
 
 #[test]
 fn needs_reset_is_visible_with_a_config_interrupt() {
+    // spec: status.device-status-field.2, status.device-status-field.3
     with_mmio(|t| {
         let (_driver, layout) = live(t, V1);
         // Corrupt the available ring: an index 100 ahead of the device.

@@ -130,6 +130,7 @@ fn size_config() {
 
 #[test]
 fn emergency_write_works_on_an_unconfigured_device() {
+    // spec: console.device-initialization.1, console.device-initialization.2
     // virtio 1.4 §"Console Device / Device Requirements: Device
     // configuration layout": the device MUST allow a write to emerg_wr
     // even on an unconfigured device, and SHOULD transmit its low byte.
@@ -195,6 +196,7 @@ fn drain(h: &mut Two, bufs: &mut Vec<Segment>) -> Vec<(u32, u16, u16, Vec<u8>)> 
 
 #[test]
 fn multiport_handshake() {
+    // spec: console.multiport-device-operation.1
     // virtio 1.4 §"Multiport Device Operation".
     let mut h = multi();
     let mut raw = [0u8; 12];
@@ -283,6 +285,7 @@ fn short_control_messages_are_returned_and_ignored() {
 
 #[test]
 fn reset_drops_held_receive_buffers() {
+    // spec: reset.device-reset.2
     // virtio 1.4 §"Device Reset": after reset the device MUST NOT interact
     // with the queues: a buffer held from before is forgotten.
     let mut h = single();

@@ -43,6 +43,7 @@ fn rig<R: TryRng>(rng: R) -> Harness<Rng<R>, 1> {
 
 #[test]
 fn fills_writable_buffers() {
+    // spec: rng.device-operation.1, split.used-ring.2
     // virtio 1.4 §"Entropy Device / Device Operation": the device MUST
     // place one or more random bytes into the buffer.
     let mut h = rig(Counter::default());
@@ -58,6 +59,7 @@ fn fills_writable_buffers() {
 
 #[test]
 fn rejects_readable_buffers() {
+    // spec: split.descriptor-table.1
     // virtio 1.4 §"Entropy Device / Driver Requirements: Device Operation":
     // the driver MUST NOT place driver-readable buffers into the queue; the
     // device returns such a chain untouched, and goes on.
@@ -97,6 +99,7 @@ fn malformed_chain_gets_used_length_0_and_the_next_succeeds() {
 
 #[test]
 fn in_order_is_offered_and_honoured() {
+    // spec: reserved.reserved-feature-bits.5
     let mut h: Harness<Rng<Counter>, 1> =
         Harness::new(Rng::new(Counter::default()), Features::IN_ORDER, &[0]);
     let segs: std::vec::Vec<_> = (0..4).map(|_| h.space(8)).collect();
