@@ -33,6 +33,7 @@ fn config() -> Config {
 // is not a power of two carries the same requests with the same results.
 proptest! {
     #![proptest_config(config())]
+    // spec: split.message-framing.1
     #[test]
     fn packed_and_split_give_the_driver_identical_results(
         size_log in 3u32..6,
@@ -89,6 +90,7 @@ proptest! {
 // or write anything but the descriptor ring and its own event structure.
 proptest! {
     #![proptest_config(config())]
+    // spec: packed.descriptor-table.1
     #[test]
     fn random_packed_rings_never_panic_loop_or_stray(
         size in 1u16..=48,

@@ -22,6 +22,7 @@ fn config() -> Config {
 
 proptest! {
     #![proptest_config(config())]
+    // spec: split.message-framing.1
     #[test]
     fn legal_chains_round_trip(
         size_log in 3u32..7,
@@ -54,6 +55,7 @@ proptest! {
 // (the region refuses it) or write anything but the used ring.
 proptest! {
     #![proptest_config(config())]
+    // spec: split.descriptor-table.1, split.descriptor-table.2
     #[test]
     fn random_rings_never_panic_loop_or_stray(
         size_log in 0u32..6,
@@ -119,6 +121,7 @@ fn model_need_event(event: u16, new: u16, old: u16) -> bool {
 // including wrap-around at 2^16.
 proptest! {
     #![proptest_config(config())]
+    // spec: split.used-buffer-notification-suppression.5, split.used-buffer-notification-suppression.6
     #[test]
     fn event_idx_decision_matches_vring_need_event(
         start in any::<u16>(),

@@ -44,6 +44,7 @@ fn byte(offset: usize) -> u8 {
     (offset.wrapping_mul(2654435761) >> 13) as u8
 }
 
+// spec: split.message-framing.1, split.indirect-descriptors.2
 #[test]
 fn linux_request_shapes_on_small_rings_land_every_byte() {
     for packed in [false, true] {

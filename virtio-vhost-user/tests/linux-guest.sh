@@ -12,6 +12,12 @@
 #   reset           the guest unbinds/rebinds virtio-blk (device reset) mid-I/O
 #   kill-reconnect  QEMU killed with SIGKILL mid-I/O, then a fresh QEMU boots
 #                   against the same daemons and must pass the checks
+#   split-qs16, packed-qs16, split-qs8, packed-qs8
+#                   vhost-user-blk-pci,queue-size=16 or 8: rings smaller than
+#                   the chains Linux builds for a request
+# Each case also writes four 1 MiB O_DIRECT requests and reads them back
+# (O_DIRECT), the guest compares them, and the host finds every record in
+# the image; a guest that logs a block I/O error fails the case.
 # Each case checks: /dev/hwrng is served by virtio_rng and yields bytes; a
 # pattern written to /dev/vda and flushed reads back in the guest and is in
 # the image file on the host. One PASS/FAIL line per case; exit 1 on a FAIL.
@@ -23,7 +29,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="${WORK:-/tmp/vvu-e2e}"
-CASES="${CASES:-split packed event_idx-off packed-event_idx-off reset kill-reconnect}"
+CASES="${CASES:-split packed event_idx-off packed-event_idx-off split-qs16 packed-qs16 split-qs8 packed-qs8 reset kill-reconnect}"
 BOOT_TIMEOUT="${BOOT_TIMEOUT:-120}"
 MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk virtio-rng"
 
@@ -110,6 +116,18 @@ check_blk() {
     if cmp -s /tmp/pat /tmp/back; then echo "VVU BLK-OK $(wc -c </tmp/back) bytes"; else echo "VVU BLK-FAIL readback differs"; fi
 }
 
+# O_DIRECT: four 1 MiB requests of a second pattern at 8 MiB, read back
+# with O_DIRECT too (Linux splits each by seg_max and sends it through one
+# indirect table per request, longer than a small ring).
+check_direct() {
+    awk -v m="$MARK" 'BEGIN { for (i = 0; i < 65536; i++) printf "%-63s\n", "D" m "-" i }' >/tmp/dpat
+    dd if=/tmp/dpat of=/dev/vda bs=1048576 seek=8 count=4 oflag=direct 2>/tmp/dd.err \
+        || { echo "VVU DIRECT-FAIL write $(cat /tmp/dd.err)"; return; }
+    dd if=/dev/vda of=/tmp/dback bs=1048576 skip=8 count=4 iflag=direct 2>/tmp/dd.err \
+        || { echo "VVU DIRECT-FAIL read $(cat /tmp/dd.err)"; return; }
+    if cmp -s /tmp/dpat /tmp/dback; then echo "VVU DIRECT-OK $(wc -c </tmp/dback) bytes"; else echo "VVU DIRECT-FAIL readback differs"; fi
+}
+
 # Continuous I/O on both devices until killed.
 io_loop() {
     ( while :; do dd if=/dev/hwrng of=/dev/null bs=4096 count=16 2>/dev/null; done ) &
@@ -119,7 +137,7 @@ io_loop() {
 
 case "$MODE" in
 check)
-    check_rng; check_blk ;;
+    check_rng; check_blk; check_direct ;;
 reset)
     io_loop; sleep 2
     dev=$(basename "$(readlink /sys/block/vda/device)")
@@ -171,9 +189,10 @@ done
 
 daemons_alive() { for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || return 1; done; }
 
-# boot NAME MODE MARK RING_PROPS: starts QEMU in the background, console in $WORK/NAME.console
+# boot NAME MODE MARK RING_PROPS [BLK_PROPS]: starts QEMU in the background,
+# console in $WORK/NAME.console
 boot() {
-    local name="$1" mode="$2" mark="$3" props="$4"
+    local name="$1" mode="$2" mark="$3" props="$4" blkprops="${5:-}"
     : >"$WORK/$name.console"
     rm -f "$WORK/$name.qemu.pid"
     timeout "$BOOT_TIMEOUT" qemu-system-x86_64 \
@@ -184,7 +203,7 @@ boot() {
         -chardev socket,id=rng0,path="$RNG_SOCK" \
         -device "vhost-user-rng-pci,chardev=rng0,$props" \
         -chardev socket,id=blk0,path="$BLK_SOCK" \
-        -device "vhost-user-blk-pci,chardev=blk0,num-queues=1,$props" \
+        -device "vhost-user-blk-pci,chardev=blk0,num-queues=1,$props${blkprops:+,$blkprops}" \
         -display none -monitor none -serial "file:$WORK/$name.console" \
         -nic none -no-reboot -pidfile "$WORK/$name.qemu.pid" >"$WORK/$name.qemu.log" 2>&1 &
     QEMU_PID=$!   # the timeout wrapper; QEMU's own pid is in the pidfile
@@ -199,7 +218,7 @@ kill_qemu() {
     QEMU_PID=""
 }
 
-# verdict NAME MARK: PASS if the guest and the host saw everything
+# verdict NAME MARK MODE: PASS if the guest and the host saw everything
 verdict() {
     local name="$1" mark="$2" con="$WORK/$1.console" why=""
     grep -q "VVU RNG-OK" "$con" || why="$why rng"
@@ -209,6 +228,16 @@ verdict() {
     grep -qa "^$mark-0 *\$" "$WORK/$name.image-slice" || why="$why blk(host,first)"
     grep -qa "^$mark-16383 *\$" "$WORK/$name.image-slice" || why="$why blk(host,last)"
     [ "$(grep -ac "^$mark-" "$WORK/$name.image-slice")" = 16384 ] || why="$why blk(host,count)"
+    if grep -q "VVU DIRECT" "$con"; then
+        grep -q "VVU DIRECT-OK" "$con" || why="$why direct(guest)"
+        dd if="$IMG" of="$WORK/$name.direct-slice" bs=1048576 skip=8 count=4 2>/dev/null
+        [ "$(grep -ac "^D$mark-" "$WORK/$name.direct-slice")" = 65536 ] || why="$why direct(host,count)"
+    elif [ "$3" = check ]; then
+        why="$why direct(not run)"
+    fi
+    # A request the device failed (or answered with a stale status) shows
+    # in the guest's log as an I/O error.
+    grep -qiE "I/O error|blk_update_request|critical (medium|target)" "$con" && why="$why guest-io-error"
     daemons_alive || why="$why daemon-died"
     if [ -z "$why" ]; then
         echo "PASS $name"
@@ -220,14 +249,14 @@ verdict() {
 }
 
 run_case() {
-    local name="$1" props="$2" mode="${3:-check}" mark
+    local name="$1" props="$2" mode="${3:-check}" blkprops="${4:-}" mark
     mark="VVU-$name-$RANDOM$RANDOM"
     local t0=$SECONDS
-    boot "$name" "$mode" "$mark" "$props"
+    boot "$name" "$mode" "$mark" "$props" "$blkprops"
     wait "$QEMU_PID" || true
     QEMU_PID=""
     log "$name: guest ran $((SECONDS - t0)) s"
-    verdict "$name" "$mark"
+    verdict "$name" "$mark" "$mode"
 }
 
 kill_reconnect() {
@@ -257,6 +286,10 @@ for c in $CASES; do
         packed) run_case packed "packed=on" || FAILED=1 ;;
         event_idx-off) run_case event_idx-off "packed=off,event_idx=off" || FAILED=1 ;;
         packed-event_idx-off) run_case packed-event_idx-off "packed=on,event_idx=off" || FAILED=1 ;;
+        split-qs16) run_case split-qs16 "packed=off" check "queue-size=16" || FAILED=1 ;;
+        packed-qs16) run_case packed-qs16 "packed=on" check "queue-size=16" || FAILED=1 ;;
+        split-qs8) run_case split-qs8 "packed=off" check "queue-size=8" || FAILED=1 ;;
+        packed-qs8) run_case packed-qs8 "packed=on" check "queue-size=8" || FAILED=1 ;;
         reset) run_case reset "packed=off" reset || FAILED=1 ;;
         kill-reconnect) kill_reconnect || FAILED=1 ;;
         *) echo "FAIL $c: unknown case"; FAILED=1 ;;

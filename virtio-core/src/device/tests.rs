@@ -164,6 +164,7 @@ fn v1() -> Features {
     Features::VERSION_1
 }
 
+// spec: reserved.reserved-feature-bits.1
 #[test]
 fn offers_version_1_ring_features_and_own_bits_only() {
     with_core(Echo::default(), |core, _mem| {
@@ -175,6 +176,7 @@ fn offers_version_1_ring_features_and_own_bits_only() {
     });
 }
 
+// spec: features.feature-bits.2
 #[test]
 fn features_ok_refused_for_an_unoffered_feature() {
     // virtio 1.4 §"Feature Bits": if the device does not accept the
@@ -200,6 +202,7 @@ fn features_ok_refused_for_an_unoffered_feature() {
     });
 }
 
+// spec: features.feature-bits.2
 #[test]
 fn features_ok_refused_without_version_1_or_on_device_veto() {
     with_core(
@@ -242,6 +245,7 @@ fn status_bits_are_only_added_and_needs_reset_is_the_devices() {
     });
 }
 
+// spec: status.device-status-field.1
 #[test]
 fn no_buffer_is_consumed_before_driver_ok() {
     // virtio 1.4 §"Device Initialization": the device MUST NOT consume
@@ -277,6 +281,7 @@ fn failed_status_stops_consumption() {
     });
 }
 
+// spec: reset.device-reset.1, reset.device-reset.2, mmio.register-layout.5
 #[test]
 fn reset_clears_queues_interrupt_status_and_the_device() {
     // virtio 1.4 §"Device Reset": the device MUST reinitialize device status
@@ -422,6 +427,7 @@ fn a_device_can_choose_needs_reset_for_malformed_chains() {
     ));
 }
 
+// spec: status.device-status-field.2, status.device-status-field.3
 #[test]
 fn corrupt_ring_sets_needs_reset_with_a_config_interrupt() {
     // virtio 1.4 §"Device Status Field": the device SHOULD set
@@ -451,6 +457,7 @@ fn corrupt_ring_sets_needs_reset_with_a_config_interrupt() {
     });
 }
 
+// spec: status.device-status-field.2, status.device-status-field.3
 #[test]
 fn a_bad_queue_configuration_at_driver_ok_needs_reset() {
     with_core(Echo::default(), |core, _mem| {
@@ -506,6 +513,7 @@ fn queue_setup_is_validated() {
     });
 }
 
+// spec: vq-reset.reset.1, vq-reset.reset.2, vq-reset.re-enable.1
 #[test]
 fn per_queue_reset_forgets_ring_state_and_re_enable_uses_the_new_config() {
     // virtio 1.4 §"Virtqueue Reset": after a queue reset the device MUST NOT
@@ -560,6 +568,7 @@ fn held_chains_complete_later_through_poll() {
 // virtio 1.4 §"Used Buffer Notification Suppression": the notification is
 // per virtqueue. The core says which queues are due one, for transports that
 // notify per queue, and forgets them once taken.
+// spec: split.available-buffer-notification-suppression.5
 #[test]
 fn used_notifications_are_reported_per_queue() {
     with_core(Echo::default(), |core, mem| {
@@ -631,6 +640,7 @@ fn notification_data_carries_the_queue_in_its_low_bits() {
     });
 }
 
+// spec: config.device-configuration-space.1
 #[test]
 fn config_space_and_generation() {
     // virtio 1.4 §"Device Configuration Space": the device MUST allow
@@ -854,6 +864,7 @@ fn avail_event(mem: &Region<'_>, layout: QueueConfig) -> u16 {
 // the device took buffers from in a call is re-armed — not only the one
 // notified, and after poll() too — or a driver adding to the other queue
 // would never notify again.
+// spec: split.available-buffer-notification-suppression.4
 #[test]
 fn every_queue_the_device_popped_from_is_re_armed() {
     let features = v1() | Features::EVENT_IDX;
@@ -911,6 +922,7 @@ fn every_queue_the_device_popped_from_is_re_armed() {
 // disabled the queue cannot be returned there. Enabling it again without a
 // reset (or a new base, vhost-user's SET_VRING_BASE) would resume past
 // them and lose them silently: the device enters DEVICE_NEEDS_RESET.
+// spec: status.device-status-field.2
 #[test]
 fn re_enabling_a_queue_that_abandoned_chains_needs_reset() {
     for rebase in [false, true] {

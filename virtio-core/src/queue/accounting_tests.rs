@@ -125,6 +125,7 @@ fn seg(i: u64, len: u32) -> Segment {
 // never handed out — is refused with a typed error and writes nothing
 // (virtio 1.4 §"The Virtqueue Used Ring": the device returns each buffer it
 // took, once).
+// spec: packed.virtqueues.2
 #[test]
 fn a_head_is_accepted_once_and_only_while_in_flight() {
     both(|mem, drv, q| {

@@ -162,6 +162,7 @@ fn packed_config_takes_any_size_and_checks_alignment() {
 // the device MUST NOT use a descriptor unless it observes the AVAIL bit
 // changed — the zeroed ring, and descriptors of the wrong lap, are not
 // available.
+// spec: packed.descriptor-table.2
 #[test]
 fn packed_descriptor_is_used_only_once_avail_bit_matches_wrap() {
     with_queue(Features::RING_PACKED, |mem, q| {
@@ -192,6 +193,7 @@ fn packed_descriptor_is_used_only_once_avail_bit_matches_wrap() {
 // descriptor of the list; §"Scatter-Gather Support" (device normative): the
 // device MUST use the descriptors of a list in the order they were made
 // available.
+// spec: packed.scatter-gather-support.1, packed.virtqueues.1
 #[test]
 fn packed_chain_takes_id_from_last_descriptor_and_keeps_order() {
     with_queue(Features::RING_PACKED, |mem, q| {
@@ -254,6 +256,7 @@ fn packed_used_descriptor_has_id_len_write_and_both_wrap_bits() {
 // virtio 1.4 §"Packed Virtqueues" (device normative): the device MUST start
 // writing device descriptors into the ring in the order in which they
 // complete — out of order relative to how they were made available.
+// spec: packed.virtqueues.2
 #[test]
 fn packed_out_of_order_completion_writes_in_completion_order() {
     with_queue(Features::RING_PACKED, |mem, q| {
@@ -507,6 +510,7 @@ fn packed_rejects_segments_outside_memory_and_total_overflow() {
 // virtio 1.4 §"Scatter-Gather Support" (packed, device normative): the
 // device MAY limit the number of buffers in a list; a list over the
 // device's `Chain<N>` capacity is an error with the whole list skipped.
+// spec: packed.scatter-gather-support.2
 #[test]
 fn packed_rejects_chain_longer_than_capacity_and_continues() {
     with_queue(Features::RING_PACKED, |mem, q| {
@@ -738,6 +742,7 @@ fn packed_notification_data_gives_ring_position() {
 // virtio 1.4 §"Virtqueue Reset" (device normative): after a queue reset the
 // device MUST reset its available and used state — for packed, both wrap
 // counters back to 1 and both positions to slot 0.
+// spec: vq-reset.reset.2
 #[test]
 fn packed_reset_restarts_positions_and_wrap_counters() {
     with_queue(Features::RING_PACKED, |mem, q| {
@@ -761,6 +766,7 @@ fn packed_reset_restarts_positions_and_wrap_counters() {
 // into slots the device took, in completion order. Returning more slots than
 // are in flight (a device bug) is refused, so the used position never
 // overtakes the available one.
+// spec: packed.virtqueues.2
 #[test]
 fn packed_push_used_refuses_more_than_in_flight() {
     with_queue(Features::RING_PACKED, |mem, q| {
@@ -779,6 +785,7 @@ fn packed_push_used_refuses_more_than_in_flight() {
 // wrap counter after the last slot. More than three full laps of a ring of
 // 5 (not a power of two), with chains of 1 to 3 slots completed out of
 // order, through our own driver side.
+// spec: packed.virtqueues.1, packed.virtqueues.2
 #[cfg(feature = "driver")]
 #[test]
 fn packed_wraps_many_laps_of_a_non_power_of_two_ring() {
@@ -823,6 +830,7 @@ fn packed_wraps_many_laps_of_a_non_power_of_two_ring() {
 
 // Reader/Writer see a packed chain like a split one (§"Message Framing":
 // no assumption on how the driver splits a buffer).
+// spec: split.message-framing.1
 #[test]
 fn packed_reader_and_writer_cross_descriptors() {
     with_queue(Features::RING_PACKED, |mem, q| {

@@ -727,6 +727,7 @@ mod tests {
     // virtio 1.4 §"Message Framing" (device normative): the device MUST NOT
     // make assumptions about the particular arrangement of descriptors — a
     // header split across descriptors reads the same.
+    // spec: split.message-framing.1
     #[test]
     fn reader_and_writer_cross_descriptor_boundaries() {
         with_queue(Features::empty(), |mem, q| {
@@ -774,6 +775,7 @@ mod tests {
     // virtio 1.4 §"The Virtqueue Descriptor Table" (device normative): a
     // device MUST NOT write to a device-readable buffer and MUST NOT write
     // to any descriptor table entry.
+    // spec: split.descriptor-table.1, split.descriptor-table.2
     #[test]
     fn device_never_writes_readable_buffers_or_the_descriptor_table() {
         with_queue(Features::INDIRECT_DESC, |mem, q| {
@@ -841,6 +843,7 @@ mod tests {
     // through one indirect table, when a device's seg_max exceeds the ring;
     // the device serves such a chain up to its capacity N (a deliberate
     // tolerance) and reads no more than max(queue size, N) descriptors.
+    // spec: split.message-framing.2
     #[test]
     fn indirect_chain_longer_than_queue_is_served_up_to_capacity() {
         with_queue(Features::INDIRECT_DESC, |mem, q| {
@@ -1097,6 +1100,7 @@ mod tests {
 
     // virtio 1.4 §"Message Framing" (device normative): the device MAY have
     // a reasonable limit of descriptors it will allow in a chain; ours is N.
+    // spec: split.message-framing.2
     #[test]
     fn rejects_chain_longer_than_capacity() {
         with_queue(Features::empty(), |mem, q| {
@@ -1171,6 +1175,7 @@ mod tests {
     // ignore the write-only flag on the descriptor that refers to a table,
     // and MUST handle zero or more chained descriptors followed by one
     // indirect descriptor.
+    // spec: split.indirect-descriptors.1, split.indirect-descriptors.2
     #[test]
     fn direct_descriptors_then_indirect_table() {
         with_queue(Features::INDIRECT_DESC, |mem, q| {
@@ -1199,6 +1204,7 @@ mod tests {
     // virtio 1.4 §"Used Buffer Notification Suppression" (device normative),
     // without EVENT_IDX: if flags is 0 the device MUST send a notification;
     // if it is 1 it SHOULD NOT.
+    // spec: split.used-buffer-notification-suppression.2, split.used-buffer-notification-suppression.3
     #[test]
     fn notification_follows_avail_flags_without_event_idx() {
         with_queue(Features::empty(), |mem, q| {
@@ -1217,6 +1223,25 @@ mod tests {
         });
     }
 
+    // virtio 1.4 §"Used Buffer Notification Suppression" (device normative):
+    // without EVENT_IDX the device MUST ignore used_event. Here used_event
+    // names an index this publish does not reach (vring_need_event would
+    // say no) and flags is 0: the device notifies all the same.
+    // spec: split.used-buffer-notification-suppression.1
+    #[test]
+    fn used_event_is_ignored_without_event_idx() {
+        with_queue(Features::empty(), |mem, q| {
+            set_desc(mem, DESC, 0, DATA, 1, WRITE, 0);
+            offer(mem, &[0]);
+            let used_event = AVAIL + 4 + 2 * u64::from(Q);
+            mem.store_u16_release(used_event, 5).unwrap();
+            assert!(!vring_need_event(5, 1, 0));
+            let c: Chain<1> = q.take(mem).unwrap().unwrap();
+            q.push_used(mem, c.head(), 1).unwrap();
+            assert!(q.publish_used(mem).unwrap());
+        });
+    }
+
     // Nothing published, nothing to notify.
     #[test]
     fn publish_without_new_buffers_does_not_notify() {
@@ -1229,6 +1254,7 @@ mod tests {
     // virtio 1.4 §"Used Buffer Notification Suppression" (device normative),
     // with EVENT_IDX: the device MUST ignore the lower bit of flags, and MUST
     // notify when the used idx that placed the entry equals used_event.
+    // spec: split.used-buffer-notification-suppression.4, split.used-buffer-notification-suppression.5, split.used-buffer-notification-suppression.6
     #[test]
     fn event_idx_notifies_exactly_when_used_event_is_crossed() {
         with_queue(Features::EVENT_IDX, |mem, q| {
@@ -1260,6 +1286,7 @@ mod tests {
     // virtio 1.4 §"Available Buffer Notification Suppression" (device
     // normative), without EVENT_IDX: the device MUST set flags to 0 or 1 and
     // MAY set 1 to advise that notifications are not needed.
+    // spec: split.available-buffer-notification-suppression.1, split.available-buffer-notification-suppression.2
     #[test]
     fn disable_and_enable_notification_set_used_flags() {
         with_queue(Features::empty(), |mem, q| {
@@ -1272,6 +1299,7 @@ mod tests {
 
     // With EVENT_IDX the device MUST keep flags at 0 and publishes
     // avail_event instead.
+    // spec: split.available-buffer-notification-suppression.3, split.available-buffer-notification-suppression.4
     #[test]
     fn event_idx_enable_publishes_avail_event_and_keeps_flags_zero() {
         with_queue(Features::EVENT_IDX, |mem, q| {
@@ -1393,6 +1421,7 @@ mod tests {
 
     // virtio 1.4 §"Virtqueue Reset": after a queue reset the device MUST
     // reset its avail and used state.
+    // spec: vq-reset.reset.2
     #[test]
     fn reset_restarts_ring_state() {
         with_queue(Features::empty(), |mem, q| {

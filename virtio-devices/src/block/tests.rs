@@ -114,6 +114,7 @@ fn sectors_written_read_back() {
     assert_eq!(h.core.device().stats().ok, 2);
 }
 
+// spec: split.message-framing.1
 #[test]
 fn header_and_data_split_anywhere() {
     let mut h = rig();
@@ -139,6 +140,7 @@ fn header_and_data_split_anywhere() {
     assert_eq!(got[512], OK);
 }
 
+// spec: blk.device-initialization.3
 #[test]
 fn capacity_and_config_fields() {
     let h = rig();
@@ -165,6 +167,7 @@ fn capacity_and_config_fields() {
     assert_eq!(u32::from_le_bytes(lo), SECTORS as u32);
 }
 
+// spec: blk.device-initialization.1, blk.device-initialization.2
 #[test]
 fn config_wce_is_not_offered_and_writeback_is_0() {
     // virtio 1.4 §"Block Device / Device Initialization": the device MUST
@@ -185,6 +188,7 @@ fn config_wce_is_not_offered_and_writeback_is_0() {
     }
 }
 
+// spec: blk.device-operation.16, blk.device-initialization.4, blk.device-initialization.5
 #[test]
 fn zoned_is_not_offered_and_zone_requests_are_unsupported() {
     // virtio 1.4 §"Block Device / Device Operation": if ZONED is not
@@ -200,6 +204,7 @@ fn zoned_is_not_offered_and_zone_requests_are_unsupported() {
     }
 }
 
+// spec: blk.device-operation.3
 #[test]
 fn read_only_fails_writes_with_ioerr_and_writes_nothing() {
     // virtio 1.4 §"Block Device / Device Operation": a device MUST set the
@@ -223,6 +228,7 @@ fn read_only_fails_writes_with_ioerr_and_writes_nothing() {
     assert_eq!(req(&mut h, IN, 0, &[], 512).0, OK);
 }
 
+// spec: blk.device-operation.4, blk.device-operation.5
 #[test]
 fn discard_and_write_zeroes_flags() {
     // virtio 1.4 §"Block Device / Device Operation": UNSUPP for any unknown
@@ -239,6 +245,7 @@ fn discard_and_write_zeroes_flags() {
     assert_eq!(req(&mut h, DISCARD, 0, seg.as_bytes(), 0).0, OK);
 }
 
+// spec: blk.device-operation.8
 #[test]
 fn reads_return_zeroes_after_write_zeroes() {
     // virtio 1.4 §"Block Device / Device Operation": after a write zeroes
@@ -282,6 +289,7 @@ fn range_command_limits() {
     );
 }
 
+// spec: blk.device-operation.11
 #[test]
 fn flush_and_stable_writes() {
     // virtio 1.4 §"Block Device / Device Operation": FLUSH offered but not
@@ -387,6 +395,7 @@ fn seg_max_and_size_max_are_enforced() {
 // virtio 1.4 §"Block Device / Device Operation": the status byte is the
 // last byte the driver reads; a malformed request must not leave it stale
 // (a stale 0 reads as VIRTIO_BLK_S_OK and the guest's data is lost).
+// spec: split.used-ring.3
 #[test]
 fn malformed_chains_get_ioerr_in_their_status_byte_and_the_next_succeeds() {
     let mut h = rig();
@@ -428,6 +437,7 @@ fn malformed_chains_get_ioerr_in_their_status_byte_and_the_next_succeeds() {
 // returned (used length 0) and the device enters DEVICE_NEEDS_RESET
 // (virtio 1.4 §"Device Status Field": the device SHOULD set it when it
 // cannot go on), so it never reads as a success.
+// spec: status.device-status-field.2
 #[test]
 fn a_request_without_a_status_byte_needs_reset() {
     let mut h = rig();
@@ -450,6 +460,7 @@ fn a_request_without_a_status_byte_needs_reset() {
 // virtio 1.4 §"Block Device / Device Operation": the device MUST set the
 // status to UNSUPP if any unknown flag is set in a discard or write zeroes
 // segment — in any segment, before other checks answer IOERR.
+// spec: blk.device-operation.4
 #[test]
 fn an_unknown_flag_in_a_later_segment_is_unsupp() {
     let mut h = rig();
@@ -464,6 +475,7 @@ fn an_unknown_flag_in_a_later_segment_is_unsupp() {
 // virtio 1.4 §"Message Framing": the device MUST NOT make assumptions about
 // the arrangement of descriptors. seg_max counts data segments only: a
 // header split in four and a separate status byte do not count against it.
+// spec: split.message-framing.1
 #[test]
 fn seg_max_counts_data_segments_however_the_header_is_split() {
     let mut h = rig();
@@ -484,6 +496,7 @@ fn seg_max_counts_data_segments_however_the_header_is_split() {
 // The device offers a seg_max its chain capacity always holds, whatever
 // the split of header and status: 16 one-byte header segments, seg_max
 // data segments and a status byte fit in CHAIN_SEGMENTS.
+// spec: split.message-framing.1, split.message-framing.2
 #[test]
 fn default_seg_max_fits_the_chain_capacity() {
     let b = Block::new(disk(), BlockOptions::default());
@@ -507,6 +520,7 @@ fn default_seg_max_fits_the_chain_capacity() {
     );
 }
 
+// spec: reserved.reserved-feature-bits.5
 #[test]
 fn in_order_completions() {
     let mut h = rig_with(all_options(), Features::IN_ORDER.bits());
