@@ -245,6 +245,83 @@ fn a_hostile_refill_of_the_same_head_is_bounded_too() {
     assert!(core.is_live());
 }
 
+/// One run of the concurrent model: the driver steps inside the device's
+/// calls as `inside` says and between them as `outside` says (0: a driver
+/// step, 1: deliver a pending kick, 2: the poll the contract asks for),
+/// then adds the rest of `buffers` and everything owed is delivered.
+/// Returns whether every buffer was served (and checks the bounds).
+#[allow(clippy::too_many_arguments)]
+fn run_model(
+    packed: bool,
+    event_idx: bool,
+    indirect: bool,
+    size: u16,
+    budget: u32,
+    buffers: u32,
+    inside: &[u8],
+    outside: &[u8],
+) -> Result<(), String> {
+    let mut ram = vec![0u64; MEM / 8];
+    let mem = Region::new(0, ram.as_mut_bytes()).unwrap();
+    let f = features(packed, event_idx, indirect);
+    let drv = BusyDriver::new(&mem, RING, size, DATA, f, indirect).unwrap();
+    let mut core = live_core(&drv, f);
+    core.set_budget(budget);
+    drv.set_schedule(Schedule::Choices(inside), buffers);
+    let mut service = Service::Done;
+    let over = |core: &Core<'_, '_>| {
+        let n = core.device().this_call.get();
+        if n > budget {
+            Err(format!("a call took {n} chains, budget {budget}"))
+        } else {
+            Ok(())
+        }
+    };
+    for &what in outside {
+        core.device().this_call.set(0);
+        match what {
+            0 => drv.step().map_err(|e| e.to_string())?,
+            1 if drv.take_kick() => service = core.notify(0),
+            _ if service.work_left() => service = core.poll(),
+            _ => {}
+        }
+        over(&core)?;
+    }
+    // The driver adds the rest; after each step (and at the end)
+    // everything owed is delivered: pending kicks, and polls while a call
+    // reports work left.
+    let mut stuck = 0;
+    loop {
+        loop {
+            let kicked = drv.take_kick();
+            if !kicked && !service.work_left() {
+                break;
+            }
+            core.device().this_call.set(0);
+            service = if kicked { core.notify(0) } else { core.poll() };
+            over(&core)?;
+        }
+        if drv.made() >= buffers || stuck >= 4 {
+            break;
+        }
+        let before = drv.made();
+        drv.step().map_err(|e| e.to_string())?;
+        stuck = if drv.made() == before { stuck + 1 } else { 0 };
+    }
+    drv.collect().map_err(|e| e.to_string())?;
+    if drv.used() != drv.made() || drv.made() != buffers {
+        return Err(format!(
+            "made {} of {buffers}, {} used: buffers left unserved",
+            drv.made(),
+            drv.used()
+        ));
+    }
+    if !core.is_live() {
+        return Err(format!("needs reset: {:?}", core.needs_reset_cause()));
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(Config { cases: 512, ..Config::default() })]
 
@@ -263,56 +340,43 @@ proptest! {
         inside in proptest::collection::vec(any::<u8>(), 0..400),
         outside in proptest::collection::vec(0u8..3, 1..200),
     ) {
-        let mut ram = vec![0u64; MEM / 8];
-        let mem = Region::new(0, ram.as_mut_bytes()).unwrap();
-        let f = features(packed, event_idx, indirect);
-        let drv = BusyDriver::new(&mem, RING, 1 << size_log, DATA, f, indirect).unwrap();
-        let mut core = live_core(&drv, f);
-        core.set_budget(budget);
-        drv.set_schedule(Schedule::Choices(&inside), buffers);
-        let mut service = Service::Done;
-        // The scheduler: a driver step, a delivered kick, or a poll the
-        // contract asks for (it may come late, but it comes).
-        for &what in &outside {
-            core.device().this_call.set(0);
-            match what {
-                0 => drv.step().unwrap(),
-                1 if drv.take_kick() => service = core.notify(0),
-                _ if service.work_left() => service = core.poll(),
-                _ => {}
-            }
-            prop_assert!(core.device().this_call.get() <= budget);
-        }
-        // The driver adds the rest, then everything owed is delivered.
-        while drv.made() < buffers {
-            let before = drv.made();
-            drv.step().unwrap();
-            service = if drv.take_kick() { core.notify(0) } else { service };
-            if drv.made() == before {
-                // Ring full: the device must make room.
-                while drv.take_kick() || service.work_left() {
-                    service = core.poll();
-                }
-                drv.collect().unwrap();
-                if drv.made() == before && drv.used() == drv.made() {
-                    break;
-                }
-            }
-        }
-        if service.work_left() {
-            service = core.poll();
-        }
-        let _ = service;
-        let mut pending = service;
-        loop {
-            let kicked = drv.take_kick();
-            if !kicked && !pending.work_left() {
-                break;
-            }
-            pending = if kicked { core.notify(0) } else { core.poll() };
-        }
-        drv.collect().unwrap();
-        prop_assert_eq!(drv.used(), drv.made(), "buffers left unserved");
-        prop_assert!(core.is_live());
+        let r = run_model(packed, event_idx, indirect, 1 << size_log, budget, buffers, &inside, &outside);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
     }
+}
+
+// A bounded model check of the same model: every interleaving of 8
+// driver-or-not choices inside the device's ring accesses, with every
+// sequence of 3 outside steps, on a ring of 2 with budgets 1 and 2, both
+// formats, EVENT_IDX on and off. Exhaustive within those bounds (8 x 256 x
+// 27 runs), where the property test samples larger ones.
+#[test]
+fn every_small_interleaving_is_served() {
+    if cfg!(miri) {
+        return;
+    }
+    let mut runs = 0u32;
+    for packed in [false, true] {
+        for event_idx in [false, true] {
+            for budget in [1, 2] {
+                for bits in 0u32..256 {
+                    let inside: Vec<u8> = (0..8).map(|i| ((bits >> i) & 1) as u8).collect();
+                    for steps in 0u32..27 {
+                        let outside: Vec<u8> =
+                            (0..3).map(|i| ((steps / 3u32.pow(i)) % 3) as u8).collect();
+                        if let Err(why) =
+                            run_model(packed, event_idx, false, 2, budget, 4, &inside, &outside)
+                        {
+                            panic!(
+                                "packed {packed} event_idx {event_idx} budget {budget} \
+                                 inside {inside:?} outside {outside:?}: {why}"
+                            );
+                        }
+                        runs += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(runs, 8 * 256 * 27);
 }

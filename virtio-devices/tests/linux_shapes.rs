@@ -35,6 +35,7 @@ const HDR: u64 = 0x20000;
 const STATUS: u64 = 0x21000;
 const PAGES: u64 = 0x100000;
 
+#[allow(clippy::large_enum_variant)] // one per test run
 enum Drv {
     Split(SplitDriver),
     Packed(PackedDriver<256>),

@@ -665,7 +665,7 @@ fn a_busy_driver_is_served_for_1000_rounds_over_mmio() {
         let mut core: DeviceCore<Hi, _, 2, 16> = DeviceCore::new(Hi::default(), &drv);
         core.set_budget(4);
         let mut t = MmioTransport::new(core, Line::default());
-        let mut wr = |t: &mut MmioTransport<Hi, _, Line, 2, 16>, offset, value| {
+        let wr = |t: &mut MmioTransport<Hi, _, Line, 2, 16>, offset, value| {
             assert_eq!(t.write(offset, Width::Word, value), Service::Done);
         };
         wr(&mut t, STATUS, 1 | 2);

@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
-use virtio_core::driver::SplitDriver;
+use virtio_core::driver::{PackedDriver, SplitDriver};
 use virtio_core::memory::{GuestMemory, Region};
 use virtio_core::queue::Segment;
 use virtio_core::spec::Features;
@@ -206,43 +206,31 @@ fn a_busy_driver_thread_is_served_to_the_end() {
             let bufs = alloc.alloc(8 * 8, 8).unwrap();
             let deadline = Instant::now() + Duration::from_secs(60);
             let (mut made, mut done) = (0u32, 0u32);
-            let mut add_and_collect: Box<dyn FnMut(&mut u32, &mut u32) -> bool> = if packed {
-                let cfg = virtio_core::driver::PackedDriver::<8>::layout(base, 8);
-                let mut q =
-                    virtio_core::driver::PackedDriver::<8>::new(&data, cfg, features).unwrap();
+            let mut ring = if packed {
+                let cfg = PackedDriver::<8>::layout(base, 8);
+                let q = PackedDriver::<8>::new(&data, cfg, features).unwrap();
                 drv.bring_up(0, features, &[cfg]).unwrap();
-                Box::new(move |made, done| {
-                    while let Some(u) = q.pop_used(&data).unwrap() {
-                        assert_eq!(u.len, 8);
-                        *done += 1;
-                    }
-                    let mut kick = false;
-                    while *made < total && q.num_free() > 0 {
-                        let at = bufs + 8 * u64::from(*made % 8);
-                        q.add(&data, &[], &[Segment { addr: at, len: 8 }]).unwrap();
-                        *made += 1;
-                        kick |= q.publish_avail(&data).unwrap();
-                    }
-                    kick
-                })
+                Ring::Packed(q)
             } else {
                 let cfg = SplitDriver::layout(base, 8);
-                let mut q = SplitDriver::new(&data, cfg, features).unwrap();
+                let q = SplitDriver::new(&data, cfg, features).unwrap();
                 drv.bring_up(0, features, &[cfg]).unwrap();
-                Box::new(move |made, done| {
-                    while let Some(u) = q.pop_used(&data).unwrap() {
-                        assert_eq!(u.len, 8);
-                        *done += 1;
-                    }
-                    let mut kick = false;
-                    while *made < total && q.num_free() > 0 {
-                        let at = bufs + 8 * u64::from(*made % 8);
-                        q.add(&data, &[], &[Segment { addr: at, len: 8 }]).unwrap();
-                        *made += 1;
-                        kick |= q.publish_avail(&data).unwrap();
-                    }
-                    kick
-                })
+                Ring::Split(q)
+            };
+            // Collects what came back, then fills the ring; true when the
+            // ring says the device asked to be notified.
+            let mut add_and_collect = |made: &mut u32, done: &mut u32| {
+                while let Some(u) = ring.pop_used(&data) {
+                    assert_eq!(u.len, 8);
+                    *done += 1;
+                }
+                let mut kick = false;
+                while *made < total && ring.num_free() > 0 {
+                    let at = bufs + 8 * u64::from(*made % 8);
+                    kick |= ring.add(&data, Segment { addr: at, len: 8 });
+                    *made += 1;
+                }
+                kick
             };
             while done < total {
                 assert!(Instant::now() < deadline, "stalled at {done} of {total}");
@@ -254,5 +242,39 @@ fn a_busy_driver_thread_is_served_to_the_end() {
             }
             stop.store(true, Ordering::Release);
         });
+    }
+}
+
+enum Ring {
+    Split(SplitDriver),
+    Packed(PackedDriver<8>),
+}
+
+impl Ring {
+    fn num_free(&self) -> u16 {
+        match self {
+            Self::Split(q) => q.num_free(),
+            Self::Packed(q) => q.num_free(),
+        }
+    }
+    /// Adds one writable buffer and publishes it; true if the device asked
+    /// to be notified.
+    fn add<M: GuestMemory>(&mut self, mem: &M, buf: Segment) -> bool {
+        match self {
+            Self::Split(q) => {
+                q.add(mem, &[], &[buf]).unwrap();
+                q.publish_avail(mem).unwrap()
+            }
+            Self::Packed(q) => {
+                q.add(mem, &[], &[buf]).unwrap();
+                q.publish_avail(mem).unwrap()
+            }
+        }
+    }
+    fn pop_used<M: GuestMemory>(&mut self, mem: &M) -> Option<virtio_core::driver::Used> {
+        match self {
+            Self::Split(q) => q.pop_used(mem).unwrap(),
+            Self::Packed(q) => q.pop_used(mem).unwrap(),
+        }
     }
 }

@@ -142,7 +142,7 @@ mod tests {
                 1 => (((x >> 12) % 5) * 8) as u16,
                 _ => (x >> 12) as u16,
             };
-            if (x >> 4) % 2 == 0 {
+            if (x >> 4).is_multiple_of(2) {
                 let fits = model.len() < 8 || model.contains(&id);
                 let inserted = t.insert(id);
                 assert_eq!(inserted, fits && model.insert(id));
