@@ -21,7 +21,7 @@
 use virtio_core::device::DeviceCore;
 use virtio_core::driver::{PackedDriver, SplitDriver};
 use virtio_core::memory::{GuestMemory, Region};
-use virtio_core::queue::{QueueConfig, RingArea, Segment};
+use virtio_core::queue::{QueueConfig, Segment};
 use virtio_core::spec::Features;
 use virtio_devices::block::{BlkConfig, BlkReqHeader, Block, BlockOptions, F_SEG_MAX, RamDisk};
 use zerocopy::{FromBytes, IntoBytes};
@@ -91,13 +91,7 @@ fn run(packed: bool, indirect: bool, qsize: u16) {
         let l = SplitDriver::layout(RING, qsize);
         (Drv::Split(SplitDriver::new(&mem, l, features).unwrap()), l)
     };
-    core.set_queue_size(0, u32::from(qsize)).unwrap();
-    core.set_queue_area(0, RingArea::Descriptors, layout.desc_addr)
-        .unwrap();
-    core.set_queue_area(0, RingArea::Driver, layout.driver_addr)
-        .unwrap();
-    core.set_queue_area(0, RingArea::Device, layout.device_addr)
-        .unwrap();
+    core.set_queue(0, layout).unwrap();
     core.set_queue_ready(0, true).unwrap();
     core.set_status(1 | 2 | 4 | 8);
 

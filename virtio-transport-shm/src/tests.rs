@@ -936,7 +936,9 @@ fn a_busy_driver_is_served_for_1000_rounds_over_shm() {
         assert_eq!(drv.bring_up(0, wanted, &[busy.config()]).unwrap(), features);
         busy.set_schedule(Schedule::Never, 1);
         busy.step().unwrap();
-        busy.set_schedule(Schedule::EveryStore, 1000);
+        // Miri checks the accesses, not the count: fewer rounds there.
+        let rounds = if cfg!(miri) { 10 } else { 1000 };
+        busy.set_schedule(Schedule::EveryStore, rounds);
         let mut service = Service::Done;
         let mut calls = 0u32;
         loop {
@@ -950,8 +952,8 @@ fn a_busy_driver_is_served_for_1000_rounds_over_shm() {
             assert!(calls < 20_000);
         }
         busy.collect().unwrap();
-        assert_eq!(busy.made(), 1001, "packed {packed}");
-        assert_eq!(busy.used(), 1001, "packed {packed}");
+        assert_eq!(busy.made(), rounds + 1, "packed {packed}");
+        assert_eq!(busy.used(), rounds + 1, "packed {packed}");
         assert!(dev.borrow().devices().0.core().is_live());
     }
 }

@@ -363,6 +363,20 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> DeviceCore
         Ok(())
     }
 
+    /// The driver's whole queue setup at once: `QueueSize` and the three
+    /// area addresses (virtio-msg's `SET_VQUEUE`, vhost-user's
+    /// `SET_VRING_NUM` + `SET_VRING_ADDR`). The queue is not enabled.
+    ///
+    /// # Errors
+    /// As [`Self::set_queue_size`] and [`Self::set_queue_area`]; the first
+    /// refusal stops the setup.
+    pub fn set_queue(&mut self, queue: u16, config: QueueConfig) -> Result<(), QueueSetupError> {
+        self.set_queue_size(queue, u32::from(config.size))?;
+        self.set_queue_area(queue, RingArea::Descriptors, config.desc_addr)?;
+        self.set_queue_area(queue, RingArea::Driver, config.driver_addr)?;
+        self.set_queue_area(queue, RingArea::Device, config.device_addr)
+    }
+
     /// The driver writes `QueueReady`. Enabling a queue while the device is
     /// live builds its ring at once (a bad configuration then means
     /// `DEVICE_NEEDS_RESET`) and serves what is already there; disabling

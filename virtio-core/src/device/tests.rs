@@ -140,13 +140,7 @@ fn init(core: &mut Core<'_>, features: Features) -> (SplitDriver, QueueConfig) {
 }
 
 fn configure(core: &mut Core<'_>, queue: u16, layout: QueueConfig) {
-    core.set_queue_size(queue, u32::from(layout.size)).unwrap();
-    core.set_queue_area(queue, RingArea::Descriptors, layout.desc_addr)
-        .unwrap();
-    core.set_queue_area(queue, RingArea::Driver, layout.driver_addr)
-        .unwrap();
-    core.set_queue_area(queue, RingArea::Device, layout.device_addr)
-        .unwrap();
+    core.set_queue(queue, layout).unwrap();
     core.set_queue_ready(queue, true).unwrap();
 }
 
@@ -359,11 +353,12 @@ fn malformed_chain_is_returned_with_used_length_0_and_the_next_succeeds() {
     });
 }
 
-struct Strict(Echo);
+/// Echo on one queue with a chosen rule for malformed chains.
+struct Ruled(Echo, MalformedChain);
 
-impl VirtioDevice for Strict {
+impl VirtioDevice for Ruled {
     fn malformed_chain(&self, _queue: u16) -> MalformedChain {
-        MalformedChain::NeedsReset
+        self.1
     }
     fn device_id(&self) -> DeviceId {
         self.0.device_id()
@@ -391,21 +386,7 @@ impl VirtioDevice for Strict {
 fn a_device_can_choose_needs_reset_for_malformed_chains() {
     let mut ram = vec![0u64; MEM / 8];
     let mem = &Region::new(BASE, ram.as_mut_bytes()).unwrap();
-    let mut core: DeviceCore<Strict, _, 1> = DeviceCore::new(Strict(Echo::default()), mem);
-    core.set_status(1 | 2);
-    core.set_driver_features(v1());
-    core.set_status(1 | 2 | 8);
-    let layout = SplitDriver::layout(RING0, QSIZE);
-    let mut driver = SplitDriver::new(mem, layout, v1()).unwrap();
-    core.set_queue_size(0, 8).unwrap();
-    core.set_queue_area(0, RingArea::Descriptors, layout.desc_addr)
-        .unwrap();
-    core.set_queue_area(0, RingArea::Driver, layout.driver_addr)
-        .unwrap();
-    core.set_queue_area(0, RingArea::Device, layout.device_addr)
-        .unwrap();
-    core.set_queue_ready(0, true).unwrap();
-    core.set_status(DRIVER_OK);
+    let (mut core, mut driver) = ruled(mem, MalformedChain::NeedsReset);
     driver
         .add(
             mem,
@@ -968,32 +949,21 @@ fn re_enabling_a_queue_that_abandoned_chains_needs_reset() {
     });
 }
 
-struct StatusFirst(Echo);
-
-impl VirtioDevice for StatusFirst {
-    fn malformed_chain(&self, _queue: u16) -> MalformedChain {
-        MalformedChain::StatusAtStart(&[0xee, 0x01])
-    }
-    fn device_id(&self) -> DeviceId {
-        self.0.device_id()
-    }
-    fn features(&self) -> Features {
-        self.0.features()
-    }
-    fn num_queues(&self) -> u16 {
-        1
-    }
-    fn max_queue_size(&self, q: u16) -> u16 {
-        self.0.max_queue_size(q)
-    }
-    fn reset(&mut self) {}
-    fn queue_notify<M: GuestMemory, const S: usize>(
-        &mut self,
-        queue: u16,
-        queues: &mut DeviceQueues<'_, M, S>,
-    ) {
-        self.0.queue_notify(queue, queues);
-    }
+/// A live core over `mem` with a [`Ruled`] device, queue 0 set up at RING0.
+fn ruled<'a>(
+    mem: &'a Region<'a>,
+    rule: MalformedChain,
+) -> (DeviceCore<Ruled, &'a Region<'a>, 1>, SplitDriver) {
+    let mut core = DeviceCore::new(Ruled(Echo::default(), rule), mem);
+    core.set_status(1 | 2);
+    core.set_driver_features(v1());
+    core.set_status(1 | 2 | 8);
+    let layout = SplitDriver::layout(RING0, QSIZE);
+    let driver = SplitDriver::new(mem, layout, v1()).unwrap();
+    core.set_queue(0, layout).unwrap();
+    core.set_queue_ready(0, true).unwrap();
+    core.set_status(DRIVER_OK);
+    (core, driver)
 }
 
 // A device whose responses start with their status (GPIO, sound control)
@@ -1002,33 +972,18 @@ impl VirtioDevice for StatusFirst {
 #[test]
 fn a_status_at_start_is_written_into_a_malformed_chain() {
     let mut ram = vec![0u64; MEM / 8];
-    let mem = Region::new(BASE, ram.as_mut_bytes()).unwrap();
-    let mut core: DeviceCore<StatusFirst, _, 1> =
-        DeviceCore::new(StatusFirst(Echo::default()), &mem);
-    core.set_status(1 | 2);
-    core.set_driver_features(v1());
-    core.set_status(1 | 2 | 8);
-    let layout = SplitDriver::layout(RING0, QSIZE);
-    let mut driver = SplitDriver::new(&mem, layout, v1()).unwrap();
-    core.set_queue_size(0, u32::from(QSIZE)).unwrap();
-    core.set_queue_area(0, RingArea::Descriptors, layout.desc_addr)
-        .unwrap();
-    core.set_queue_area(0, RingArea::Driver, layout.driver_addr)
-        .unwrap();
-    core.set_queue_area(0, RingArea::Device, layout.device_addr)
-        .unwrap();
-    core.set_queue_ready(0, true).unwrap();
-    core.set_status(DRIVER_OK);
+    let mem = &Region::new(BASE, ram.as_mut_bytes()).unwrap();
+    let (mut core, mut driver) = ruled(mem, MalformedChain::StatusAtStart(&[0xee, 0x01]));
     // Readable after writable: malformed.
     let w = Segment { addr: DATA, len: 2 };
     let r = Segment {
         addr: DATA + 0x100,
         len: 4,
     };
-    let id = driver.add_raw(&mem, &[(w, true), (r, false)]).unwrap();
-    driver.publish_avail(&mem).unwrap();
+    let id = driver.add_raw(mem, &[(w, true), (r, false)]).unwrap();
+    driver.publish_avail(mem).unwrap();
     let _ = core.notify(0);
-    let used = driver.pop_used(&mem).unwrap().unwrap();
+    let used = driver.pop_used(mem).unwrap().unwrap();
     assert_eq!((used.id, used.len), (id, 2));
     let mut got = [0u8; 2];
     mem.read(DATA, &mut got).unwrap();

@@ -162,6 +162,16 @@ impl SplitDriver {
         Ok(head)
     }
 
+    /// One chained descriptor for `seg`.
+    fn desc(seg: Segment, writable: bool, last: bool, next: u16) -> VirtqDesc {
+        VirtqDesc {
+            addr: seg.addr.into(),
+            len: seg.len.into(),
+            flags: Self::flags(last, writable).into(),
+            next: next.into(),
+        }
+    }
+
     fn flags(last: bool, writable: bool) -> u16 {
         let mut f = DescFlags::empty();
         f.set(DescFlags::NEXT, !last);
@@ -200,12 +210,7 @@ impl SplitDriver {
         let n = u16::try_from(total).map_err(|_| DriverError::QueueFull)?;
         let head = self.place(mem, n, |i, next| {
             let (seg, w) = Self::nth(readable, writable, usize::from(i));
-            VirtqDesc {
-                addr: seg.addr.into(),
-                len: seg.len.into(),
-                flags: Self::flags(i + 1 == n, w).into(),
-                next: next.into(),
-            }
+            Self::desc(seg, w, i + 1 == n, next)
         })?;
         self.make_available(mem, head)?;
         Ok(head)
@@ -229,12 +234,7 @@ impl SplitDriver {
                 .get(usize::from(i))
                 .copied()
                 .unwrap_or((Segment { addr: 0, len: 0 }, false));
-            VirtqDesc {
-                addr: seg.addr.into(),
-                len: seg.len.into(),
-                flags: Self::flags(i + 1 == n, w).into(),
-                next: next.into(),
-            }
+            Self::desc(seg, w, i + 1 == n, next)
         })?;
         self.make_available(mem, head)?;
         Ok(head)
