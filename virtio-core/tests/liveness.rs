@@ -314,7 +314,11 @@ fn run_model(
 }
 
 proptest! {
-    #![proptest_config(Config { cases: if cfg!(miri) { 2 } else { 512 }, ..Config::default() })]
+    #![proptest_config(Config {
+        cases: if cfg!(miri) { 2 } else { 512 },
+        failure_persistence: None,
+        ..Config::default()
+    })]
 
     // Random interleavings of a spec-following driver (inside the device's
     // calls, at its ring accesses, and between them) with a device that
