@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         device_addr: DEVICE_AREA,
     };
     let features = Features::from_bits_retain(input.features) | Features::RING_PACKED;
-    let mut q = PackedQueue::<32>::new(&mem, cfg, features).expect("the fixed layout is valid");
+    let mut q = PackedQueue::<64>::new(&mem, cfg, features).expect("the fixed layout is valid");
     let (avail, used) = (
         RingPosition::from_u16(input.avail),
         RingPosition::from_u16(input.used),

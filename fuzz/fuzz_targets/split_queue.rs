@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         device_addr: DEVICE_AREA,
     };
     let features = Features::from_bits_retain(input.features);
-    let mut q = SplitQueue::<32>::new(&mem, cfg, features).expect("the fixed layout is valid");
+    let mut q = SplitQueue::<64>::new(&mem, cfg, features).expect("the fixed layout is valid");
     // The device resumes with every earlier buffer returned (as after
     // vhost-user's SET_VRING_BASE): used and available indices agree.
     q.set_indices(input.avail, input.avail);
