@@ -11,8 +11,8 @@ use virtio_core::memory::GuestMemory;
 use virtio_core::queue::{QueueConfig, Segment};
 use virtio_core::spec::Features;
 use virtio_fuzz::{
-    DATA, DESC, DEVICE_AREA, DRIVER_AREA, Guarded, MmioOp, QueueInput, RequestInput, ShmInput,
-    host, message, shm_layout,
+    DATA, DESC, DEVICE_AREA, DRIVER_AREA, Guarded, I2cInput, I2cRequest, MmioOp, QueueInput,
+    RequestInput, ShmInput, host, message, shm_layout,
 };
 use virtio_transport_mmio::regs;
 use zerocopy::IntoBytes;
@@ -354,5 +354,45 @@ fn main() {
     );
     write("shm_device", "rng-bring-up", shm_seed(0, &[], &[64]));
     write("shm_device", "block-read", shm_seed(1, &[16], &[512, 1]));
+    // I2C: the EEPROM's traffic (page write, random read, a NACK, a quick
+    // probe) and a group with a malformed member.
+    let req = |addr: u16, flags: u32, write: u8, read: u8, shape: u8| I2cRequest {
+        addr,
+        flags,
+        write,
+        read,
+        shape,
+        seed: 0x0301,
+    };
+    write(
+        "i2c_requests",
+        "eeprom",
+        I2cInput {
+            options: 7,
+            requests: vec![
+                req(0xa0, 0, 9, 0, 0),
+                req(0xa0, 1, 1, 0, 1),
+                req(0xa0, 2, 0, 12, 0),
+                req(0xa2, 1, 1, 0, 0),
+                req(0xa2, 2, 0, 1, 0),
+                req(0xa0, 0, 0, 0, 0),
+            ],
+        }
+        .encode(),
+    );
+    write(
+        "i2c_requests",
+        "malformed-group",
+        I2cInput {
+            options: 0,
+            requests: vec![
+                req(0xa0, 1, 1, 0, 0),
+                req(0xa0, 3, 1, 0, 4),
+                req(0xa0, 2, 0, 2, 0),
+                req(0xa5f4, 0, 2, 0, 2),
+            ],
+        }
+        .encode(),
+    );
     println!("seeds written to {}", dir.display());
 }
