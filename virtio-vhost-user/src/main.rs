@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use virtio_devices::block::{Block, BlockOptions};
+use virtio_devices::i2c::I2cAdapter;
+use virtio_devices::i2c::eeprom::Eeprom;
 use virtio_devices::rng::Rng;
 use virtio_vhost_user::connection::{self, Ended};
 use virtio_vhost_user::entropy::HostEntropy;
@@ -17,6 +19,8 @@ Serves one virtio device to a vhost-user frontend (QEMU) on a unix socket.
 Usage:
   virtio-vhost-user --socket PATH [--once] [--trace] rng
   virtio-vhost-user --socket PATH [--once] [--trace] block --file IMAGE [--read-only]
+  virtio-vhost-user --socket PATH [--once] [--trace] i2c --sim eeprom@ADDR
+  virtio-vhost-user --socket PATH [--once] [--trace] i2c --dev /dev/i2c-N
 
 Options:
   --socket PATH   listen here (a stale socket file is replaced; one in use is an error)
@@ -27,17 +31,47 @@ Options:
 Devices:
   rng             entropy device (virtio id 4) fed from /dev/urandom
   block           block device (virtio id 2) over a disk image file; --read-only offers RO
+  i2c             I2C adapter (virtio id 34), 7-bit addresses, one of:
+                    --sim eeprom@0x50  a simulated 24C02 EEPROM (256 bytes, 8-byte pages,
+                                       erased to 0xff on each connection) at that address
+                    --dev /dev/i2c-N   a host I2C bus through its i2c-dev character device
+                                       (the guest's messages reach it as I2C_RDWR transfers)
 
 QEMU side (guest RAM must be shared):
   -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem
   -chardev socket,id=c0,path=PATH -device vhost-user-rng-pci,chardev=c0
   -chardev socket,id=c1,path=PATH -device vhost-user-blk-pci,chardev=c1,num-queues=1
+  -chardev socket,id=c2,path=PATH -device vhost-user-i2c-pci,chardev=c2
 ";
 
 /// What to serve.
 enum Device {
     Rng,
     Block { file: PathBuf, read_only: bool },
+    I2c(I2cBus),
+}
+
+/// The bus behind the I2C adapter.
+enum I2cBus {
+    /// A simulated EEPROM at this 7-bit address.
+    Eeprom(u8),
+    /// A host bus, `/dev/i2c-N`.
+    Host(PathBuf),
+}
+
+/// Parses `eeprom@ADDR` (ADDR in hex with 0x, or decimal; 7-bit).
+fn parse_sim(spec: &str) -> Result<I2cBus, String> {
+    let bad = || format!("--sim {spec}: expected eeprom@ADDR with a 7-bit ADDR, e.g. eeprom@0x50");
+    let addr = spec.strip_prefix("eeprom@").ok_or_else(bad)?;
+    let value = match addr.strip_prefix("0x").or_else(|| addr.strip_prefix("0X")) {
+        Some(hex) => u8::from_str_radix(hex, 16),
+        None => addr.parse(),
+    }
+    .map_err(|_| bad())?;
+    if value > 0x7f {
+        return Err(bad());
+    }
+    Ok(I2cBus::Eeprom(value))
 }
 
 struct Args {
@@ -54,6 +88,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
     let mut kind = None;
     let mut file = None;
     let mut read_only = false;
+    let mut sim = None;
+    let mut dev = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(None),
@@ -62,11 +98,19 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
             "--trace" => trace = true,
             "--file" => file = Some(args.next().ok_or("--file needs a path")?),
             "--read-only" => read_only = true,
-            "rng" | "block" if kind.is_none() => kind = Some(arg),
+            "--sim" => sim = Some(args.next().ok_or("--sim needs eeprom@ADDR")?),
+            "--dev" => dev = Some(args.next().ok_or("--dev needs a path")?),
+            "rng" | "block" | "i2c" if kind.is_none() => kind = Some(arg),
             other => return Err(format!("unexpected argument '{other}'")),
         }
     }
     let socket = PathBuf::from(socket.ok_or("--socket PATH is required")?);
+    if kind.as_deref() != Some("i2c") && (sim.is_some() || dev.is_some()) {
+        return Err("--sim and --dev are i2c options".into());
+    }
+    if kind.as_deref() == Some("i2c") && (file.is_some() || read_only) {
+        return Err("--file and --read-only are block device options".into());
+    }
     let device = match kind.as_deref() {
         Some("rng") => {
             if file.is_some() || read_only {
@@ -78,7 +122,12 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
             file: PathBuf::from(file.ok_or("block needs --file IMAGE")?),
             read_only,
         },
-        _ => return Err("name a device: rng or block".into()),
+        Some("i2c") => Device::I2c(match (sim, dev) {
+            (Some(sim), None) => parse_sim(&sim)?,
+            (None, Some(dev)) => I2cBus::Host(PathBuf::from(dev)),
+            _ => return Err("i2c needs one of --sim eeprom@ADDR or --dev /dev/i2c-N".into()),
+        }),
+        _ => return Err("name a device: rng, block or i2c".into()),
     };
     Ok(Some(Args {
         socket,
@@ -111,8 +160,13 @@ fn run(args: Args) -> Result<(), String> {
             FileStorage::open(file, *read_only)
                 .map_err(|e| format!("cannot open disk image {}: {e}", file.display()))?,
         ),
-        Device::Rng => None,
+        Device::Rng | Device::I2c(_) => None,
     };
+    if let Device::I2c(I2cBus::Host(path)) = &args.device {
+        // Fail at start, not at the first connection.
+        linux_embedded_hal::I2cdev::new(path)
+            .map_err(|e| format!("cannot open I2C bus {}: {e}", path.display()))?;
+    }
     let listener = listen(&args.socket)?;
     let what = match &args.device {
         Device::Rng => "rng".to_string(),
@@ -123,6 +177,8 @@ fn run(args: Args) -> Result<(), String> {
                 .map_or(0, virtio_devices::block::BlockStorage::capacity),
             if *read_only { ", read-only" } else { "" }
         ),
+        Device::I2c(I2cBus::Eeprom(addr)) => format!("i2c (simulated 24C02 EEPROM at {addr:#04x})"),
+        Device::I2c(I2cBus::Host(path)) => format!("i2c (host bus {})", path.display()),
     };
     eprintln!(
         "virtio-vhost-user: serving {what} on {}",
@@ -135,12 +191,23 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("accept failed: {e}"))?;
         number = number.wrapping_add(1);
         eprintln!("virtio-vhost-user: connection {number}: frontend connected");
-        let ended = match &disk {
-            None => {
+        let ended = match (&args.device, &disk) {
+            (Device::I2c(I2cBus::Eeprom(addr)), _) => {
+                let adapter: I2cAdapter<Eeprom> =
+                    I2cAdapter::new(Eeprom::new(*addr)).with_queue_size(64);
+                connection::serve(stream, adapter, args.trace)
+            }
+            (Device::I2c(I2cBus::Host(path)), _) => {
+                let bus = linux_embedded_hal::I2cdev::new(path)
+                    .map_err(|e| format!("cannot open I2C bus {}: {e}", path.display()))?;
+                let adapter: I2cAdapter<_> = I2cAdapter::new(bus).with_queue_size(64);
+                connection::serve(stream, adapter, args.trace)
+            }
+            (_, None) => {
                 let rng = HostEntropy::open().map_err(|e| format!("/dev/urandom: {e}"))?;
                 connection::serve(stream, Rng::new(rng).with_queue_size(1024), args.trace)
             }
-            Some(disk) => {
+            (_, Some(disk)) => {
                 let storage = disk
                     .try_clone()
                     .map_err(|e| format!("cannot reopen disk image: {e}"))?;
