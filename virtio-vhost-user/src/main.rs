@@ -25,7 +25,7 @@ Usage:
 Options:
   --socket PATH   listen here (a stale socket file is replaced; one in use is an error)
   --once          exit after the first connection ends (status 0 if it ended cleanly)
-  --trace         log every vhost-user request and its outcome
+  --trace         log every vhost-user request and its outcome (i2c: and every bus transaction)
   -h, --help      this text
 
 Devices:
@@ -57,6 +57,47 @@ enum I2cBus {
     Eeprom(u8),
     /// A host bus, `/dev/i2c-N`.
     Host(PathBuf),
+}
+
+/// An I2C bus that, with `--trace`, logs each transaction the adapter
+/// runs on it: one line per `embedded-hal` transaction (a FAIL_NEXT group
+/// of the guest's messages is one).
+struct TracedBus<B> {
+    bus: B,
+    trace: bool,
+}
+
+impl<B: embedded_hal::i2c::ErrorType> embedded_hal::i2c::ErrorType for TracedBus<B> {
+    type Error = B::Error;
+}
+
+impl<B: embedded_hal::i2c::I2c> embedded_hal::i2c::I2c for TracedBus<B> {
+    fn transaction(
+        &mut self,
+        address: u8,
+        operations: &mut [embedded_hal::i2c::Operation<'_>],
+    ) -> Result<(), Self::Error> {
+        use embedded_hal::i2c::{Error as _, Operation};
+        let result = self.bus.transaction(address, operations);
+        if self.trace {
+            let ops: Vec<String> = operations
+                .iter()
+                .map(|op| match op {
+                    Operation::Read(b) => format!("r{}", b.len()),
+                    Operation::Write(b) => format!("w{}", b.len()),
+                })
+                .collect();
+            let outcome = match &result {
+                Ok(()) => "ok".to_string(),
+                Err(e) => virtio_devices::i2c::BusError::from(e.kind()).to_string(),
+            };
+            eprintln!(
+                "virtio-vhost-user: i2c transaction {address:#04x}: {}: {outcome}",
+                ops.join(" ")
+            );
+        }
+        result
+    }
 }
 
 /// Parses `eeprom@ADDR` (ADDR in hex with 0x, or decimal; 7-bit).
@@ -193,13 +234,20 @@ fn run(args: Args) -> Result<(), String> {
         eprintln!("virtio-vhost-user: connection {number}: frontend connected");
         let ended = match (&args.device, &disk) {
             (Device::I2c(I2cBus::Eeprom(addr)), _) => {
-                let adapter: I2cAdapter<Eeprom> =
-                    I2cAdapter::new(Eeprom::new(*addr)).with_queue_size(64);
+                let bus = TracedBus {
+                    bus: Eeprom::new(*addr),
+                    trace: args.trace,
+                };
+                let adapter: I2cAdapter<_> = I2cAdapter::new(bus).with_queue_size(64);
                 connection::serve(stream, adapter, args.trace)
             }
             (Device::I2c(I2cBus::Host(path)), _) => {
                 let bus = linux_embedded_hal::I2cdev::new(path)
                     .map_err(|e| format!("cannot open I2C bus {}: {e}", path.display()))?;
+                let bus = TracedBus {
+                    bus,
+                    trace: args.trace,
+                };
                 let adapter: I2cAdapter<_> = I2cAdapter::new(bus).with_queue_size(64);
                 connection::serve(stream, adapter, args.trace)
             }
