@@ -12,6 +12,7 @@
 //! | [`rng`] | entropy | 4 | [`rand_core::TryRng`] | `rng` |
 //! | [`console`] | console (with multiport) | 3 | [`embedded_io::Read`] + [`embedded_io::Write`] + [`embedded_io::ReadReady`] | `console` |
 //! | [`block`] | block | 2 | [`block::BlockStorage`] (RAM disk included) | `block` |
+//! | [`gpio`] | GPIO (with interrupts) | 41 | [`gpio::GpioBank`] ([`gpio::PinBank`] over `embedded_hal::digital` pins; a loopback with `test-utils`) | `gpio` |
 //! | [`i2c`] | I2C adapter | 34 | [`embedded_hal::i2c::I2c`] (a 24C02 EEPROM model with `test-utils`) | `i2c` |
 //!
 //! # Invariants
@@ -30,6 +31,8 @@ extern crate std;
 pub mod block;
 #[cfg(feature = "console")]
 pub mod console;
+#[cfg(feature = "gpio")]
+pub mod gpio;
 #[cfg(feature = "i2c")]
 pub mod i2c;
 #[cfg(feature = "rng")]
