@@ -394,5 +394,26 @@ fn main() {
         }
         .encode(),
     );
+    // GPIO: line 1 an input fed by line 0, an edge interrupt, a buffer,
+    // edges through the loopback and the platform, then NONE.
+    let op = |kind: u8, a: u8, b: u8, c: u8, d: u8| [kind, a, b, c, d, 0, 0, 0];
+    let gpio: Vec<u8> = [
+        op(0, 1, 0, 0, 2), // GET_LINE_NAMES
+        op(0, 3, 1, 2, 2), // SET_DIRECTION 1 IN
+        op(0, 5, 0, 0, 2), // SET_VALUE 0 low
+        op(0, 3, 0, 1, 2), // SET_DIRECTION 0 OUT
+        op(0, 6, 1, 3, 2), // SET_IRQ_TYPE 1 EDGE_BOTH
+        op(2, 1, 2, 1, 0), // event buffer for line 1
+        op(0, 5, 0, 1, 2), // SET_VALUE 0 high: an edge on 1
+        op(2, 1, 2, 1, 0), // buffer again
+        op(3, 1, 0, 0, 0), // the platform: line 1 low
+        op(4, 0, 0, 0, 0), // poll
+        op(0, 6, 1, 4, 2), // SET_IRQ_TYPE 1 LEVEL_HIGH
+        op(2, 1, 2, 1, 0),
+        op(0, 6, 1, 0, 2), // SET_IRQ_TYPE 1 NONE
+        op(0, 3, 1, 0, 2), // SET_DIRECTION 1 NONE
+    ]
+    .concat();
+    write("gpio_events", "loopback-edges", gpio);
     println!("seeds written to {}", dir.display());
 }

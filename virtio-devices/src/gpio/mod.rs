@@ -338,6 +338,11 @@ impl<B: GpioBank, const N: usize> Gpio<B, N> {
             .is_some_and(|l| l.held.is_some())
     }
 
+    /// `line`'s interrupt trigger (`None` for no such line).
+    pub fn trigger(&self, line: u16) -> Option<Trigger> {
+        self.lines.get(usize::from(line)).map(|l| l.trigger)
+    }
+
     /// The platform saw `line` at `level` (call it from the pin's
     /// interrupt, then `DeviceCore::poll`): a change is an edge, latched if
     /// the trigger takes it.
