@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use virtio_devices::block::{Block, BlockOptions};
+use virtio_devices::gpio::Gpio;
+use virtio_devices::gpio::loopback::Loopback;
 use virtio_devices::i2c::I2cAdapter;
 use virtio_devices::i2c::eeprom::Eeprom;
 use virtio_devices::rng::Rng;
@@ -21,6 +23,7 @@ Usage:
   virtio-vhost-user --socket PATH [--once] [--trace] block --file IMAGE [--read-only]
   virtio-vhost-user --socket PATH [--once] [--trace] i2c --sim eeprom@ADDR
   virtio-vhost-user --socket PATH [--once] [--trace] i2c --dev /dev/i2c-N
+  virtio-vhost-user --socket PATH [--once] [--trace] gpio --sim loopback:N
 
 Options:
   --socket PATH   listen here (a stale socket file is replaced; one in use is an error)
@@ -36,19 +39,29 @@ Devices:
                                        erased to 0xff on each connection) at that address
                     --dev /dev/i2c-N   a host I2C bus through its i2c-dev character device
                                        (the guest's messages reach it as I2C_RDWR transfers)
+  gpio            GPIO device (virtio id 41) with interrupts (VIRTIO_GPIO_F_IRQ):
+                    --sim loopback:N   N simulated lines (8, 16 or 32) named loop0.., output
+                                       line k drives input line k+1, so writes raise interrupts
 
 QEMU side (guest RAM must be shared):
   -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem
   -chardev socket,id=c0,path=PATH -device vhost-user-rng-pci,chardev=c0
   -chardev socket,id=c1,path=PATH -device vhost-user-blk-pci,chardev=c1,num-queues=1
   -chardev socket,id=c2,path=PATH -device vhost-user-i2c-pci,chardev=c2
+  -chardev socket,id=c3,path=PATH -device vhost-user-gpio-pci,chardev=c3
+    (QEMU 7.2 drops the IRQ feature bit: use QEMU >= 8 for gpio interrupts)
 ";
 
 /// What to serve.
 enum Device {
     Rng,
-    Block { file: PathBuf, read_only: bool },
+    Block {
+        file: PathBuf,
+        read_only: bool,
+    },
     I2c(I2cBus),
+    /// A loopback of this many lines.
+    Gpio(usize),
 }
 
 /// The bus behind the I2C adapter.
@@ -141,15 +154,19 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
             "--read-only" => read_only = true,
             "--sim" => sim = Some(args.next().ok_or("--sim needs eeprom@ADDR")?),
             "--dev" => dev = Some(args.next().ok_or("--dev needs a path")?),
-            "rng" | "block" | "i2c" if kind.is_none() => kind = Some(arg),
+            "rng" | "block" | "i2c" | "gpio" if kind.is_none() => kind = Some(arg),
             other => return Err(format!("unexpected argument '{other}'")),
         }
     }
     let socket = PathBuf::from(socket.ok_or("--socket PATH is required")?);
-    if kind.as_deref() != Some("i2c") && (sim.is_some() || dev.is_some()) {
-        return Err("--sim and --dev are i2c options".into());
+    let sim_device = matches!(kind.as_deref(), Some("i2c" | "gpio"));
+    if !sim_device && sim.is_some() {
+        return Err("--sim is an i2c and gpio option".into());
     }
-    if kind.as_deref() == Some("i2c") && (file.is_some() || read_only) {
+    if kind.as_deref() != Some("i2c") && dev.is_some() {
+        return Err("--dev is an i2c option".into());
+    }
+    if sim_device && (file.is_some() || read_only) {
         return Err("--file and --read-only are block device options".into());
     }
     let device = match kind.as_deref() {
@@ -168,7 +185,18 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
             (None, Some(dev)) => I2cBus::Host(PathBuf::from(dev)),
             _ => return Err("i2c needs one of --sim eeprom@ADDR or --dev /dev/i2c-N".into()),
         }),
-        _ => return Err("name a device: rng, block or i2c".into()),
+        Some("gpio") => {
+            let sim = sim.ok_or("gpio needs --sim loopback:N")?;
+            match sim.strip_prefix("loopback:").map(str::parse::<usize>) {
+                Some(Ok(n @ (8 | 16 | 32))) => Device::Gpio(n),
+                _ => {
+                    return Err(format!(
+                        "--sim {sim}: expected loopback:8, loopback:16 or loopback:32"
+                    ));
+                }
+            }
+        }
+        _ => return Err("name a device: rng, block, i2c or gpio".into()),
     };
     Ok(Some(Args {
         socket,
@@ -176,6 +204,17 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
         trace,
         device,
     }))
+}
+
+/// Serves a GPIO loopback of `N` lines on one connection.
+fn serve_gpio<const N: usize>(
+    stream: UnixStream,
+    trace: bool,
+) -> std::io::Result<connection::Ended> {
+    let gpio: Gpio<Loopback<N>, N> = Gpio::new(Loopback::new())
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .with_queue_size(64);
+    connection::serve(stream, gpio, trace)
 }
 
 /// Binds `path`, replacing a stale socket file but not one in use.
@@ -201,7 +240,7 @@ fn run(args: Args) -> Result<(), String> {
             FileStorage::open(file, *read_only)
                 .map_err(|e| format!("cannot open disk image {}: {e}", file.display()))?,
         ),
-        Device::Rng | Device::I2c(_) => None,
+        Device::Rng | Device::I2c(_) | Device::Gpio(_) => None,
     };
     if let Device::I2c(I2cBus::Host(path)) = &args.device {
         // Fail at start, not at the first connection.
@@ -220,6 +259,7 @@ fn run(args: Args) -> Result<(), String> {
         ),
         Device::I2c(I2cBus::Eeprom(addr)) => format!("i2c (simulated 24C02 EEPROM at {addr:#04x})"),
         Device::I2c(I2cBus::Host(path)) => format!("i2c (host bus {})", path.display()),
+        Device::Gpio(n) => format!("gpio ({n} loopback lines)"),
     };
     eprintln!(
         "virtio-vhost-user: serving {what} on {}",
@@ -251,6 +291,11 @@ fn run(args: Args) -> Result<(), String> {
                 let adapter: I2cAdapter<_> = I2cAdapter::new(bus).with_queue_size(64);
                 connection::serve(stream, adapter, args.trace)
             }
+            (Device::Gpio(n), _) => match n {
+                8 => serve_gpio::<8>(stream, args.trace),
+                16 => serve_gpio::<16>(stream, args.trace),
+                _ => serve_gpio::<32>(stream, args.trace),
+            },
             (_, None) => {
                 let rng = HostEntropy::open().map_err(|e| format!("/dev/urandom: {e}"))?;
                 connection::serve(stream, Rng::new(rng).with_queue_size(1024), args.trace)
