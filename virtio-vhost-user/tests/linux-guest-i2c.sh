@@ -131,7 +131,8 @@ fi
 
 # transaction: three messages in one transfer; the host checks its trace.
 echo "VVU MARK transaction"
-got=$(i2ctransfer -y $BUS w1@0x50 0x0e r4 r4 2>&1)
+# (i2ctransfer prints each read message on its own line)
+got=$(i2ctransfer -y $BUS w1@0x50 0x0e r4 r4 2>&1 | tr '\n' ' ' | sed 's/ *$//')
 want="0x07 0x08 0x09 0x0a 0x0b 0x0c 0x0d 0x0e"
 if [ "$got" = "$want" ]; then pass "transaction-data ($got)"; else fail "transaction-data: '$got' (want '$want')"; fi
 echo "VVU DONE"
