@@ -415,5 +415,15 @@ fn main() {
     ]
     .concat();
     write("gpio_events", "loopback-edges", gpio);
+    // SPI: a valid write, a read, a full-duplex transfer, a mismatch.
+    let mut spi = vec![0x04u8];
+    for (tx, rx) in [(4u8, 0u8), (0, 3), (8, 8), (3, 2)] {
+        let mut r = vec![0u8; 35];
+        r[32] = tx;
+        r[33] = rx;
+        r[34] = 8;
+        spi.extend_from_slice(&r);
+    }
+    write("spi_requests", "valid-transfers", spi);
     println!("seeds written to {}", dir.display());
 }

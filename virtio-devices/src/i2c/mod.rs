@@ -604,8 +604,14 @@ impl<B: I2c<SevenBitAddress>, const MSGS: usize, const BYTES: usize> VirtioDevic
             if !queues.pop(queue, &mut chain) {
                 // The ring holds no more (not merely the budget spent): an
                 // open group is all the driver queued, so it runs.
-                if queues.budget() > 0 && queues.is_live(queue) && !self.group.is_empty() {
-                    self.run_group(queues, queue);
+                if !self.group.is_empty() && queues.is_live(queue) {
+                    if queues.budget() > 0 {
+                        self.run_group(queues, queue);
+                    } else {
+                        // The budget ran out in the middle of a group: be
+                        // called again even if the ring turns out empty.
+                        queues.poll_again(queue);
+                    }
                 }
                 return;
             }
@@ -627,13 +633,6 @@ impl<B: I2c<SevenBitAddress>, const MSGS: usize, const BYTES: usize> VirtioDevic
             if self.take(queues, queue, &chain, message) {
                 self.run_group(queues, queue);
             }
-        }
-    }
-
-    /// Goes on with a group left open when a call's budget ran out.
-    fn poll<M: GuestMemory, const S: usize>(&mut self, queues: &mut DeviceQueues<'_, M, S>) {
-        if !self.group.is_empty() {
-            self.queue_notify(0, queues);
         }
     }
 }

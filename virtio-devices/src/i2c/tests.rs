@@ -672,6 +672,34 @@ fn a_group_cut_by_the_budget_is_held_and_finished_by_poll() {
 }
 
 #[test]
+fn an_open_group_that_spends_the_budget_exactly_still_runs() {
+    // The ring holds exactly the budget's worth, the last with FAIL_NEXT
+    // (a driver that filled its ring): the budget runs out as the ring
+    // empties, and the group must still run (poll_again), not wait for a
+    // notification the driver will never send.
+    let mut h = rig(I2cAdapter::new(Mock::new(&[
+        T::transaction_start(0x50),
+        T::write(0x50, vec![1]),
+        T::read(0x50, vec![7]),
+        T::transaction_end(0x50),
+    ])));
+    h.core.set_budget(2);
+    let a = add(&mut h, a7(0x50), FLAGS_FAIL_NEXT, &[1], 0);
+    let b = add(&mut h, a7(0x50), FLAGS_FAIL_NEXT | FLAGS_M_RD, &[], 1);
+    let service = h.core.notify(0);
+    assert!(service.work_left(), "the held group must be reported");
+    while h.core.poll().work_left() {}
+    let mut used = vec![];
+    while let Some(u) = h.used(0) {
+        used.push(u.id);
+    }
+    assert_eq!(used, [a.id, b.id]);
+    assert_eq!(h.read(b.data.unwrap()), [7]);
+    assert_eq!(h.core.device().held(), 0);
+    h.core.device_mut().bus_mut().done();
+}
+
+#[test]
 fn reset_forgets_a_held_group() {
     let mut h = rig(I2cAdapter::new(Mock::new(&[])));
     h.core.set_budget(1);

@@ -518,6 +518,10 @@ impl<B: SpiBus<u8>, P: OutputPin, const CS: usize> VirtioDevice for Spi<B, P, CS
                 // chip select left asserted is released.
                 if queues.budget() > 0 {
                     let _ = self.release();
+                } else if self.active.is_some() && queues.is_live(queue) {
+                    // The budget ran out with a chip select asserted: be
+                    // called again to release it if the ring is drained.
+                    queues.poll_again(queue);
                 }
                 return;
             }

@@ -505,3 +505,20 @@ fn a_chain_without_a_result_byte_needs_reset() {
     h.kick(0);
     assert!(!h.core.is_live());
 }
+
+#[test]
+fn chip_select_is_released_when_the_budget_ends_with_the_ring() {
+    let (mut h, log) = rig();
+    h.core.set_budget(2);
+    add(&mut h, head(0), &[1], 0);
+    add(&mut h, head(0), &[2], 0);
+    let service = h.core.notify(0);
+    assert_eq!(h.core.device().asserted(), Some(0));
+    assert!(
+        service.work_left(),
+        "the asserted chip select must be reported"
+    );
+    while h.core.poll().work_left() {}
+    assert_eq!(h.core.device().asserted(), None);
+    assert_eq!(log.borrow().last(), Some(&Ev::Cs(0, true)));
+}
