@@ -7,6 +7,8 @@
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// The rng images' seed and generator are not used here.
+#[allow(dead_code, unused_imports)]
 #[path = "../common.rs"]
 mod common;
 
