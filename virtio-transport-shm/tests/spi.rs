@@ -83,7 +83,7 @@ impl SpiBus<u8> for Bus {
         Ok(())
     }
     fn transfer_in_place(&mut self, words: &mut [u8]) -> Result<(), ErrorKind> {
-        self.out(&words.to_vec());
+        self.out(words);
         Ok(())
     }
     fn flush(&mut self) -> Result<(), ErrorKind> {
