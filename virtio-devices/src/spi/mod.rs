@@ -36,6 +36,14 @@
 //! and is deasserted when a transfer names another one, when a transfer
 //! fails, or when the ring holds no more requests.
 //!
+//! The protocol carries no message boundary (the spec's `cs_change` 0 says
+//! "keep asserted" with no end), so the ring running dry is the end of a
+//! message: a driver that queues a message's transfers before notifying
+//! gets one chip-select frame for them. A driver that sends one transfer
+//! at a time and waits for each empties the ring in between, and gets a
+//! frame per transfer; a device that must see one frame across such a
+//! driver's transfers needs a policy this device does not guess.
+//!
 //! A Linux guest test waits for a QEMU with a `vhost-user-spi` frontend
 //! and a Linux ≥ 6.18 guest (the first with a virtio SPI driver); the
 //! tests here drive the device with a driver-side double written from the
@@ -538,5 +546,7 @@ impl<B: SpiBus<u8>, P: OutputPin, const CS: usize> VirtioDevice for Spi<B, P, CS
     }
 }
 
+#[cfg(any(test, feature = "test-utils"))]
+pub mod flash;
 #[cfg(test)]
 mod tests;

@@ -522,3 +522,94 @@ fn chip_select_is_released_when_the_budget_ends_with_the_ring() {
     assert_eq!(h.core.device().asserted(), None);
     assert_eq!(log.borrow().last(), Some(&Ev::Cs(0, true)));
 }
+
+#[test]
+fn the_flash_model_behind_the_device_jedec_program_read_erase() {
+    use super::flash::{FlashBus, FlashCs, FlashState, JEDEC_ID};
+    let state: &'static RefCell<FlashState<8192>> =
+        std::boxed::Box::leak(std::boxed::Box::default());
+    let spi: Spi<FlashBus<'static, 8192>, FlashCs<'static, 8192>, 1> =
+        Spi::new(FlashBus(state), [FlashCs(state)], SpiCaps::new(0, CLOCK));
+    let mut h: Harness<_, 1> = Harness::new(spi, Features::empty(), &[0]);
+    let mut h = FlashRig {
+        h: &mut h,
+        rx: vec![],
+    };
+    // Each message is queued whole before the kick; chip select is held
+    // across its transfers (cs_change 0) and released when the ring is
+    // drained. JEDEC ID as spi_write_then_read sends it:
+    h.t(0, &[0x9f], 0);
+    h.t(0, &[], 3);
+    assert_eq!(h.go(), [JEDEC_ID.to_vec()]);
+    // Write enable, then the status register shows the latch.
+    h.t(0, &[0x06], 0);
+    h.go();
+    h.t(0, &[0x05], 0);
+    h.t(0, &[], 1);
+    assert_eq!(h.go(), [vec![0b10]]);
+    // Program 4 bytes at 0x1fe: they wrap inside the page.
+    h.t(0, &[0x02, 0x00, 0x01, 0xfe, 1, 2, 3, 4], 0);
+    h.go();
+    assert_eq!(&state.borrow().memory()[0x1fe..0x200], &[1, 2]);
+    assert_eq!(&state.borrow().memory()[0x100..0x102], &[3, 4]);
+    // Read across the page boundary.
+    h.t(0, &[0x03, 0x00, 0x01, 0xfc], 0);
+    h.t(0, &[], 6);
+    assert_eq!(h.go(), [vec![0xff, 0xff, 1, 2, 0xff, 0xff]]);
+    // Program without write enable does nothing; erase with it clears.
+    h.t(0, &[0x02, 0x00, 0x00, 0x00, 0], 0);
+    h.go();
+    assert_eq!(state.borrow().memory()[0], 0xff);
+    h.t(1, &[0x06], 0);
+    h.t(0, &[0x20, 0x00, 0x01, 0x00], 0);
+    h.go();
+    assert!(state.borrow().memory()[..4096].iter().all(|b| *b == 0xff));
+}
+
+struct FlashRig<'a, D: virtio_core::device::VirtioDevice> {
+    h: &'a mut Harness<D, 1>,
+    rx: Vec<(Segment, Segment)>,
+}
+
+impl<D: virtio_core::device::VirtioDevice> FlashRig<'_, D> {
+    /// Queues one transfer (half duplex: `tx` or `rx` bytes).
+    fn t(&mut self, cs_change: u8, tx: &[u8], rx: u32) {
+        let hd = self.h.put(
+            SpiTransferHead {
+                cs_change,
+                ..head(0)
+            }
+            .as_bytes(),
+        );
+        let mut readable = vec![hd];
+        if !tx.is_empty() {
+            readable.push(self.h.put(tx));
+        }
+        let rxs = self.h.space(rx.max(1));
+        let res = self.h.space(1);
+        let writable = if rx > 0 { vec![rxs, res] } else { vec![res] };
+        self.h.add(0, &readable, &writable);
+        self.rx.push((
+            if rx > 0 {
+                rxs
+            } else {
+                Segment { addr: 0, len: 0 }
+            },
+            res,
+        ));
+    }
+
+    /// Kicks the queued message; returns what each read transfer read.
+    fn go(&mut self) -> Vec<Vec<u8>> {
+        self.h.kick(0);
+        while self.h.used(0).is_some() {}
+        let mut out = vec![];
+        for (rx, res) in core::mem::take(&mut self.rx) {
+            assert_eq!(self.h.read(res), [TRANS_OK]);
+            if rx.len > 0 {
+                out.push(self.h.read(rx));
+            }
+        }
+        out
+    }
+}
