@@ -11,6 +11,8 @@ use virtio_devices::gpio::loopback::Loopback;
 use virtio_devices::i2c::I2cAdapter;
 use virtio_devices::i2c::eeprom::Eeprom;
 use virtio_devices::rng::Rng;
+use virtio_devices::spi::flash::FlashState;
+use virtio_devices::spi::{Spi, SpiCaps};
 use virtio_vhost_user::connection::{self, Ended};
 use virtio_vhost_user::entropy::HostEntropy;
 use virtio_vhost_user::storage::FileStorage;
@@ -24,6 +26,7 @@ Usage:
   virtio-vhost-user --socket PATH [--once] [--trace] i2c --sim eeprom@ADDR
   virtio-vhost-user --socket PATH [--once] [--trace] i2c --dev /dev/i2c-N
   virtio-vhost-user --socket PATH [--once] [--trace] gpio --sim loopback:N
+  virtio-vhost-user --socket PATH [--once] [--trace] spi --sim flash
 
 Options:
   --socket PATH   listen here (a stale socket file is replaced; one in use is an error)
@@ -42,6 +45,10 @@ Devices:
   gpio            GPIO device (virtio id 41) with interrupts (VIRTIO_GPIO_F_IRQ):
                     --sim loopback:N   N simulated lines (8, 16 or 32) named loop0.., output
                                        line k drives input line k+1, so writes raise interrupts
+  spi             SPI controller (virtio id 45), mode 0 at 10 MHz, one chip select:
+                    --sim flash        a simulated 64 KiB NOR flash (JEDEC ID ef 40 18; read,
+                                       page program, sector erase), kept across connections
+                  (no QEMU here has a vhost-user-spi frontend; Linux's driver is in >= 6.18)
 
 QEMU side (guest RAM must be shared):
   -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem
@@ -62,7 +69,12 @@ enum Device {
     I2c(I2cBus),
     /// A loopback of this many lines.
     Gpio(usize),
+    /// The simulated flash.
+    SpiFlash,
 }
+
+/// The simulated flash's size.
+const FLASH_BYTES: usize = 64 * 1024;
 
 /// The bus behind the I2C adapter.
 enum I2cBus {
@@ -113,6 +125,76 @@ impl<B: embedded_hal::i2c::I2c> embedded_hal::i2c::I2c for TracedBus<B> {
     }
 }
 
+/// The simulated flash, shared by the SPI device's bus and chip select
+/// and kept across connections.
+type SharedFlash = std::sync::Arc<std::sync::Mutex<FlashState<FLASH_BYTES>>>;
+
+/// The flash as a bus and as its chip-select pin (the connection's thread
+/// owns the device, so the state sits behind a mutex).
+struct FlashSpi(SharedFlash);
+
+impl FlashSpi {
+    fn with<T>(&self, f: impl FnOnce(&mut FlashState<FLASH_BYTES>) -> T) -> T {
+        let mut state = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut state)
+    }
+}
+
+impl embedded_hal::spi::ErrorType for FlashSpi {
+    type Error = embedded_hal::spi::ErrorKind;
+}
+
+impl embedded_hal::spi::SpiBus<u8> for FlashSpi {
+    fn read(&mut self, words: &mut [u8]) -> Result<(), Self::Error> {
+        self.with(|s| words.iter_mut().for_each(|w| *w = s.clock(0)));
+        Ok(())
+    }
+    fn write(&mut self, words: &[u8]) -> Result<(), Self::Error> {
+        self.with(|s| {
+            for w in words {
+                s.clock(*w);
+            }
+        });
+        Ok(())
+    }
+    fn transfer(&mut self, read: &mut [u8], write: &[u8]) -> Result<(), Self::Error> {
+        self.with(|s| {
+            for i in 0..read.len().max(write.len()) {
+                let r = s.clock(write.get(i).copied().unwrap_or(0));
+                if let Some(slot) = read.get_mut(i) {
+                    *slot = r;
+                }
+            }
+        });
+        Ok(())
+    }
+    fn transfer_in_place(&mut self, words: &mut [u8]) -> Result<(), Self::Error> {
+        self.with(|s| words.iter_mut().for_each(|w| *w = s.clock(*w)));
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+impl embedded_hal::digital::ErrorType for FlashSpi {
+    type Error = std::convert::Infallible;
+}
+
+impl embedded_hal::digital::OutputPin for FlashSpi {
+    fn set_low(&mut self) -> Result<(), Self::Error> {
+        self.with(|s| s.select(true));
+        Ok(())
+    }
+    fn set_high(&mut self) -> Result<(), Self::Error> {
+        self.with(|s| s.select(false));
+        Ok(())
+    }
+}
+
 /// Parses `eeprom@ADDR` (ADDR in hex with 0x, or decimal; 7-bit).
 fn parse_sim(spec: &str) -> Result<I2cBus, String> {
     let bad = || format!("--sim {spec}: expected eeprom@ADDR with a 7-bit ADDR, e.g. eeprom@0x50");
@@ -154,14 +236,14 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
             "--read-only" => read_only = true,
             "--sim" => sim = Some(args.next().ok_or("--sim needs eeprom@ADDR")?),
             "--dev" => dev = Some(args.next().ok_or("--dev needs a path")?),
-            "rng" | "block" | "i2c" | "gpio" if kind.is_none() => kind = Some(arg),
+            "rng" | "block" | "i2c" | "gpio" | "spi" if kind.is_none() => kind = Some(arg),
             other => return Err(format!("unexpected argument '{other}'")),
         }
     }
     let socket = PathBuf::from(socket.ok_or("--socket PATH is required")?);
-    let sim_device = matches!(kind.as_deref(), Some("i2c" | "gpio"));
+    let sim_device = matches!(kind.as_deref(), Some("i2c" | "gpio" | "spi"));
     if !sim_device && sim.is_some() {
-        return Err("--sim is an i2c and gpio option".into());
+        return Err("--sim is an i2c, gpio and spi option".into());
     }
     if kind.as_deref() != Some("i2c") && dev.is_some() {
         return Err("--dev is an i2c option".into());
@@ -196,7 +278,11 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
                 }
             }
         }
-        _ => return Err("name a device: rng, block, i2c or gpio".into()),
+        Some("spi") => match sim.as_deref() {
+            Some("flash") => Device::SpiFlash,
+            _ => return Err("spi needs --sim flash".into()),
+        },
+        _ => return Err("name a device: rng, block, i2c, gpio or spi".into()),
     };
     Ok(Some(Args {
         socket,
@@ -240,7 +326,7 @@ fn run(args: Args) -> Result<(), String> {
             FileStorage::open(file, *read_only)
                 .map_err(|e| format!("cannot open disk image {}: {e}", file.display()))?,
         ),
-        Device::Rng | Device::I2c(_) | Device::Gpio(_) => None,
+        Device::Rng | Device::I2c(_) | Device::Gpio(_) | Device::SpiFlash => None,
     };
     if let Device::I2c(I2cBus::Host(path)) = &args.device {
         // Fail at start, not at the first connection.
@@ -260,7 +346,13 @@ fn run(args: Args) -> Result<(), String> {
         Device::I2c(I2cBus::Eeprom(addr)) => format!("i2c (simulated 24C02 EEPROM at {addr:#04x})"),
         Device::I2c(I2cBus::Host(path)) => format!("i2c (host bus {})", path.display()),
         Device::Gpio(n) => format!("gpio ({n} loopback lines)"),
+        Device::SpiFlash => format!(
+            "spi (simulated {} KiB NOR flash on chip select 0)",
+            FLASH_BYTES / 1024
+        ),
     };
+    // The flash outlives connections (its contents persist).
+    let flash: SharedFlash = std::sync::Arc::default();
     eprintln!(
         "virtio-vhost-user: serving {what} on {}",
         args.socket.display()
@@ -290,6 +382,15 @@ fn run(args: Args) -> Result<(), String> {
                 };
                 let adapter: I2cAdapter<_> = I2cAdapter::new(bus).with_queue_size(64);
                 connection::serve(stream, adapter, args.trace)
+            }
+            (Device::SpiFlash, _) => {
+                let spi: Spi<_, _, 1> = Spi::new(
+                    FlashSpi(flash.clone()),
+                    [FlashSpi(flash.clone())],
+                    SpiCaps::new(0, 10_000_000),
+                )
+                .with_queue_size(64);
+                connection::serve(stream, spi, args.trace)
             }
             (Device::Gpio(n), _) => match n {
                 8 => serve_gpio::<8>(stream, args.trace),

@@ -83,8 +83,9 @@ impl<const N: usize> FlashState<N> {
         (offset as usize) & N.wrapping_sub(1)
     }
 
-    /// One byte on the bus: `out` from the controller; returns the reply.
-    fn clock(&mut self, out: u8) -> u8 {
+    /// One byte on the bus: `out` from the controller; returns the reply
+    /// (for a bus wrapper of one's own, e.g. behind a mutex).
+    pub fn clock(&mut self, out: u8) -> u8 {
         if !self.selected {
             return 0xff;
         }
@@ -131,7 +132,9 @@ impl<const N: usize> FlashState<N> {
         }
     }
 
-    fn select(&mut self, active: bool) {
+    /// Chip select driven active (`true`) or released; a release applies a
+    /// pending program or erase.
+    pub fn select(&mut self, active: bool) {
         if active && !self.selected {
             self.count = 0;
             self.pending = None;
