@@ -1,6 +1,7 @@
 //! virtio over the shared-memory transport inside one Cortex-M4 image.
 //!
-//! The device end (an entropy device and a RAM block device) and the driver
+//! The device end (an entropy device, a RAM block device and an I2C adapter
+//! whose bus is the 24C02 EEPROM model, an `embedded_hal::i2c::I2c`) and the driver
 //! end share a window in SRAM. The driver end runs in thread mode; its
 //! doorbell pends an NVIC interrupt and the device end runs in that
 //! interrupt's handler. Everything is checked; results go out over
@@ -26,6 +27,11 @@ use virtio_core::memory::{GuestMemory, Region};
 use virtio_core::queue::Segment;
 use virtio_core::spec::Features;
 use virtio_devices::block::{BlkReqHeader, Block, BlockOptions, RamDisk};
+use virtio_devices::i2c::eeprom::Eeprom;
+use virtio_devices::i2c::{
+    Address, F_ZERO_LENGTH_REQUEST, FLAGS_FAIL_NEXT, FLAGS_M_RD, I2cAdapter, I2cOutHdr, MSG_ERR,
+    MSG_OK,
+};
 use virtio_devices::rng::Rng;
 use virtio_transport_shm::layout::Bump;
 use virtio_transport_shm::{DataArea, DeviceEnd, DriverEnd, Polled, ShmDevice, Spin};
@@ -36,6 +42,7 @@ type Data = DataArea<'static, Region<'static>>;
 type Devices = (
     ShmDevice<Rng<XorShift>, Data, 1, 8>,
     ShmDevice<Block<RamDisk<'static>>, Data, 1, 8>,
+    ShmDevice<I2cAdapter<Eeprom, 4, 32>, Data, 1, 8>,
 );
 type Device = DeviceEnd<'static, Region<'static>, Devices, Polled>;
 
@@ -114,13 +121,14 @@ fn main() -> ! {
             ),
             data,
         ),
+        ShmDevice::new(I2cAdapter::new(Eeprom::default()), data),
     );
     let device = ok!(DeviceEnd::create(window, LAYOUT, devices, Polled));
     cortex_m::interrupt::free(|cs| DEVICE.borrow(cs).replace(Some(device)));
     common::enable_doorbell();
 
     // ---- driver end: thread mode ----
-    let mut drv: DriverEnd<_, _, _, 2> = ok!(DriverEnd::attach(
+    let mut drv: DriverEnd<_, _, _, 3> = ok!(DriverEnd::attach(
         window,
         LAYOUT,
         NvicDoorbell(DOORBELL),
@@ -129,8 +137,8 @@ fn main() -> ! {
     .with_max_waits(10_000);
     check!(ok!(drv.ping(0xc0ffee)) == 0xc0ffee, "PING mismatch");
     let present = ok!(drv.devices());
-    check!(present == 0b11, "GET_DEVICES {:#b}", present);
-    for dev in 0..2 {
+    check!(present == 0b111, "GET_DEVICES {:#b}", present);
+    for dev in 0..3 {
         let info = ok!(drv.device_info(dev));
         hprintln!(
             "device {}: id {}, {} queue(s), config {} bytes",
@@ -252,6 +260,85 @@ fn main() -> ! {
         requests,
         DISK_SECTORS
     );
+
+    // i2c: the EEPROM behind the adapter. A page write, a write+read group
+    // (FAIL_NEXT) across the page boundary as one transaction, and a
+    // read from an absent address that the bus NACKs.
+    let Some(base) = alloc.alloc(SplitDriver::layout_len(8), 16) else {
+        fail("alloc");
+    };
+    let iq = SplitDriver::layout(base, 8);
+    let mut q = ok!(SplitDriver::new(&mem, iq, Features::VERSION_1));
+    let f = ok!(drv.bring_up(2, Features::from_bits_retain(F_ZERO_LENGTH_REQUEST), &[iq]));
+    check!(
+        f.bits() & F_ZERO_LENGTH_REQUEST != 0,
+        "i2c features {:#x}",
+        f.bits()
+    );
+    let (Some(hdrs), Some(out), Some(inp), Some(st)) = (
+        alloc.alloc(16, 8),
+        alloc.alloc(16, 8),
+        alloc.alloc(16, 8),
+        alloc.alloc(2, 1),
+    ) else {
+        fail("alloc");
+    };
+    let seg = |addr: u64, len: u32| Segment { addr, len };
+    // Runs the requests queued so far and waits for `n` of them.
+    macro_rules! run {
+        ($n:expr) => {{
+            if ok!(q.publish_avail(&mem)) {
+                ok!(drv.notify(2, 0, 0));
+            }
+            let mut done = 0;
+            while done < $n {
+                if ok!(q.pop_used(&mem)).is_some() {
+                    done += 1;
+                } else {
+                    ok!(drv.wait_used(2, 0));
+                }
+            }
+        }};
+    }
+    let hdr = |addr: u8, flags: u32| I2cOutHdr {
+        addr: Address::SevenBit(addr).encode().unwrap_or(0).into(),
+        padding: 0.into(),
+        flags: flags.into(),
+    };
+    // Page write of 0x08..0x0f, then 0x10..0x13.
+    ok!(mem.write(hdrs, hdr(0x50, 0).as_bytes()));
+    ok!(mem.write(out, &[0x08, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]));
+    ok!(q.add(&mem, &[seg(hdrs, 8), seg(out, 9)], &[seg(st, 1)]));
+    run!(1);
+    ok!(mem.write(out, &[0x10, 9, 10, 11, 12]));
+    ok!(q.add(&mem, &[seg(hdrs, 8), seg(out, 5)], &[seg(st, 1)]));
+    run!(1);
+    let mut s = [0xffu8; 2];
+    ok!(mem.read(st, &mut s[..1]));
+    check!(s[0] == MSG_OK, "i2c write status {}", s[0]);
+    // Random read of 8 bytes from 0x0c: word address, then the read.
+    ok!(mem.write(hdrs, hdr(0x50, FLAGS_FAIL_NEXT).as_bytes()));
+    ok!(mem.write(hdrs + 8, hdr(0x50, FLAGS_M_RD).as_bytes()));
+    ok!(mem.write(out, &[0x0c]));
+    ok!(q.add(&mem, &[seg(hdrs, 8), seg(out, 1)], &[seg(st, 1)]));
+    ok!(q.add(&mem, &[seg(hdrs + 8, 8)], &[seg(inp, 8), seg(st + 1, 1)]));
+    run!(2);
+    let mut back = [0u8; 8];
+    ok!(mem.read(inp, &mut back));
+    ok!(mem.read(st, &mut s));
+    check!(s == [MSG_OK, MSG_OK], "i2c read status {:?}", s);
+    check!(back == [5, 6, 7, 8, 9, 10, 11, 12], "i2c read {:?}", back);
+    hprintln!(
+        "i2c: eeprom 0x0c..0x13 read across the page boundary: {:?}",
+        back
+    );
+    // An absent target.
+    ok!(mem.write(hdrs + 8, hdr(0x51, FLAGS_M_RD).as_bytes()));
+    ok!(q.add(&mem, &[seg(hdrs + 8, 8)], &[seg(inp, 1), seg(st + 1, 1)]));
+    run!(1);
+    ok!(mem.read(st + 1, &mut s[..1]));
+    check!(s[0] == MSG_ERR, "i2c NACK status {}", s[0]);
+    hprintln!("i2c: read from absent 0x51 answered MSG_ERR (NACK)");
 
     let stats =
         cortex_m::interrupt::free(|cs| DEVICE.borrow(cs).borrow().as_ref().map(|d| d.stats()));

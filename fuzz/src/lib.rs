@@ -395,3 +395,64 @@ pub fn message(type_: u8, id: u8, dev: u16, token: u16, payload: &[u8]) -> Vec<u
     m.extend_from_slice(payload);
     m
 }
+
+/// One request of the `i2c_requests` target (11 bytes each after a
+/// 1-byte option header).
+///
+/// | bytes | meaning |
+/// |---|---|
+/// | 0..2 | `addr` (le16) |
+/// | 2..6 | `flags` (le32) |
+/// | 6 | write data length (`% 24`) |
+/// | 7 | read room (`% 24`) |
+/// | 8 | shape: bit 0 header split in two descriptors, bit 1 no status byte, bit 2 an extra readable descriptor after the writable ones (malformed) |
+/// | 9..11 | seed of the write data |
+#[derive(Clone, Debug)]
+pub struct I2cRequest {
+    pub addr: u16,
+    pub flags: u32,
+    pub write: u8,
+    pub read: u8,
+    pub shape: u8,
+    pub seed: u16,
+}
+
+/// Input of the `i2c_requests` target: byte 0 options (bits 0-1: the
+/// call budget, 1 + value; bit 2: the EEPROM preloaded with a pattern),
+/// then up to 8 [`I2cRequest`]s.
+pub struct I2cInput {
+    pub options: u8,
+    pub requests: Vec<I2cRequest>,
+}
+
+impl I2cInput {
+    pub const RECORD: usize = 11;
+
+    pub fn parse(data: &[u8]) -> Option<Self> {
+        let (&options, rest) = data.split_first()?;
+        let requests = rest
+            .chunks_exact(Self::RECORD)
+            .take(8)
+            .map(|r| I2cRequest {
+                addr: u16::from_le_bytes([r[0], r[1]]),
+                flags: u32::from_le_bytes([r[2], r[3], r[4], r[5]]),
+                write: r[6] % 24,
+                read: r[7] % 24,
+                shape: r[8],
+                seed: u16::from_le_bytes([r[9], r[10]]),
+            })
+            .collect();
+        Some(Self { options, requests })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = vec![self.options];
+        for r in &self.requests {
+            v.extend_from_slice(&r.addr.to_le_bytes());
+            v.extend_from_slice(&r.flags.to_le_bytes());
+            v.extend_from_slice(&[r.write, r.read, r.shape]);
+            v.extend_from_slice(&r.seed.to_le_bytes());
+        }
+        v
+    }
+}

@@ -12,6 +12,9 @@
 //! | [`rng`] | entropy | 4 | [`rand_core::TryRng`] | `rng` |
 //! | [`console`] | console (with multiport) | 3 | [`embedded_io::Read`] + [`embedded_io::Write`] + [`embedded_io::ReadReady`] | `console` |
 //! | [`block`] | block | 2 | [`block::BlockStorage`] (RAM disk included) | `block` |
+//! | [`gpio`] | GPIO (with interrupts) | 41 | [`gpio::GpioBank`] ([`gpio::PinBank`] over `embedded_hal::digital` pins; a loopback with `test-utils`) | `gpio` |
+//! | [`spi`] | SPI controller | 45 | [`embedded_hal::spi::SpiBus`] + chip-select [`embedded_hal::digital::OutputPin`]s | `spi` |
+//! | [`i2c`] | I2C adapter | 34 | [`embedded_hal::i2c::I2c`] (a 24C02 EEPROM model with `test-utils`) | `i2c` |
 //!
 //! # Invariants
 //!
@@ -29,8 +32,14 @@ extern crate std;
 pub mod block;
 #[cfg(feature = "console")]
 pub mod console;
+#[cfg(feature = "gpio")]
+pub mod gpio;
+#[cfg(feature = "i2c")]
+pub mod i2c;
 #[cfg(feature = "rng")]
 pub mod rng;
+#[cfg(feature = "spi")]
+pub mod spi;
 
 #[cfg(test)]
 mod harness;

@@ -11,8 +11,8 @@ use virtio_core::memory::GuestMemory;
 use virtio_core::queue::{QueueConfig, Segment};
 use virtio_core::spec::Features;
 use virtio_fuzz::{
-    DATA, DESC, DEVICE_AREA, DRIVER_AREA, Guarded, MmioOp, QueueInput, RequestInput, ShmInput,
-    host, message, shm_layout,
+    DATA, DESC, DEVICE_AREA, DRIVER_AREA, Guarded, I2cInput, I2cRequest, MmioOp, QueueInput,
+    RequestInput, ShmInput, host, message, shm_layout,
 };
 use virtio_transport_mmio::regs;
 use zerocopy::IntoBytes;
@@ -354,5 +354,76 @@ fn main() {
     );
     write("shm_device", "rng-bring-up", shm_seed(0, &[], &[64]));
     write("shm_device", "block-read", shm_seed(1, &[16], &[512, 1]));
+    // I2C: the EEPROM's traffic (page write, random read, a NACK, a quick
+    // probe) and a group with a malformed member.
+    let req = |addr: u16, flags: u32, write: u8, read: u8, shape: u8| I2cRequest {
+        addr,
+        flags,
+        write,
+        read,
+        shape,
+        seed: 0x0301,
+    };
+    write(
+        "i2c_requests",
+        "eeprom",
+        I2cInput {
+            options: 7,
+            requests: vec![
+                req(0xa0, 0, 9, 0, 0),
+                req(0xa0, 1, 1, 0, 1),
+                req(0xa0, 2, 0, 12, 0),
+                req(0xa2, 1, 1, 0, 0),
+                req(0xa2, 2, 0, 1, 0),
+                req(0xa0, 0, 0, 0, 0),
+            ],
+        }
+        .encode(),
+    );
+    write(
+        "i2c_requests",
+        "malformed-group",
+        I2cInput {
+            options: 0,
+            requests: vec![
+                req(0xa0, 1, 1, 0, 0),
+                req(0xa0, 3, 1, 0, 4),
+                req(0xa0, 2, 0, 2, 0),
+                req(0xa5f4, 0, 2, 0, 2),
+            ],
+        }
+        .encode(),
+    );
+    // GPIO: line 1 an input fed by line 0, an edge interrupt, a buffer,
+    // edges through the loopback and the platform, then NONE.
+    let op = |kind: u8, a: u8, b: u8, c: u8, d: u8| [kind, a, b, c, d, 0, 0, 0];
+    let gpio: Vec<u8> = [
+        op(0, 1, 0, 0, 2), // GET_LINE_NAMES
+        op(0, 3, 1, 2, 2), // SET_DIRECTION 1 IN
+        op(0, 5, 0, 0, 2), // SET_VALUE 0 low
+        op(0, 3, 0, 1, 2), // SET_DIRECTION 0 OUT
+        op(0, 6, 1, 3, 2), // SET_IRQ_TYPE 1 EDGE_BOTH
+        op(2, 1, 2, 1, 0), // event buffer for line 1
+        op(0, 5, 0, 1, 2), // SET_VALUE 0 high: an edge on 1
+        op(2, 1, 2, 1, 0), // buffer again
+        op(3, 1, 0, 0, 0), // the platform: line 1 low
+        op(4, 0, 0, 0, 0), // poll
+        op(0, 6, 1, 4, 2), // SET_IRQ_TYPE 1 LEVEL_HIGH
+        op(2, 1, 2, 1, 0),
+        op(0, 6, 1, 0, 2), // SET_IRQ_TYPE 1 NONE
+        op(0, 3, 1, 0, 2), // SET_DIRECTION 1 NONE
+    ]
+    .concat();
+    write("gpio_events", "loopback-edges", gpio);
+    // SPI: a valid write, a read, a full-duplex transfer, a mismatch.
+    let mut spi = vec![0x04u8];
+    for (tx, rx) in [(4u8, 0u8), (0, 3), (8, 8), (3, 2)] {
+        let mut r = vec![0u8; 35];
+        r[32] = tx;
+        r[33] = rx;
+        r[34] = 8;
+        spi.extend_from_slice(&r);
+    }
+    write("spi_requests", "valid-transfers", spi);
     println!("seeds written to {}", dir.display());
 }

@@ -657,6 +657,9 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> DeviceCore
                         failure.get_or_insert(NeedsResetCause::Queue { queue, error });
                     }
                 }
+                // The device holds work for a later call (poll_again),
+                // even with the ring empty.
+                slot.pending |= core::mem::take(&mut slot.again);
                 again |= slot.pending;
             }
             if let Some(cause) = failure {

@@ -43,6 +43,9 @@ pub(crate) struct QueueSlot<const S: usize> {
     /// Chains were in flight when the driver disabled the queue; they can
     /// never be returned (the device must not touch a disabled queue).
     pub(crate) abandoned: u16,
+    /// The device asked to be called again for this queue
+    /// ([`DeviceQueues::poll_again`]), whatever the ring holds.
+    pub(crate) again: bool,
 }
 
 impl<const S: usize> Default for QueueSlot<S> {
@@ -61,6 +64,7 @@ impl<const S: usize> Default for QueueSlot<S> {
             malformed: 0,
             base: None,
             abandoned: 0,
+            again: false,
         }
     }
 }
@@ -206,6 +210,20 @@ impl<'a, M: GuestMemory, const S: usize> DeviceQueues<'a, M, S> {
             Err(error) => {
                 self.signals.needs_reset = Some(NeedsResetCause::Queue { queue, error });
             }
+        }
+    }
+
+    /// The device holds work from `queue` it must finish in a later call
+    /// although the ring may be empty (requests of an I2C transaction cut
+    /// by the budget, a chip select to release once the ring is drained):
+    /// the call reports [`super::Service::WorkLeft`], so the embedder calls
+    /// [`super::DeviceCore::poll`] again and the queue is served. Ask only
+    /// when [`DeviceQueues::budget`] is spent, or every call reports work.
+    pub fn poll_again(&mut self, queue: u16) {
+        if let Some(slot) = self.slots.get_mut(usize::from(queue)) {
+            slot.again = true;
+            slot.pending = true;
+            slot.touched = true;
         }
     }
 

@@ -1,0 +1,84 @@
+//! The I2C image the footprint report measures beside the minimal one: an
+//! I2C adapter over an `embedded_hal::i2c::I2c` bus (the 24C02 EEPROM
+//! model stands in for a HAL's I2C peripheral) behind the shared-memory
+//! transport's device end, served from the doorbell interrupt. No driver
+//! end, no printing.
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+// The rng images' seed and generator are not used here.
+#[allow(dead_code, unused_imports)]
+#[path = "../common.rs"]
+mod common;
+
+use core::cell::RefCell;
+
+use common::{DOORBELL, LAYOUT, NvicDoorbell, WINDOW_WORDS};
+use cortex_m::interrupt::Mutex;
+use cortex_m::peripheral::NVIC;
+use cortex_m_rt::{entry, exception};
+use virtio_core::memory::Region;
+use virtio_devices::i2c::I2cAdapter;
+use virtio_devices::i2c::eeprom::Eeprom;
+use virtio_transport_shm::{DataArea, DeviceEnd, ShmDevice};
+use zerocopy::IntoBytes;
+
+type Data = DataArea<'static, Region<'static>>;
+/// One queue of up to 8 descriptors; transactions of up to 4 messages and
+/// 32 bytes.
+type Device = DeviceEnd<
+    'static,
+    Region<'static>,
+    (ShmDevice<I2cAdapter<Eeprom, 4, 32>, Data, 1, 8>,),
+    NvicDoorbell,
+>;
+
+static DEVICE: Mutex<RefCell<Option<Device>>> = Mutex::new(RefCell::new(None));
+
+/// The driver's doorbell (an interrupt on the driver's core in a real
+/// system; here another NVIC line).
+const DRIVER_DOORBELL: common::Irq = common::Irq(8);
+
+#[entry]
+fn main() -> ! {
+    if let Some(_cp) = cortex_m::Peripherals::take()
+        && let Some(words) = cortex_m::singleton!(: [u64; WINDOW_WORDS] = [0; WINDOW_WORDS])
+        && let Ok(region) = Region::new(0, words.as_mut_bytes())
+        && let Some(window) = cortex_m::singleton!(: Region<'static> = region)
+    {
+        let window: &'static Region<'static> = window;
+        let data = DataArea::new(window, &LAYOUT);
+        let i2c = I2cAdapter::new(Eeprom::default());
+        let devices = (ShmDevice::new(i2c, data),);
+        if let Ok(device) =
+            DeviceEnd::create(window, LAYOUT, devices, NvicDoorbell(DRIVER_DOORBELL))
+        {
+            cortex_m::interrupt::free(|cs| DEVICE.borrow(cs).replace(Some(device)));
+            common::enable_doorbell();
+        }
+    }
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+#[exception]
+unsafe fn DefaultHandler(irqn: i16) {
+    if irqn == DOORBELL.0 as i16 {
+        cortex_m::interrupt::free(|cs| {
+            if let Some(device) = DEVICE.borrow(cs).borrow_mut().as_mut()
+                && device.process().work_left()
+            {
+                NVIC::pend(DOORBELL);
+            }
+        });
+    }
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
