@@ -636,6 +636,7 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> DeviceCore
                 }
                 return Service::Done;
             }
+            let before = budget;
             budget = self.round(turn, budget);
             let mut again = false;
             let mut failure = None;
@@ -669,7 +670,10 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> DeviceCore
             if !again {
                 return Service::Done;
             }
-            if budget == 0 {
+            // Out of budget, or a round that took nothing yet wants another
+            // (a device's `poll_again`): the next call goes on, so a device
+            // that keeps asking cannot hold this one.
+            if budget == 0 || budget == before {
                 return Service::WorkLeft;
             }
             turn = Turn::Pending;
