@@ -35,7 +35,10 @@ fn ours(c: &mut Criterion, shape: Shape, packed: bool) {
             for _ in 0..iters {
                 drv.refill(&mem, shape);
                 let start = Instant::now();
-                black_box(device_batch(&mut q, &mem).unwrap());
+                black_box(
+                    device_batch(&mut q, &mem, &mut virtio_core::queue::Chain::<16>::new())
+                        .unwrap(),
+                );
                 total += start.elapsed();
             }
             total
@@ -87,7 +90,7 @@ fn driver_side(c: &mut Criterion) {
             let (mut drv, cfg) = Driver::new(&mem, QUEUE_SIZE, features);
             let mut q = BenchQueue::new(&mem, cfg, features).unwrap();
             group.throughput(Throughput::Elements(u64::from(drv.refill(&mem, shape))));
-            device_batch(&mut q, &mem).unwrap();
+            device_batch(&mut q, &mem, &mut virtio_core::queue::Chain::<16>::new()).unwrap();
             let name = if packed { "ours-packed" } else { "ours-split" };
             group.bench_function(name, |b| {
                 b.iter_custom(|iters| {
@@ -96,7 +99,8 @@ fn driver_side(c: &mut Criterion) {
                         let start = Instant::now();
                         black_box(drv.refill(&mem, shape));
                         total += start.elapsed();
-                        device_batch(&mut q, &mem).unwrap();
+                        device_batch(&mut q, &mem, &mut virtio_core::queue::Chain::<16>::new())
+                            .unwrap();
                     }
                     total
                 })
