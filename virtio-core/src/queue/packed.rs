@@ -382,15 +382,18 @@ impl<const S: usize> PackedQueue<S> {
         let slots = chain.head().descs();
         // Slots and buffer ids the device holds cannot be available again:
         // a driver that says so has corrupted the ring.
-        if u32::from(self.in_flight).wrapping_add(u32::from(slots)) > u32::from(self.size)
-            || self.inflight.contains(id)
-        {
+        if u32::from(self.in_flight).wrapping_add(u32::from(slots)) > u32::from(self.size) {
             return Err(QueueError::HeadInFlight { slot: id });
         }
+        let Err(entry) = self.inflight.find(id) else {
+            return Err(QueueError::HeadInFlight { slot: id });
+        };
         self.next_avail = self.next_avail.advance(slots, self.size);
         // At most `size` slots in flight, checked above.
         self.in_flight = self.in_flight.wrapping_add(slots);
-        self.inflight.insert(id);
+        if let Some(entry) = entry {
+            self.inflight.insert_at(entry, id);
+        }
         match error {
             None => {
                 chain.finish();
@@ -496,9 +499,12 @@ impl<const S: usize> PackedQueue<S> {
         head: Head,
         written: u32,
     ) -> Result<(), QueueError> {
-        if head.descs == 0 || head.descs > self.in_flight || !self.inflight.contains(head.id) {
+        if head.descs == 0 || head.descs > self.in_flight {
             return Err(QueueError::NotInFlight { id: head.id });
         }
+        let Ok(entry) = self.inflight.find(head.id) else {
+            return Err(QueueError::NotInFlight { id: head.id });
+        };
         let len = head.used_len(written);
         if !self.in_order {
             self.write_used(mem, head.id, len, head.descs)?;
@@ -513,7 +519,7 @@ impl<const S: usize> PackedQueue<S> {
             self.batch_last = None;
         }
         self.in_flight = self.in_flight.wrapping_sub(head.descs);
-        self.inflight.remove(head.id);
+        self.inflight.remove_at(entry);
         Ok(())
     }
 

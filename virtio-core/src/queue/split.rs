@@ -269,9 +269,11 @@ impl<const S: usize> SplitQueue<S> {
                 size: self.size,
             });
         }
-        if self.inflight.contains(head) {
+        // One probe of the in-flight table: where `head` will go (the walk
+        // does not touch the table, so the entry stays free).
+        let Err(entry) = self.inflight.find(head) else {
             return Err(QueueError::HeadInFlight { slot: head });
-        }
+        };
         chain.start(head);
         let walked = self.walk(mem, head, chain);
         if let Err(WalkError::Ring(error)) = walked {
@@ -280,7 +282,9 @@ impl<const S: usize> SplitQueue<S> {
         // The chain is consumed, valid or not: it is in flight until the
         // device (or the core, for a malformed one) returns it.
         self.next_avail = self.next_avail.wrapping_add(1);
-        self.inflight.insert(head);
+        if let Some(entry) = entry {
+            self.inflight.insert_at(entry, head);
+        }
         match walked {
             Ok(()) => {
                 chain.finish();
@@ -428,9 +432,9 @@ impl<const S: usize> SplitQueue<S> {
         if head.id >= self.size {
             return Err(QueueError::InvalidUsedId { id: head.id });
         }
-        if !self.inflight.contains(head.id) {
+        let Ok(entry) = self.inflight.find(head.id) else {
             return Err(QueueError::NotInFlight { id: head.id });
-        }
+        };
         let len = head.used_len(written);
         let next = self.next_used.wrapping_add(1);
         if !self.in_order {
@@ -444,7 +448,7 @@ impl<const S: usize> SplitQueue<S> {
             self.batch_start = next;
         }
         self.next_used = next;
-        self.inflight.remove(head.id);
+        self.inflight.remove_at(entry);
         Ok(())
     }
 
