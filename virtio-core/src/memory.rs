@@ -168,6 +168,7 @@ pub trait GuestMemory {
     ///
     /// # Errors
     /// As for [`GuestMemory::read`].
+    #[inline(always)]
     fn read_obj<T: FromBytes + IntoBytes>(&self, addr: u64) -> Result<T, MemoryError>
     where
         Self: Sized,
@@ -181,6 +182,7 @@ pub trait GuestMemory {
     ///
     /// # Errors
     /// As for [`GuestMemory::write`].
+    #[inline(always)]
     fn write_obj<T: IntoBytes + Immutable>(&self, addr: u64, value: &T) -> Result<(), MemoryError>
     where
         Self: Sized,
@@ -403,7 +405,10 @@ impl<'a> Region<'a> {
         }
         let offset = self.offset(addr, 2)?;
         let ptr = self.ptr(offset);
-        if ptr.align_offset(core::mem::align_of::<AtomicU16>()) != 0 {
+        if !ptr
+            .addr()
+            .is_multiple_of(core::mem::align_of::<AtomicU16>())
+        {
             // The guest address is aligned but the host mapping is not.
             return Err(MemoryError::Misaligned { addr });
         }
@@ -415,8 +420,11 @@ impl<'a> Region<'a> {
     }
 }
 
+// The accessors inline into their callers: with the constant lengths of
+// ring structures the width choice and the copy loop fold away, leaving a
+// range check and one or two loads or stores.
 impl GuestMemory for Region<'_> {
-    #[inline]
+    #[inline(always)]
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         if buf.is_empty() {
             return Ok(());
@@ -426,7 +434,7 @@ impl GuestMemory for Region<'_> {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
         if buf.is_empty() {
             return Ok(());
@@ -581,7 +589,7 @@ impl<'a, const N: usize> MultiRegion<'a, N> {
 
     /// The region wholly holding the non-empty range `addr .. addr + len`
     /// and the host offset in it: the last region hit first.
-    #[inline]
+    #[inline(always)]
     fn holding(&self, addr: u64, len: u64) -> Option<(&Region<'a>, usize)> {
         if let Some(r) = self.regions.get(self.hint.load(Ordering::Relaxed))
             && let Ok(offset) = r.offset(addr, len)
@@ -613,7 +621,7 @@ impl<'a, const N: usize> MultiRegion<'a, N> {
 }
 
 impl<const N: usize> GuestMemory for MultiRegion<'_, N> {
-    #[inline]
+    #[inline(always)]
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         if buf.is_empty() {
             return Ok(());
@@ -631,7 +639,7 @@ impl<const N: usize> GuestMemory for MultiRegion<'_, N> {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
         if buf.is_empty() {
             return Ok(());

@@ -269,7 +269,7 @@ impl<const N: usize> Chain<N> {
     /// An accepted descriptor costs no salvage bookkeeping (it is derived
     /// from `segments` if the walk later goes wrong); a refused one is
     /// noted as [`Self::note`] does.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push<M: GuestMemory>(
         &mut self,
         mem: &M,
@@ -468,7 +468,7 @@ impl<'a> Cursor<'a> {
     /// Moves over `n` bytes, calling `f(guest_addr, offset_in_access, len)`
     /// for each contiguous piece. Fails without moving if fewer than `n`
     /// bytes are left.
-    #[inline]
+    #[inline(always)]
     fn advance(
         &mut self,
         n: usize,
@@ -553,7 +553,7 @@ impl<M: GuestMemory> Reader<'_, M> {
     /// # Errors
     /// [`AccessError::ShortChain`] if fewer than `buf.len()` bytes are left
     /// (nothing is consumed); [`AccessError::Memory`] if memory changed.
-    #[inline]
+    #[inline(always)]
     pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), AccessError> {
         let mem = self.mem;
         self.cursor.advance(buf.len(), |addr, at, n| {
@@ -569,7 +569,7 @@ impl<M: GuestMemory> Reader<'_, M> {
     ///
     /// # Errors
     /// As for [`Reader::read_exact`].
-    #[inline]
+    #[inline(always)]
     pub fn read_obj<T: FromBytes + IntoBytes>(&mut self) -> Result<T, AccessError> {
         let mut value = T::new_zeroed();
         self.read_exact(value.as_mut_bytes())?;

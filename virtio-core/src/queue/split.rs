@@ -98,6 +98,15 @@ pub struct SplitQueue<const S: usize> {
     inflight: InFlight<S>,
 }
 
+/// A walk that cannot go on: the first problem met, else `kind`; the
+/// chain's end was not reached.
+fn stop(bad: Option<ChainErrorKind>, kind: ChainErrorKind) -> WalkError {
+    WalkError::Chain {
+        kind: bad.unwrap_or(kind),
+        reached_end: false,
+    }
+}
+
 /// How a descriptor walk ended without a valid chain.
 enum WalkError {
     /// A ring structure could not be read: nothing is consumed.
@@ -303,80 +312,120 @@ impl<const S: usize> SplitQueue<S> {
     /// descriptor exactly once. After the first malformed buffer the walk
     /// goes on to the chain's end (noting only where writable descriptors
     /// are), so the device can still answer the request.
+    ///
+    /// This loop covers the descriptor table; an INDIRECT descriptor hands
+    /// over to [`Self::walk_indirect`], which ends the chain (an indirect
+    /// descriptor with NEXT is refused). Direct descriptors need no length
+    /// check of their own: the loop check stops them at the queue size,
+    /// which is at most the walk limit.
+    #[inline]
     fn walk<M: GuestMemory, const N: usize>(
         &self,
         mem: &M,
         head: u16,
         chain: &mut Chain<N>,
     ) -> Result<(), WalkError> {
-        let limit = walk_limit(self.size, N);
+        let entries = u32::from(self.size);
         // The first thing wrong with a buffer; the walk goes on after it.
         let mut bad: Option<ChainErrorKind> = None;
-        let stop = |bad: Option<ChainErrorKind>, kind| WalkError::Chain {
-            kind: bad.unwrap_or(kind),
-            reached_end: false,
-        };
-        // The table being walked: the ring's, then possibly one indirect.
-        let mut table = self.desc;
-        let mut entries = u32::from(self.size);
-        let mut indirect = false;
         let mut index = head;
-        // Descriptors visited in the current table (loop detection) and
-        // buffer descriptors in the whole chain (length limit).
+        // Descriptors visited (loop detection; all of them are buffers,
+        // until an indirect one).
         let mut visited: u32 = 0;
-        let mut buffers: u32 = 0;
         loop {
             visited = visited.wrapping_add(1);
             if visited > entries {
                 return Err(stop(bad, ChainErrorKind::Loop));
             }
-            let addr = Self::slot(table, index, DESC_SIZE);
-            let desc = match mem.read_obj::<VirtqDesc>(addr) {
-                Ok(desc) => desc,
-                Err(error) if !indirect => {
-                    return Err(WalkError::Ring(QueueError::Ring {
+            let desc = mem
+                .read_obj::<VirtqDesc>(Self::slot(self.desc, index, DESC_SIZE))
+                .map_err(|error| {
+                    WalkError::Ring(QueueError::Ring {
                         area: RingArea::Descriptors,
                         error,
-                    }));
-                }
-                Err(_) => {
-                    let len = entries.wrapping_mul(16);
-                    let kind = ChainErrorKind::IndirectTableOutOfMemory { addr: table, len };
-                    return Err(stop(bad, kind));
-                }
-            };
-            if !indirect {
-                chain.count_desc();
-            }
+                    })
+                })?;
+            chain.count_desc();
             let flags = DescFlags::from_bits_retain(desc.flags.get());
             let (d_addr, d_len) = (desc.addr.get(), desc.len.get());
             if flags.contains(DescFlags::INDIRECT) {
-                // virtio 1.4 §"Indirect Descriptors": the WRITE flag of this descriptor is ignored.
-                let kind = if indirect {
-                    Some(ChainErrorKind::NestedIndirect)
-                } else if !self.indirect {
-                    Some(ChainErrorKind::IndirectNotNegotiated)
-                } else if flags.contains(DescFlags::NEXT) {
-                    Some(ChainErrorKind::IndirectWithNext)
-                } else if d_len == 0 || d_len % 16 != 0 {
-                    Some(ChainErrorKind::IndirectTableLength { len: d_len })
-                } else if mem.check_range(d_addr, u64::from(d_len)).is_err() {
-                    Some(ChainErrorKind::IndirectTableOutOfMemory {
-                        addr: d_addr,
-                        len: d_len,
-                    })
-                } else {
-                    None
+                let buffers = visited.wrapping_sub(1);
+                return self.walk_indirect(mem, chain, flags, d_addr, d_len, bad, buffers);
+            }
+            let writable = flags.contains(DescFlags::WRITE);
+            if bad.is_none() {
+                bad = chain.push(mem, d_addr, d_len, writable).err();
+            } else {
+                chain.note(mem, d_addr, d_len, writable);
+            }
+            if !flags.contains(DescFlags::NEXT) {
+                return match bad {
+                    None => Ok(()),
+                    Some(kind) => Err(WalkError::Chain {
+                        kind,
+                        reached_end: true,
+                    }),
                 };
-                if let Some(kind) = kind {
-                    return Err(stop(bad, kind));
-                }
-                table = d_addr;
-                entries = d_len / 16;
-                indirect = true;
-                index = 0;
-                visited = 0;
-                continue;
+            }
+            index = desc.next.get();
+            if u32::from(index) >= entries {
+                let kind = ChainErrorKind::NextOutOfRange {
+                    next: index,
+                    entries,
+                };
+                return Err(stop(bad, kind));
+            }
+        }
+    }
+
+    /// The rest of a walk after an INDIRECT descriptor (`flags`, `addr`,
+    /// `len`), with `buffers` buffer descriptors before it and the first
+    /// problem so far in `bad`.
+    #[allow(clippy::too_many_arguments)]
+    fn walk_indirect<M: GuestMemory, const N: usize>(
+        &self,
+        mem: &M,
+        chain: &mut Chain<N>,
+        flags: DescFlags,
+        addr: u64,
+        len: u32,
+        mut bad: Option<ChainErrorKind>,
+        mut buffers: u32,
+    ) -> Result<(), WalkError> {
+        // virtio 1.4 §"Indirect Descriptors": the WRITE flag of this descriptor is ignored.
+        let kind = if !self.indirect {
+            Some(ChainErrorKind::IndirectNotNegotiated)
+        } else if flags.contains(DescFlags::NEXT) {
+            Some(ChainErrorKind::IndirectWithNext)
+        } else if len == 0 || !len.is_multiple_of(16) {
+            Some(ChainErrorKind::IndirectTableLength { len })
+        } else if mem.check_range(addr, u64::from(len)).is_err() {
+            Some(ChainErrorKind::IndirectTableOutOfMemory { addr, len })
+        } else {
+            None
+        };
+        if let Some(kind) = kind {
+            return Err(stop(bad, kind));
+        }
+        let limit = walk_limit(self.size, N);
+        let table = addr;
+        let entries = len / 16;
+        let mut index: u16 = 0;
+        let mut visited: u32 = 0;
+        loop {
+            visited = visited.wrapping_add(1);
+            if visited > entries {
+                return Err(stop(bad, ChainErrorKind::Loop));
+            }
+            let Ok(desc) = mem.read_obj::<VirtqDesc>(Self::slot(table, index, DESC_SIZE)) else {
+                let len = entries.wrapping_mul(16);
+                let kind = ChainErrorKind::IndirectTableOutOfMemory { addr: table, len };
+                return Err(stop(bad, kind));
+            };
+            let flags = DescFlags::from_bits_retain(desc.flags.get());
+            let (d_addr, d_len) = (desc.addr.get(), desc.len.get());
+            if flags.contains(DescFlags::INDIRECT) {
+                return Err(stop(bad, ChainErrorKind::NestedIndirect));
             }
             buffers = buffers.wrapping_add(1);
             if buffers > limit {
