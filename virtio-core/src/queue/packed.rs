@@ -31,7 +31,7 @@ use super::inflight::InFlight;
 use super::{NotificationData, QueueConfig, check_areas, vring_need_event, walk_limit};
 use crate::memory::{GuestMemory, MemoryError};
 use crate::spec::{
-    DescFlags, Features, Le16, MAX_QUEUE_SIZE, PACKED_DESC_ALIGN, PACKED_EVENT_ALIGN, PvirtqDesc,
+    DescFlags, Features, MAX_QUEUE_SIZE, PACKED_DESC_ALIGN, PACKED_EVENT_ALIGN, PvirtqDesc,
     RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
     packed_desc_ring_size,
 };
@@ -360,14 +360,15 @@ impl<const S: usize> PackedQueue<S> {
         let mut error: Option<(ChainErrorKind, bool)> = None;
         let mut at = self.next_avail;
         let mut flags = first;
+        // Each descriptor in one read (two 8-byte loads). The first slot's
+        // `flags` were loaded on their own with acquire, above, and that
+        // value is the one used; the later slots' come from this read, which
+        // the head's acquire orders after the driver's writes (the driver
+        // makes the head available last, §"Next Flag").
+        let mut desc = mem
+            .read_obj::<PvirtqDesc>(self.slot_addr(at.slot))
+            .map_err(Self::ring_err(RingArea::Descriptors))?;
         let id = loop {
-            // The whole descriptor in two loads. Its `flags` were loaded
-            // (acquire) before: for the first slot on its own, above; for
-            // the later ones the first slot's acquire orders them, since
-            // the driver makes the head available last (§"Next Flag").
-            let desc = mem
-                .read_obj::<PvirtqDesc>(self.slot_addr(at.slot))
-                .map_err(Self::ring_err(RingArea::Descriptors))?;
             chain.count_desc();
             let slots = chain.head().descs();
             let (addr, len) = (desc.addr.get(), desc.len.get());
@@ -383,8 +384,9 @@ impl<const S: usize> PackedQueue<S> {
                     &mut error,
                 );
             }
+            let id = desc.id.get();
             if !flags.contains(DescFlags::NEXT) {
-                break desc.id.get();
+                break id;
             }
             // A list is at most the queue size long (§"Scatter-Gather
             // Support"); after `size` slots the walk is back at its start,
@@ -392,20 +394,20 @@ impl<const S: usize> PackedQueue<S> {
             if slots >= self.size {
                 let kind = ChainErrorKind::LongerThanQueue { size: self.size };
                 error.get_or_insert((kind, false));
-                break desc.id.get();
+                break id;
             }
             at = at.advance(1, self.size);
-            let next = mem
-                .read_obj::<Le16>(self.slot_addr(at.slot).wrapping_add(DESC_FLAGS))
+            desc = mem
+                .read_obj::<PvirtqDesc>(self.slot_addr(at.slot))
                 .map_err(Self::ring_err(RingArea::Descriptors))?;
-            flags = DescFlags::from_bits_retain(next.get());
+            flags = DescFlags::from_bits_retain(desc.flags.get());
             if !Self::is_avail(flags, at.wrap) {
                 // §"Next Flag": the driver makes the first descriptor
                 // available only after the rest; one that is not is a
                 // broken chain. It ends here, at what was read.
                 let kind = ChainErrorKind::NotAvailableMidChain { slot: at.slot };
                 error.get_or_insert((kind, false));
-                break desc.id.get();
+                break id;
             }
         };
         chain.set_id(id);
