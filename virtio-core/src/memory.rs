@@ -620,7 +620,33 @@ impl<'a, const N: usize> MultiRegion<'a, N> {
     }
 }
 
+impl<const N: usize> MultiRegion<'_, N> {
+    /// `read_obj` off the fast path (a straddling or failing access): the
+    /// object lives in memory only here.
+    #[inline(never)]
+    fn read_obj_pieces<T: FromBytes + IntoBytes>(&self, addr: u64) -> Result<T, MemoryError> {
+        let mut value = T::new_zeroed();
+        self.read(addr, value.as_mut_bytes())?;
+        Ok(value)
+    }
+}
+
 impl<const N: usize> GuestMemory for MultiRegion<'_, N> {
+    /// The fast path builds the object in registers: its buffer never
+    /// reaches the piecewise path, which would make the compiler keep it
+    /// in memory.
+    #[inline(always)]
+    fn read_obj<T: FromBytes + IntoBytes>(&self, addr: u64) -> Result<T, MemoryError> {
+        if size_of::<T>() != 0
+            && let Some((region, offset)) = self.holding(addr, size_of::<T>() as u64)
+        {
+            let mut value = T::new_zeroed();
+            region.copy_out(offset, value.as_mut_bytes());
+            return Ok(value);
+        }
+        self.read_obj_pieces(addr)
+    }
+
     #[inline(always)]
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         if buf.is_empty() {

@@ -465,6 +465,32 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// The guest address of the next `n` bytes, if they lie in the current
+    /// segment (then they are also within `remaining`).
+    #[inline(always)]
+    fn contiguous(&self, n: usize) -> Option<u64> {
+        let seg = self.segments.first()?;
+        let n32 = u32::try_from(n).ok()?;
+        (n32 <= seg.len.wrapping_sub(self.offset))
+            .then(|| seg.addr.wrapping_add(u64::from(self.offset)))
+    }
+
+    /// Moves over `n` bytes that [`Self::contiguous`] located.
+    #[inline(always)]
+    fn consume_contiguous(&mut self, n: usize) {
+        let n32 = n as u32;
+        if let Some((seg, rest)) = self.segments.split_first() {
+            if n32 == seg.len.wrapping_sub(self.offset) {
+                self.segments = rest;
+                self.offset = 0;
+            } else {
+                self.offset = self.offset.wrapping_add(n32);
+            }
+        }
+        self.done = self.done.wrapping_add(n32);
+        self.remaining = self.remaining.wrapping_sub(n32);
+    }
+
     /// Moves over `n` bytes, calling `f(guest_addr, offset_in_access, len)`
     /// for each contiguous piece. Fails without moving if fewer than `n`
     /// bytes are left.
@@ -556,6 +582,13 @@ impl<M: GuestMemory> Reader<'_, M> {
     #[inline(always)]
     pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), AccessError> {
         let mem = self.mem;
+        // A header in its own descriptor: one read of the caller's length
+        // (a constant for `read_obj`, so the copy folds to a load or two).
+        if let Some(addr) = self.cursor.contiguous(buf.len()) {
+            mem.read(addr, buf)?;
+            self.cursor.consume_contiguous(buf.len());
+            return Ok(());
+        }
         self.cursor.advance(buf.len(), |addr, at, n| {
             match buf.get_mut(at..at.wrapping_add(n)) {
                 Some(dst) => mem.read(addr, dst),
@@ -571,6 +604,13 @@ impl<M: GuestMemory> Reader<'_, M> {
     /// As for [`Reader::read_exact`].
     #[inline(always)]
     pub fn read_obj<T: FromBytes + IntoBytes>(&mut self) -> Result<T, AccessError> {
+        // In one segment: the memory's own `read_obj` (which can keep the
+        // object in registers).
+        if let Some(addr) = self.cursor.contiguous(size_of::<T>()) {
+            let value = self.mem.read_obj::<T>(addr)?;
+            self.cursor.consume_contiguous(size_of::<T>());
+            return Ok(value);
+        }
         let mut value = T::new_zeroed();
         self.read_exact(value.as_mut_bytes())?;
         Ok(value)
@@ -611,6 +651,11 @@ impl<M: GuestMemory> Writer<'_, M> {
     #[inline]
     pub fn write_all(&mut self, buf: &[u8]) -> Result<(), AccessError> {
         let mem = self.mem;
+        if let Some(addr) = self.cursor.contiguous(buf.len()) {
+            mem.write(addr, buf)?;
+            self.cursor.consume_contiguous(buf.len());
+            return Ok(());
+        }
         self.cursor.advance(buf.len(), |addr, at, n| {
             match buf.get(at..at.wrapping_add(n)) {
                 Some(src) => mem.write(addr, src),

@@ -501,6 +501,7 @@ impl<const S: usize> SplitQueue<S> {
         Ok(())
     }
 
+    #[inline(always)]
     fn write_used_elem<M: GuestMemory>(
         &self,
         mem: &M,
