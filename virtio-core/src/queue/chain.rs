@@ -220,7 +220,8 @@ impl<const N: usize> Chain<N> {
     /// Counts one more ring descriptor taken by this chain.
     #[inline]
     pub(crate) fn count_desc(&mut self) {
-        self.head.descs = self.head.descs.saturating_add(1);
+        // At most the queue size (<= 32768): both walks stop there.
+        self.head.descs = self.head.descs.wrapping_add(1);
     }
 
     /// Sets the id once the walk found it (packed: the last descriptor's).
@@ -286,10 +287,11 @@ impl<const N: usize> Chain<N> {
                 ChainErrorKind::ReadableAfterWritable,
             ));
         }
+        // The total so far fits in a u32 (each push checked it).
         if self
             .readable_len
-            .checked_add(self.writable_len)
-            .and_then(|t| t.checked_add(len))
+            .wrapping_add(self.writable_len)
+            .checked_add(len)
             .is_none()
         {
             return Err(self.refuse(
@@ -308,13 +310,11 @@ impl<const N: usize> Chain<N> {
             self.push_empty(writable);
             return Ok(());
         }
-        if self.segments.is_full() {
+        if self.segments.push(Segment { addr, len }).is_err() {
             let kind = ChainErrorKind::TooManySegments { capacity: N };
             return Err(self.refuse(mem, addr, len, writable, kind));
         }
         self.saw_writable |= writable;
-        // Not full (checked above), so the push cannot fail.
-        let _ = self.segments.push(Segment { addr, len });
         // The total fits in a u32 (checked above), so neither sum can wrap.
         if writable {
             self.writable_len = self.writable_len.wrapping_add(len);
