@@ -728,7 +728,7 @@ mod tests {
             (x >> 8) % n
         };
         let mut chain = Chain::<3>::new();
-        for _ in 0..20_000 {
+        for _ in 0..if cfg!(miri) { 500 } else { 20_000 } {
             chain.start(7);
             let mut model = Model::default();
             let mut bad = None;
