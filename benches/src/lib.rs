@@ -211,7 +211,7 @@ pub fn serve<M: GuestMemory, const N: usize>(mem: &M, chain: &Chain<N>) -> u32 {
     }
     match chain.writable_segments().last() {
         Some(status) => {
-            mem.write(status.addr + u64::from(status.len) - 1, &[0])
+            mem.write_obj(status.addr + u64::from(status.len) - 1, &0u8)
                 .unwrap();
             chain.writable_len()
         }

@@ -168,7 +168,7 @@ pub trait GuestMemory {
     ///
     /// # Errors
     /// As for [`GuestMemory::read`].
-    #[inline(always)]
+    #[inline]
     fn read_obj<T: FromBytes + IntoBytes>(&self, addr: u64) -> Result<T, MemoryError>
     where
         Self: Sized,
@@ -182,7 +182,7 @@ pub trait GuestMemory {
     ///
     /// # Errors
     /// As for [`GuestMemory::write`].
-    #[inline(always)]
+    #[inline]
     fn write_obj<T: IntoBytes + Immutable>(&self, addr: u64, value: &T) -> Result<(), MemoryError>
     where
         Self: Sized,
@@ -420,11 +420,8 @@ impl<'a> Region<'a> {
     }
 }
 
-// The accessors inline into their callers: with the constant lengths of
-// ring structures the width choice and the copy loop fold away, leaving a
-// range check and one or two loads or stores.
 impl GuestMemory for Region<'_> {
-    #[inline(always)]
+    #[inline]
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         if buf.is_empty() {
             return Ok(());
@@ -434,13 +431,39 @@ impl GuestMemory for Region<'_> {
         Ok(())
     }
 
-    #[inline(always)]
+    #[inline]
     fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
         if buf.is_empty() {
             return Ok(());
         }
         let offset = self.offset(addr, buf.len() as u64)?;
         self.copy_in(offset, buf);
+        Ok(())
+    }
+
+    // The object accessors always inline: with the constant size of a ring
+    // structure the width choice and the copy loop fold away, leaving a
+    // range check and one or two loads or stores. (`read` and `write`,
+    // with lengths known only at run time, stay calls where the compiler
+    // prefers, which keeps a firmware image small.)
+    #[inline(always)]
+    fn read_obj<T: FromBytes + IntoBytes>(&self, addr: u64) -> Result<T, MemoryError> {
+        let mut value = T::new_zeroed();
+        let buf = value.as_mut_bytes();
+        if !buf.is_empty() {
+            let offset = self.offset(addr, buf.len() as u64)?;
+            self.copy_out(offset, buf);
+        }
+        Ok(value)
+    }
+
+    #[inline(always)]
+    fn write_obj<T: IntoBytes + Immutable>(&self, addr: u64, value: &T) -> Result<(), MemoryError> {
+        let buf = value.as_bytes();
+        if !buf.is_empty() {
+            let offset = self.offset(addr, buf.len() as u64)?;
+            self.copy_in(offset, buf);
+        }
         Ok(())
     }
 
@@ -648,6 +671,18 @@ impl<const N: usize> GuestMemory for MultiRegion<'_, N> {
     }
 
     #[inline(always)]
+    fn write_obj<T: IntoBytes + Immutable>(&self, addr: u64, value: &T) -> Result<(), MemoryError> {
+        let buf = value.as_bytes();
+        if !buf.is_empty()
+            && let Some((region, offset)) = self.holding(addr, buf.len() as u64)
+        {
+            region.copy_in(offset, buf);
+            return Ok(());
+        }
+        self.write(addr, buf)
+    }
+
+    #[inline]
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         if buf.is_empty() {
             return Ok(());
@@ -665,7 +700,7 @@ impl<const N: usize> GuestMemory for MultiRegion<'_, N> {
         })
     }
 
-    #[inline(always)]
+    #[inline]
     fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
         if buf.is_empty() {
             return Ok(());

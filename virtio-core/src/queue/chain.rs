@@ -670,6 +670,11 @@ impl<M: GuestMemory> Writer<'_, M> {
     /// As for [`Writer::write_all`].
     #[inline]
     pub fn write_obj<T: IntoBytes + Immutable>(&mut self, value: &T) -> Result<(), AccessError> {
+        if let Some(addr) = self.cursor.contiguous(size_of::<T>()) {
+            self.mem.write_obj(addr, value)?;
+            self.cursor.consume_contiguous(size_of::<T>());
+            return Ok(());
+        }
         self.write_all(value.as_bytes())
     }
 

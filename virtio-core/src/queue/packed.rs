@@ -31,8 +31,8 @@ use super::inflight::InFlight;
 use super::{NotificationData, QueueConfig, check_areas, vring_need_event, walk_limit};
 use crate::memory::{GuestMemory, MemoryError};
 use crate::spec::{
-    DescFlags, Features, MAX_QUEUE_SIZE, PACKED_DESC_ALIGN, PACKED_EVENT_ALIGN, PvirtqDesc,
-    RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
+    DescFlags, Features, Le16, Le32, MAX_QUEUE_SIZE, PACKED_DESC_ALIGN, PACKED_EVENT_ALIGN,
+    PvirtqDesc, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
     packed_desc_ring_size,
 };
 
@@ -570,9 +570,9 @@ impl<const S: usize> PackedQueue<S> {
         let at = self.next_used;
         let addr = self.slot_addr(at.slot);
         let err = Self::ring_err(RingArea::Descriptors);
-        mem.write(addr.wrapping_add(DESC_LEN), &len.to_le_bytes())
+        mem.write_obj(addr.wrapping_add(DESC_LEN), &Le32::from(len))
             .map_err(&err)?;
-        mem.write(addr.wrapping_add(DESC_ID), &id.to_le_bytes())
+        mem.write_obj(addr.wrapping_add(DESC_ID), &Le16::from(id))
             .map_err(&err)?;
         // §"Write Flag": WRITE says whether any data was written; AVAIL and
         // USED both equal the device's wrap counter.

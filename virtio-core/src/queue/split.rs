@@ -6,9 +6,9 @@ use super::inflight::InFlight;
 use super::{QueueConfig, check_areas, vring_need_event, walk_limit};
 use crate::memory::GuestMemory;
 use crate::spec::{
-    DescFlags, Features, MAX_QUEUE_SIZE, SPLIT_AVAIL_ALIGN, SPLIT_DESC_ALIGN, SPLIT_USED_ALIGN,
-    VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY, VirtqDesc, VirtqUsedElem, split_avail_size,
-    split_desc_table_size, split_used_size,
+    DescFlags, Features, Le16, MAX_QUEUE_SIZE, SPLIT_AVAIL_ALIGN, SPLIT_DESC_ALIGN,
+    SPLIT_USED_ALIGN, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY, VirtqDesc, VirtqUsedElem,
+    split_avail_size, split_desc_table_size, split_used_size,
 };
 
 /// Offsets inside the rings (virtio 1.4 §"The Virtqueue Available Ring", §"The Virtqueue Used Ring").
@@ -268,10 +268,10 @@ impl<const S: usize> SplitQueue<S> {
             self.wrap(self.next_avail),
             2,
         );
-        let mut raw = [0u8; 2];
-        mem.read(entry, &mut raw)
-            .map_err(Self::ring_err(RingArea::Driver))?;
-        let head = u16::from_le_bytes(raw);
+        let head = mem
+            .read_obj::<Le16>(entry)
+            .map_err(Self::ring_err(RingArea::Driver))?
+            .get();
         if head >= self.size {
             return Err(QueueError::HeadOutOfRange {
                 head,
