@@ -1,9 +1,16 @@
 //! Instruction-count probe: runs one engine on one chain shape for a fixed
 //! number of full-ring batches, so `valgrind --tool=callgrind` gives the
 //! same count run after run. `benches/instructions.sh` runs it for every
-//! engine and shape and divides by the requests served.
+//! engine, shape, memory and chain capacity and divides by the requests
+//! served.
 //!
-//! `instr <ours-split|ours-packed|virtio-queue> <1-desc|4-desc|indirect> [batches]`
+//! `instr <ours-split|ours-packed|virtio-queue> <shape> [region|multi] [4|16|64] [batches]`
+//!
+//! Shapes: `1-desc`, `1-writable`, `hdr-status`, `4-desc`, `indirect`.
+//! `region` is one [`Region`]; `multi` is a `MultiRegion<8>` holding that
+//! one region (what the vhost-user daemon serves). The chain capacity is
+//! the `N` of the `Chain<N>` popped into. `virtio-queue` always runs over
+//! `vm-memory` and ignores both.
 //!
 //! Only the device-side batch functions (`device_batch`,
 //! `vq_device_batch`) are meant to be counted: run callgrind with
@@ -12,7 +19,8 @@
 use std::hint::black_box;
 
 use virtio_bench::{BenchQueue, Driver, QUEUE_SIZE, Shape, device_batch, host_memory};
-use virtio_core::memory::Region;
+use virtio_core::memory::{GuestMemory, MultiRegion, Region};
+use virtio_core::queue::Chain;
 use virtio_core::spec::Features;
 use zerocopy::IntoBytes;
 
@@ -20,48 +28,77 @@ use zerocopy::IntoBytes;
 #[path = "../benches/support/vq.rs"]
 mod vq;
 
+const USAGE: &str = "usage: instr <ours-split|ours-packed|virtio-queue> \
+                     <1-desc|1-writable|hdr-status|4-desc|indirect> [region|multi] [4|16|64] [batches]";
+
+fn fail(msg: &str) -> ! {
+    eprintln!("{msg}\n{USAGE}");
+    std::process::exit(2);
+}
+
+fn ours<M: GuestMemory, const N: usize>(mem: &M, packed: bool, shape: Shape, batches: u32) -> u64 {
+    let mut features = Features::INDIRECT_DESC | Features::EVENT_IDX;
+    features.set(Features::RING_PACKED, packed);
+    let (mut drv, cfg) = Driver::new(mem, QUEUE_SIZE, features);
+    let mut q = BenchQueue::new(mem, cfg, features).unwrap();
+    let mut chain = Chain::<N>::new();
+    let mut served = 0;
+    for _ in 0..batches {
+        drv.refill(mem, shape);
+        served += u64::from(black_box(device_batch(&mut q, mem, &mut chain).unwrap()).0);
+    }
+    served
+}
+
+fn ours_n<M: GuestMemory>(mem: &M, packed: bool, shape: Shape, n: &str, batches: u32) -> u64 {
+    match n {
+        "4" => ours::<M, 4>(mem, packed, shape, batches),
+        "16" => ours::<M, 16>(mem, packed, shape, batches),
+        "64" => ours::<M, 64>(mem, packed, shape, batches),
+        other => fail(&format!("unknown chain capacity {other}")),
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage =
-        "usage: instr <ours-split|ours-packed|virtio-queue> <1-desc|4-desc|indirect> [batches]";
     let (Some(engine), Some(shape)) = (args.first(), args.get(1)) else {
-        eprintln!("{usage}");
-        std::process::exit(2);
+        fail("missing arguments");
     };
     let Some(shape) = Shape::ALL.into_iter().find(|s| s.name() == shape) else {
-        eprintln!("unknown shape {shape}\n{usage}");
-        std::process::exit(2);
+        fail(&format!("unknown shape {shape}"));
     };
-    let batches: u32 = args.get(2).map_or(100, |b| b.parse().expect("batches"));
-    let features = Features::INDIRECT_DESC | Features::EVENT_IDX;
-    let mut served = 0u64;
-    match engine.as_str() {
+    let memory = args.get(2).map_or("region", String::as_str);
+    let n = args.get(3).map_or("16", String::as_str);
+    let batches: u32 = args.get(4).map_or(100, |b| b.parse().expect("batches"));
+    let served = match engine.as_str() {
         "ours-split" | "ours-packed" => {
+            let packed = engine == "ours-packed";
             let mut buf = host_memory(QUEUE_SIZE);
-            let mem = Region::new(0, buf.as_mut_bytes()).unwrap();
-            let mut features = features;
-            features.set(Features::RING_PACKED, engine == "ours-packed");
-            let (mut drv, cfg) = Driver::new(&mem, QUEUE_SIZE, features);
-            let mut q = BenchQueue::new(&mem, cfg, features).unwrap();
-            for _ in 0..batches {
-                drv.refill(&mem, shape);
-                served += u64::from(black_box(device_batch(&mut q, &mem).unwrap()).0);
+            let region = Region::new(0, buf.as_mut_bytes()).unwrap();
+            match memory {
+                "region" => ours_n(&region, packed, shape, n, batches),
+                "multi" => {
+                    let mut multi = MultiRegion::<8>::new();
+                    multi.add(region).unwrap();
+                    ours_n(&multi, packed, shape, n, batches)
+                }
+                other => fail(&format!("unknown memory {other}")),
             }
         }
         "virtio-queue" => {
             let vm = vq::vm_memory();
             let mem = vq::VmMem(&vm);
+            let features = Features::INDIRECT_DESC | Features::EVENT_IDX;
             let (mut drv, cfg) = Driver::new(&mem, QUEUE_SIZE, features);
             let mut q = vq::vq_queue(cfg, true, &vm);
+            let mut served = 0;
             for _ in 0..batches {
                 drv.refill(&mem, shape);
                 served += u64::from(black_box(vq::vq_device_batch(&mut q, &vm)).0);
             }
+            served
         }
-        other => {
-            eprintln!("unknown engine {other}\n{usage}");
-            std::process::exit(2);
-        }
-    }
+        other => fail(&format!("unknown engine {other}")),
+    };
     println!("served {served}");
 }

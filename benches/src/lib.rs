@@ -38,6 +38,12 @@ pub enum Shape {
     /// One device-readable 16-byte descriptor (a transmit-style request):
     /// the header is read, there is no status to write.
     One,
+    /// The README's example: one device-writable 512-byte descriptor, the
+    /// status byte at its end (an rng or receive-style request).
+    Writable,
+    /// A 16-byte readable request header, a 512-byte writable data buffer
+    /// and a 1-byte writable status (a block read): 3 descriptors.
+    HeaderStatus,
     /// A 16-byte readable header, two 512-byte readable data buffers and a
     /// 1-byte writable status (a block write).
     Four,
@@ -46,11 +52,19 @@ pub enum Shape {
 }
 
 impl Shape {
-    pub const ALL: [Shape; 3] = [Shape::One, Shape::Four, Shape::Indirect];
+    pub const ALL: [Shape; 5] = [
+        Shape::One,
+        Shape::Writable,
+        Shape::HeaderStatus,
+        Shape::Four,
+        Shape::Indirect,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Shape::One => "1-desc",
+            Shape::Writable => "1-writable",
+            Shape::HeaderStatus => "hdr-status",
             Shape::Four => "4-desc",
             Shape::Indirect => "indirect",
         }
@@ -60,35 +74,26 @@ impl Shape {
     pub fn ring_descs(self) -> u16 {
         match self {
             Shape::Four => 4,
-            Shape::One | Shape::Indirect => 1,
+            Shape::HeaderStatus => 3,
+            Shape::One | Shape::Writable | Shape::Indirect => 1,
         }
     }
 
     /// The readable and writable segments of request slot `i`.
     pub fn segments(self, i: u16) -> (Vec<Segment>, Vec<Segment>) {
         let base = DATA + SLOT * u64::from(i);
-        let header = Segment {
-            addr: base,
-            len: 16,
+        let seg = |off: u64, len: u32| Segment {
+            addr: base + off,
+            len,
         };
+        let header = seg(0, 16);
         match self {
             Shape::One => (vec![header], vec![]),
+            Shape::Writable => (vec![], vec![seg(0, 512)]),
+            Shape::HeaderStatus => (vec![header], vec![seg(64, 512), seg(1600, 1)]),
             Shape::Four | Shape::Indirect => (
-                vec![
-                    header,
-                    Segment {
-                        addr: base + 64,
-                        len: 512,
-                    },
-                    Segment {
-                        addr: base + 1024,
-                        len: 512,
-                    },
-                ],
-                vec![Segment {
-                    addr: base + 1600,
-                    len: 1,
-                }],
+                vec![header, seg(64, 512), seg(1024, 512)],
+                vec![seg(1600, 1)],
             ),
         }
     }
@@ -195,14 +200,18 @@ impl Driver {
     }
 }
 
-/// The device's work for one request on our engines.
+/// The device's work for one request on our engines: the 16-byte header
+/// from the readable part when there is one, a status byte at the end of
+/// the last writable segment when there is one.
 #[inline]
 pub fn serve<M: GuestMemory, const N: usize>(mem: &M, chain: &Chain<N>) -> u32 {
-    let header: [u8; 16] = chain.reader(mem).read_obj().unwrap();
-    core::hint::black_box(header);
+    if chain.readable_len() != 0 {
+        let header: [u8; 16] = chain.reader(mem).read_obj().unwrap();
+        core::hint::black_box(header);
+    }
     match chain.writable_segments().last() {
         Some(status) => {
-            mem.write(status.addr + u64::from(status.len) - 1, &[0])
+            mem.write_obj(status.addr + u64::from(status.len) - 1, &0u8)
                 .unwrap();
             chain.writable_len()
         }
@@ -214,17 +223,18 @@ pub fn serve<M: GuestMemory, const N: usize>(mem: &M, chain: &Chain<N>) -> u32 {
 /// queue size.
 pub type BenchQueue = Queue<32768>;
 
-/// Pops everything available on `q`, serves it, and publishes once.
-/// Returns the requests served and whether the driver wants an interrupt.
+/// Pops everything available on `q` into a reused `Chain<N>`, serves it,
+/// and publishes once. Returns the requests served and whether the driver
+/// wants an interrupt.
 #[inline(never)]
-pub fn device_batch<M: GuestMemory, const S: usize>(
+pub fn device_batch<M: GuestMemory, const S: usize, const N: usize>(
     q: &mut Queue<S>,
     mem: &M,
+    chain: &mut Chain<N>,
 ) -> Result<(u32, bool), QueueError> {
     let mut n = 0;
-    let mut chain = Chain::<4>::new();
-    while q.pop(mem, &mut chain)? {
-        let written = serve(mem, &chain);
+    while q.pop(mem, chain)? {
+        let written = serve(mem, chain);
         q.push_used(mem, chain.head(), written)?;
         n += 1;
     }

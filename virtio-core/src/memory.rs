@@ -28,7 +28,7 @@
 use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU16, Ordering, fence};
+use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering, fence};
 
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
@@ -168,6 +168,7 @@ pub trait GuestMemory {
     ///
     /// # Errors
     /// As for [`GuestMemory::read`].
+    #[inline]
     fn read_obj<T: FromBytes + IntoBytes>(&self, addr: u64) -> Result<T, MemoryError>
     where
         Self: Sized,
@@ -181,6 +182,7 @@ pub trait GuestMemory {
     ///
     /// # Errors
     /// As for [`GuestMemory::write`].
+    #[inline]
     fn write_obj<T: IntoBytes + Immutable>(&self, addr: u64, value: &T) -> Result<(), MemoryError>
     where
         Self: Sized,
@@ -396,13 +398,17 @@ impl<'a> Region<'a> {
         }
     }
 
+    #[inline]
     fn atomic_u16(&self, addr: u64) -> Result<&AtomicU16, MemoryError> {
         if !addr.is_multiple_of(2) {
             return Err(MemoryError::Misaligned { addr });
         }
         let offset = self.offset(addr, 2)?;
         let ptr = self.ptr(offset);
-        if ptr.align_offset(core::mem::align_of::<AtomicU16>()) != 0 {
+        if !ptr
+            .addr()
+            .is_multiple_of(core::mem::align_of::<AtomicU16>())
+        {
             // The guest address is aligned but the host mapping is not.
             return Err(MemoryError::Misaligned { addr });
         }
@@ -435,6 +441,32 @@ impl GuestMemory for Region<'_> {
         Ok(())
     }
 
+    // The object accessors always inline: with the constant size of a ring
+    // structure the width choice and the copy loop fold away, leaving a
+    // range check and one or two loads or stores. (`read` and `write`,
+    // with lengths known only at run time, stay calls where the compiler
+    // prefers, which keeps a firmware image small.)
+    #[inline(always)]
+    fn read_obj<T: FromBytes + IntoBytes>(&self, addr: u64) -> Result<T, MemoryError> {
+        let mut value = T::new_zeroed();
+        let buf = value.as_mut_bytes();
+        if !buf.is_empty() {
+            let offset = self.offset(addr, buf.len() as u64)?;
+            self.copy_out(offset, buf);
+        }
+        Ok(value)
+    }
+
+    #[inline(always)]
+    fn write_obj<T: IntoBytes + Immutable>(&self, addr: u64, value: &T) -> Result<(), MemoryError> {
+        let buf = value.as_bytes();
+        if !buf.is_empty() {
+            let offset = self.offset(addr, buf.len() as u64)?;
+            self.copy_in(offset, buf);
+        }
+        Ok(())
+    }
+
     #[inline]
     fn load_u16_acquire(&self, addr: u64) -> Result<u16, MemoryError> {
         Ok(u16::from_le(self.atomic_u16(addr)?.load(Ordering::Acquire)))
@@ -457,12 +489,23 @@ impl GuestMemory for Region<'_> {
 }
 
 /// Up to `N` non-overlapping regions, e.g. the memory table QEMU sends a
-/// vhost-user daemon. Lookup is a linear scan: `N` is small (QEMU's default
-/// limit is 8, vhost-user's protocol maximum 509).
+/// vhost-user daemon.
+///
+/// Lookup checks the region the previous access fell in first (a guest's
+/// rings and buffers mostly live in one region, so this is the common
+/// path: one range check, as for a single [`Region`]); on a miss it scans
+/// the regions (`N` is small: QEMU's default limit is 8, vhost-user's
+/// protocol maximum 509) and remembers the hit. An access straddling
+/// contiguous regions takes the piecewise path.
 #[derive(Debug)]
 pub struct MultiRegion<'a, const N: usize> {
     /// Kept sorted by base address, so a straddling access walks forward.
     regions: heapless::Vec<Region<'a>, N>,
+    /// Index of the region the last single-region access hit. Only a hint:
+    /// it is range-checked like any lookup, so a stale value (after `add`
+    /// or `remove`) costs a scan, never a wrong access. Relaxed atomic so
+    /// the memory stays `Sync`.
+    hint: AtomicUsize,
 }
 
 impl<const N: usize> Default for MultiRegion<'_, N> {
@@ -476,6 +519,7 @@ impl<'a, const N: usize> MultiRegion<'a, N> {
     pub const fn new() -> Self {
         Self {
             regions: heapless::Vec::new(),
+            hint: AtomicUsize::new(0),
         }
     }
 
@@ -566,17 +610,89 @@ impl<'a, const N: usize> MultiRegion<'a, N> {
         Ok(())
     }
 
+    /// The region wholly holding the non-empty range `addr .. addr + len`
+    /// and the host offset in it: the last region hit first.
+    #[inline(always)]
+    fn holding(&self, addr: u64, len: u64) -> Option<(&Region<'a>, usize)> {
+        if let Some(r) = self.regions.get(self.hint.load(Ordering::Relaxed))
+            && let Ok(offset) = r.offset(addr, len)
+        {
+            return Some((r, offset));
+        }
+        self.holding_scan(addr, len)
+    }
+
+    /// `holding` after a miss of the hint: every region, remembering a hit.
+    #[inline(never)]
+    fn holding_scan(&self, addr: u64, len: u64) -> Option<(&Region<'a>, usize)> {
+        self.regions.iter().enumerate().find_map(|(i, r)| {
+            let offset = r.offset(addr, len).ok()?;
+            self.hint.store(i, Ordering::Relaxed);
+            Some((r, offset))
+        })
+    }
+
     fn region_of(&self, addr: u64, len: u64) -> Result<&Region<'a>, MemoryError> {
-        let last = last_addr(addr, len)?;
-        self.regions
-            .iter()
-            .find(|r| r.base <= addr && last <= r.last)
-            .ok_or(MemoryError::OutOfBounds { addr, len })
+        match self.holding(addr, len) {
+            Some((r, _)) => Ok(r),
+            None => {
+                last_addr(addr, len)?;
+                Err(MemoryError::OutOfBounds { addr, len })
+            }
+        }
+    }
+}
+
+impl<const N: usize> MultiRegion<'_, N> {
+    /// `read_obj` off the fast path (a straddling or failing access): the
+    /// object lives in memory only here.
+    #[inline(never)]
+    fn read_obj_pieces<T: FromBytes + IntoBytes>(&self, addr: u64) -> Result<T, MemoryError> {
+        let mut value = T::new_zeroed();
+        self.read(addr, value.as_mut_bytes())?;
+        Ok(value)
     }
 }
 
 impl<const N: usize> GuestMemory for MultiRegion<'_, N> {
+    /// The fast path builds the object in registers: its buffer never
+    /// reaches the piecewise path, which would make the compiler keep it
+    /// in memory.
+    #[inline(always)]
+    fn read_obj<T: FromBytes + IntoBytes>(&self, addr: u64) -> Result<T, MemoryError> {
+        if size_of::<T>() != 0
+            && let Some((region, offset)) = self.holding(addr, size_of::<T>() as u64)
+        {
+            let mut value = T::new_zeroed();
+            region.copy_out(offset, value.as_mut_bytes());
+            return Ok(value);
+        }
+        self.read_obj_pieces(addr)
+    }
+
+    #[inline(always)]
+    fn write_obj<T: IntoBytes + Immutable>(&self, addr: u64, value: &T) -> Result<(), MemoryError> {
+        let buf = value.as_bytes();
+        if !buf.is_empty()
+            && let Some((region, offset)) = self.holding(addr, buf.len() as u64)
+        {
+            region.copy_in(offset, buf);
+            return Ok(());
+        }
+        self.write(addr, buf)
+    }
+
+    #[inline]
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if let Some((region, offset)) = self.holding(addr, buf.len() as u64) {
+            region.copy_out(offset, buf);
+            return Ok(());
+        }
+        // Straddling contiguous regions, or not backed: the piecewise path
+        // (which also picks the error).
         self.for_each_piece(addr, buf.len() as u64, |region, off, at, n| {
             if let Some(dst) = buf.get_mut(at..at.wrapping_add(n)) {
                 region.copy_out(off, dst);
@@ -584,7 +700,15 @@ impl<const N: usize> GuestMemory for MultiRegion<'_, N> {
         })
     }
 
+    #[inline]
     fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if let Some((region, offset)) = self.holding(addr, buf.len() as u64) {
+            region.copy_in(offset, buf);
+            return Ok(());
+        }
         self.for_each_piece(addr, buf.len() as u64, |region, off, at, n| {
             if let Some(src) = buf.get(at..at.wrapping_add(n)) {
                 region.copy_in(off, src);
@@ -592,6 +716,7 @@ impl<const N: usize> GuestMemory for MultiRegion<'_, N> {
         })
     }
 
+    #[inline]
     fn load_u16_acquire(&self, addr: u64) -> Result<u16, MemoryError> {
         if !addr.is_multiple_of(2) {
             return Err(MemoryError::Misaligned { addr });
@@ -599,6 +724,7 @@ impl<const N: usize> GuestMemory for MultiRegion<'_, N> {
         self.region_of(addr, 2)?.load_u16_acquire(addr)
     }
 
+    #[inline]
     fn store_u16_release(&self, addr: u64, value: u16) -> Result<(), MemoryError> {
         if !addr.is_multiple_of(2) {
             return Err(MemoryError::Misaligned { addr });
@@ -606,7 +732,11 @@ impl<const N: usize> GuestMemory for MultiRegion<'_, N> {
         self.region_of(addr, 2)?.store_u16_release(addr, value)
     }
 
+    #[inline]
     fn check_range(&self, addr: u64, len: u64) -> Result<(), MemoryError> {
+        if len == 0 || self.holding(addr, len).is_some() {
+            return Ok(());
+        }
         self.for_each_piece(addr, len, |_, _, _, _| {})
     }
 }

@@ -91,9 +91,11 @@ pub fn vq_device_batch(q: &mut Queue, mem: &VmMemory) -> (u32, bool) {
                 header = Some(desc.addr());
             }
         }
-        let mut buf = [0u8; 16];
-        mem.read_slice(&mut buf, header.unwrap()).unwrap();
-        std::hint::black_box(buf);
+        if let Some(header) = header {
+            let mut buf = [0u8; 16];
+            mem.read_slice(&mut buf, header).unwrap();
+            std::hint::black_box(buf);
+        }
         let written = match status {
             Some(d) => {
                 mem.write_slice(&[0], d.addr().unchecked_add(u64::from(d.len()) - 1))

@@ -30,16 +30,19 @@ pub struct Head {
 
 impl Head {
     /// The id written into the used ring.
+    #[inline]
     pub fn id(&self) -> u16 {
         self.id
     }
 
     /// Ring descriptors the chain occupies.
+    #[inline]
     pub fn descs(&self) -> u16 {
         self.descs
     }
 
     /// The most bytes a completion of this chain can report as written.
+    #[inline]
     pub fn writable_len(&self) -> u32 {
         self.writable
     }
@@ -47,12 +50,14 @@ impl Head {
     /// The reported used length for `written` bytes: never more than the
     /// chain's writable bytes (virtio 1.4 §"The Virtqueue Used Ring": `len`
     /// is the number of bytes written into the buffer).
+    #[inline]
     pub(crate) fn used_len(&self, written: u32) -> u32 {
         written.min(self.writable)
     }
 
     /// IN_ORDER: does this completion use the whole buffer, so a run of
     /// such completions can share one used element?
+    #[inline]
     pub(crate) fn completes_whole(&self, written: u32) -> bool {
         self.valid && written >= self.writable
     }
@@ -103,6 +108,16 @@ pub struct Chain<const N: usize> {
     writable_len: u32,
     /// A writable descriptor was seen (possibly empty, so not in `segments`).
     saw_writable: bool,
+    /// Salvage bookkeeping that costs nothing while the chain validates:
+    /// the first writable descriptor was empty, and how many segments there
+    /// were after the latest empty descriptor (`usize::MAX`: none yet).
+    /// From these and `segments`, [`Self::noted`] rebuilds the fields below
+    /// when a walk first goes wrong.
+    first_writable_empty: bool,
+    empty_at: usize,
+    /// The fields below are live (a walk went wrong); otherwise they are
+    /// stale and `noted` derives them.
+    noted: bool,
     /// The first device-writable descriptor met, when it is non-empty and
     /// in memory.
     first_writable: Option<Segment>,
@@ -134,6 +149,9 @@ impl<const N: usize> Chain<N> {
             readable_len: 0,
             writable_len: 0,
             saw_writable: false,
+            first_writable_empty: false,
+            empty_at: usize::MAX,
+            noted: false,
             first_writable: None,
             noted_writable: false,
             tail: None,
@@ -141,7 +159,8 @@ impl<const N: usize> Chain<N> {
     }
 
     /// Starts a walk: forgets the previous chain (O(1): segments are
-    /// plain data).
+    /// plain data, and the salvage fields are only made live on an error).
+    #[inline]
     pub(crate) fn start(&mut self, id: u16) {
         self.head = Head {
             id,
@@ -154,15 +173,43 @@ impl<const N: usize> Chain<N> {
         self.readable_len = 0;
         self.writable_len = 0;
         self.saw_writable = false;
-        self.first_writable = None;
-        self.noted_writable = false;
-        self.tail = None;
+        self.first_writable_empty = false;
+        self.empty_at = usize::MAX;
+        self.noted = false;
+    }
+
+    /// Makes the salvage fields live: what [`Self::note`] would have
+    /// recorded for every descriptor [`Self::push`] accepted so far. Those
+    /// are all in memory; the non-empty ones are `segments`.
+    #[cold]
+    fn make_noted(&mut self) {
+        self.noted = true;
+        self.noted_writable = self.saw_writable;
+        self.first_writable = if self.saw_writable && !self.first_writable_empty {
+            self.segments.get(self.readable).copied()
+        } else {
+            None
+        };
+        let len = self.segments.len();
+        self.tail = if len > self.readable && self.empty_at != len {
+            self.segments.last().copied()
+        } else {
+            None
+        };
+    }
+
+    #[inline]
+    fn noted(&mut self) {
+        if !self.noted {
+            self.make_noted();
+        }
     }
 
     /// The head of a chain that failed validation: not valid, and only its
     /// first writable descriptor counts as writable (the one area known to
     /// start the writable part).
-    pub(crate) fn partial_head(&self) -> Head {
+    pub(crate) fn partial_head(&mut self) -> Head {
+        self.noted();
         Head {
             valid: false,
             writable: self.first_writable.map_or(0, |s| s.len),
@@ -171,16 +218,20 @@ impl<const N: usize> Chain<N> {
     }
 
     /// Counts one more ring descriptor taken by this chain.
+    #[inline]
     pub(crate) fn count_desc(&mut self) {
-        self.head.descs = self.head.descs.saturating_add(1);
+        // At most the queue size (<= 32768): both walks stop there.
+        self.head.descs = self.head.descs.wrapping_add(1);
     }
 
     /// Sets the id once the walk found it (packed: the last descriptor's).
+    #[inline]
     pub(crate) fn set_id(&mut self, id: u16) {
         self.head.id = id;
     }
 
     /// Marks the walk complete.
+    #[inline]
     pub(crate) fn finish(&mut self) {
         self.head.writable = self.writable_len;
         self.head.valid = true;
@@ -191,7 +242,8 @@ impl<const N: usize> Chain<N> {
     /// if that one is writable. Only descriptors wholly inside memory
     /// count. `tail` is `None` when the walk could not reach the chain's
     /// end.
-    pub(crate) fn salvage(&self, reached_end: bool) -> Salvage {
+    pub(crate) fn salvage(&mut self, reached_end: bool) -> Salvage {
+        self.noted();
         Salvage {
             first_writable: self.first_writable,
             tail: if reached_end { self.tail } else { None },
@@ -201,6 +253,7 @@ impl<const N: usize> Chain<N> {
     /// Records a descriptor for [`Self::salvage`] without validating it
     /// into the chain (the walk goes on to the end of a malformed chain).
     pub(crate) fn note<M: GuestMemory>(&mut self, mem: &M, addr: u64, len: u32, writable: bool) {
+        self.noted();
         let usable = writable && len > 0 && mem.check_range(addr, u64::from(len)).is_ok();
         let seg = usable.then_some(Segment { addr, len });
         if writable && !self.noted_writable {
@@ -213,6 +266,11 @@ impl<const N: usize> Chain<N> {
     /// Validates one buffer descriptor and appends it. Checks, in order:
     /// direction (§"Message Framing": readable before writable), total length, memory
     /// bounds, capacity `N`. Empty descriptors are checked but not kept.
+    ///
+    /// An accepted descriptor costs no salvage bookkeeping (it is derived
+    /// from `segments` if the walk later goes wrong); a refused one is
+    /// noted as [`Self::note`] does.
+    #[inline(always)]
     pub(crate) fn push<M: GuestMemory>(
         &mut self,
         mem: &M,
@@ -220,23 +278,43 @@ impl<const N: usize> Chain<N> {
         len: u32,
         writable: bool,
     ) -> Result<(), ChainErrorKind> {
-        self.note(mem, addr, len, writable);
         if !writable && self.saw_writable {
-            return Err(ChainErrorKind::ReadableAfterWritable);
+            return Err(self.refuse(
+                mem,
+                addr,
+                len,
+                writable,
+                ChainErrorKind::ReadableAfterWritable,
+            ));
         }
-        self.readable_len
-            .checked_add(self.writable_len)
-            .and_then(|t| t.checked_add(len))
-            .ok_or(ChainErrorKind::TotalLengthOverflow)?;
-        mem.check_range(addr, u64::from(len))
-            .map_err(|_| ChainErrorKind::SegmentOutOfMemory { addr, len })?;
-        self.saw_writable |= writable;
+        // The total so far fits in a u32 (each push checked it).
+        if self
+            .readable_len
+            .wrapping_add(self.writable_len)
+            .checked_add(len)
+            .is_none()
+        {
+            return Err(self.refuse(
+                mem,
+                addr,
+                len,
+                writable,
+                ChainErrorKind::TotalLengthOverflow,
+            ));
+        }
+        if mem.check_range(addr, u64::from(len)).is_err() {
+            let kind = ChainErrorKind::SegmentOutOfMemory { addr, len };
+            return Err(self.refuse(mem, addr, len, writable, kind));
+        }
         if len == 0 {
+            self.push_empty(writable);
             return Ok(());
         }
-        self.segments
-            .push(Segment { addr, len })
-            .map_err(|_| ChainErrorKind::TooManySegments { capacity: N })?;
+        if self.segments.push(Segment { addr, len }).is_err() {
+            let kind = ChainErrorKind::TooManySegments { capacity: N };
+            return Err(self.refuse(mem, addr, len, writable, kind));
+        }
+        self.saw_writable |= writable;
         // The total fits in a u32 (checked above), so neither sum can wrap.
         if writable {
             self.writable_len = self.writable_len.wrapping_add(len);
@@ -245,6 +323,33 @@ impl<const N: usize> Chain<N> {
             self.readable_len = self.readable_len.wrapping_add(len);
         }
         Ok(())
+    }
+
+    /// An empty descriptor passed validation: it is not kept, but salvage
+    /// must know it was there. (Walks call `push` only until something
+    /// goes wrong and `note` after, so the salvage fields are not live
+    /// here.)
+    #[cold]
+    fn push_empty(&mut self, writable: bool) {
+        if writable && !self.saw_writable {
+            self.first_writable_empty = true;
+        }
+        self.saw_writable |= writable;
+        self.empty_at = self.segments.len();
+    }
+
+    /// A descriptor failed validation with `kind`: note it for salvage.
+    #[cold]
+    fn refuse<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        addr: u64,
+        len: u32,
+        writable: bool,
+        kind: ChainErrorKind,
+    ) -> ChainErrorKind {
+        self.note(mem, addr, len, writable);
+        kind
     }
 
     /// What to pass to `push_used` to return this chain.
@@ -283,6 +388,7 @@ impl<const N: usize> Chain<N> {
     }
 
     /// A cursor over the readable bytes, in chain order.
+    #[inline]
     pub fn reader<'a, M: GuestMemory>(&'a self, mem: &'a M) -> Reader<'a, M> {
         Reader {
             mem,
@@ -291,6 +397,7 @@ impl<const N: usize> Chain<N> {
     }
 
     /// A cursor over the writable bytes, in chain order.
+    #[inline]
     pub fn writer<'a, M: GuestMemory>(&'a self, mem: &'a M) -> Writer<'a, M> {
         Writer {
             mem,
@@ -348,6 +455,7 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[inline]
     fn new(segments: &'a [Segment], total: u32) -> Self {
         Self {
             segments,
@@ -357,9 +465,36 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// The guest address of the next `n` bytes, if they lie in the current
+    /// segment (then they are also within `remaining`).
+    #[inline(always)]
+    fn contiguous(&self, n: usize) -> Option<u64> {
+        let seg = self.segments.first()?;
+        let n32 = u32::try_from(n).ok()?;
+        (n32 <= seg.len.wrapping_sub(self.offset))
+            .then(|| seg.addr.wrapping_add(u64::from(self.offset)))
+    }
+
+    /// Moves over `n` bytes that [`Self::contiguous`] located.
+    #[inline(always)]
+    fn consume_contiguous(&mut self, n: usize) {
+        let n32 = n as u32;
+        if let Some((seg, rest)) = self.segments.split_first() {
+            if n32 == seg.len.wrapping_sub(self.offset) {
+                self.segments = rest;
+                self.offset = 0;
+            } else {
+                self.offset = self.offset.wrapping_add(n32);
+            }
+        }
+        self.done = self.done.wrapping_add(n32);
+        self.remaining = self.remaining.wrapping_sub(n32);
+    }
+
     /// Moves over `n` bytes, calling `f(guest_addr, offset_in_access, len)`
     /// for each contiguous piece. Fails without moving if fewer than `n`
     /// bytes are left.
+    #[inline(always)]
     fn advance(
         &mut self,
         n: usize,
@@ -390,6 +525,17 @@ impl<'a> Cursor<'a> {
                 return Ok(());
             }
         }
+        self.advance_pieces(n32, short, f)
+    }
+
+    /// The rest of `advance`: an access spanning segments, piece by piece.
+    #[inline(never)]
+    fn advance_pieces(
+        &mut self,
+        n32: u32,
+        short: AccessError,
+        mut f: impl FnMut(u64, usize, usize) -> Result<(), MemoryError>,
+    ) -> Result<(), AccessError> {
         let mut at: usize = 0;
         let mut left = n32;
         while left > 0 {
@@ -433,8 +579,16 @@ impl<M: GuestMemory> Reader<'_, M> {
     /// # Errors
     /// [`AccessError::ShortChain`] if fewer than `buf.len()` bytes are left
     /// (nothing is consumed); [`AccessError::Memory`] if memory changed.
+    #[inline(always)]
     pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), AccessError> {
         let mem = self.mem;
+        // A header in its own descriptor: one read of the caller's length
+        // (a constant for `read_obj`, so the copy folds to a load or two).
+        if let Some(addr) = self.cursor.contiguous(buf.len()) {
+            mem.read(addr, buf)?;
+            self.cursor.consume_contiguous(buf.len());
+            return Ok(());
+        }
         self.cursor.advance(buf.len(), |addr, at, n| {
             match buf.get_mut(at..at.wrapping_add(n)) {
                 Some(dst) => mem.read(addr, dst),
@@ -448,7 +602,15 @@ impl<M: GuestMemory> Reader<'_, M> {
     ///
     /// # Errors
     /// As for [`Reader::read_exact`].
+    #[inline(always)]
     pub fn read_obj<T: FromBytes + IntoBytes>(&mut self) -> Result<T, AccessError> {
+        // In one segment: the memory's own `read_obj` (which can keep the
+        // object in registers).
+        if let Some(addr) = self.cursor.contiguous(size_of::<T>()) {
+            let value = self.mem.read_obj::<T>(addr)?;
+            self.cursor.consume_contiguous(size_of::<T>());
+            return Ok(value);
+        }
         let mut value = T::new_zeroed();
         self.read_exact(value.as_mut_bytes())?;
         Ok(value)
@@ -486,8 +648,14 @@ impl<M: GuestMemory> Writer<'_, M> {
     /// # Errors
     /// [`AccessError::ShortChain`] if fewer than `buf.len()` bytes are left
     /// (nothing is written); [`AccessError::Memory`] if memory changed.
+    #[inline]
     pub fn write_all(&mut self, buf: &[u8]) -> Result<(), AccessError> {
         let mem = self.mem;
+        if let Some(addr) = self.cursor.contiguous(buf.len()) {
+            mem.write(addr, buf)?;
+            self.cursor.consume_contiguous(buf.len());
+            return Ok(());
+        }
         self.cursor.advance(buf.len(), |addr, at, n| {
             match buf.get(at..at.wrapping_add(n)) {
                 Some(src) => mem.write(addr, src),
@@ -500,7 +668,13 @@ impl<M: GuestMemory> Writer<'_, M> {
     ///
     /// # Errors
     /// As for [`Writer::write_all`].
+    #[inline]
     pub fn write_obj<T: IntoBytes + Immutable>(&mut self, value: &T) -> Result<(), AccessError> {
+        if let Some(addr) = self.cursor.contiguous(size_of::<T>()) {
+            self.mem.write_obj(addr, value)?;
+            self.cursor.consume_contiguous(size_of::<T>());
+            return Ok(());
+        }
         self.write_all(value.as_bytes())
     }
 
@@ -514,5 +688,90 @@ impl<M: GuestMemory> Writer<'_, M> {
     /// bytes before updating the used index).
     pub fn bytes_written(&self) -> u32 {
         self.cursor.done
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::memory::Region;
+
+    /// The salvage bookkeeping as it was before it became lazy: every
+    /// descriptor met is noted as it comes.
+    #[derive(Default)]
+    struct Model {
+        first_writable: Option<Segment>,
+        noted_writable: bool,
+        tail: Option<Segment>,
+    }
+
+    impl Model {
+        fn note(&mut self, mem: &Region, addr: u64, len: u32, writable: bool) {
+            let usable = writable && len > 0 && mem.check_range(addr, u64::from(len)).is_ok();
+            let seg = usable.then_some(Segment { addr, len });
+            if writable && !self.noted_writable {
+                self.noted_writable = true;
+                self.first_writable = seg;
+            }
+            self.tail = seg;
+        }
+    }
+
+    // Random descriptor lists walked as the engines walk them (push until
+    // the first error, note after): the salvage and the partial head match
+    // the eager model, and valid chains match too.
+    #[test]
+    fn lazy_salvage_matches_noting_every_descriptor() {
+        #[repr(C, align(8))]
+        struct Buf([u8; 256]);
+        let mut buf = Buf([0; 256]);
+        let mem = Region::new(0x1000, &mut buf.0).unwrap();
+        let mut x: u32 = 99;
+        let mut rand = |n: u32| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 8) % n
+        };
+        let mut chain = Chain::<3>::new();
+        for _ in 0..if cfg!(miri) { 500 } else { 20_000 } {
+            chain.start(7);
+            let mut model = Model::default();
+            let mut bad = None;
+            let descs = 1 + rand(6);
+            for _ in 0..descs {
+                let addr = match rand(4) {
+                    0 => 0x10f0,
+                    _ => 0x1000 + u64::from(rand(64)) * 4,
+                };
+                let len = match rand(4) {
+                    0 => 0,
+                    1 => u32::MAX - rand(2),
+                    _ => 1 + rand(32),
+                };
+                let writable = rand(3) != 0;
+                model.note(&mem, addr, len, writable);
+                if bad.is_none() {
+                    bad = chain.push(&mem, addr, len, writable).err();
+                } else {
+                    chain.note(&mem, addr, len, writable);
+                }
+            }
+            let reached_end = rand(2) == 0;
+            if bad.is_some() {
+                let salvage = chain.salvage(reached_end);
+                assert_eq!(salvage.first_writable, model.first_writable);
+                let tail = if reached_end { model.tail } else { None };
+                assert_eq!(salvage.tail, tail);
+                let head = chain.partial_head();
+                assert_eq!(head.writable, model.first_writable.map_or(0, |s| s.len));
+            } else {
+                // A chain the walk then refuses for a reason of its own
+                // (a loop, a bad `next`) salvages the same way.
+                let salvage = chain.salvage(reached_end);
+                assert_eq!(salvage.first_writable, model.first_writable);
+                let tail = if reached_end { model.tail } else { None };
+                assert_eq!(salvage.tail, tail);
+            }
+        }
     }
 }

@@ -198,6 +198,7 @@ pub struct QueueConfig {
 /// Most buffer descriptors one walk reads: the queue size, or the chain
 /// capacity when that is larger (the indirect-table tolerance of
 /// [`SplitQueue::pop`]).
+#[inline]
 fn walk_limit(size: u16, capacity: usize) -> u32 {
     u32::from(size).max(u32::try_from(capacity).unwrap_or(u32::MAX))
 }

@@ -25,15 +25,13 @@
 //! in the error then carries the buffer id and slot count, and completing
 //! it keeps device and driver in step.
 
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
-
 use super::chain::{Chain, Head};
 use super::error::{ChainError, ChainErrorKind, ConfigError, QueueError, RingArea};
 use super::inflight::InFlight;
 use super::{NotificationData, QueueConfig, check_areas, vring_need_event, walk_limit};
 use crate::memory::{GuestMemory, MemoryError};
 use crate::spec::{
-    DescFlags, Features, Le16, Le32, Le64, MAX_QUEUE_SIZE, PACKED_DESC_ALIGN, PACKED_EVENT_ALIGN,
+    DescFlags, Features, Le16, Le32, MAX_QUEUE_SIZE, PACKED_DESC_ALIGN, PACKED_EVENT_ALIGN,
     PvirtqDesc, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
     packed_desc_ring_size,
 };
@@ -48,17 +46,6 @@ const EVENT_OFF_WRAP: u64 = 0;
 const EVENT_FLAGS: u64 = 2;
 /// Bit 15 of `off_wrap` and of a packed position: the wrap counter.
 const WRAP_BIT: u16 = 1 << 15;
-
-/// A packed descriptor without its `flags`, which are read on their own with
-/// acquire ordering (so the rest is read after the driver published it).
-#[repr(C)]
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
-struct DescBody {
-    addr: Le64,
-    len: Le32,
-    id: Le16,
-}
-const _: () = assert!(core::mem::size_of::<DescBody>() == 14);
 
 impl QueueConfig {
     /// Checks this configuration for a packed ring: the size is in
@@ -194,6 +181,27 @@ pub struct PackedQueue<const S: usize> {
     inflight: InFlight<S>,
 }
 
+/// Takes one buffer descriptor into `chain`: validated while nothing went
+/// wrong (a problem goes into `error`, the chain's end still known), only
+/// noted for salvage after.
+#[inline(always)]
+fn take<M: GuestMemory, const N: usize>(
+    mem: &M,
+    chain: &mut Chain<N>,
+    addr: u64,
+    len: u32,
+    writable: bool,
+    error: &mut Option<(ChainErrorKind, bool)>,
+) {
+    if error.is_none() {
+        if let Err(kind) = chain.push(mem, addr, len, writable) {
+            *error = Some((kind, true));
+        }
+    } else {
+        chain.note(mem, addr, len, writable);
+    }
+}
+
 impl<const S: usize> PackedQueue<S> {
     /// Builds the queue the driver configured, with the negotiated features
     /// (`INDIRECT_DESC`, `EVENT_IDX` and `IN_ORDER` are honoured).
@@ -306,9 +314,14 @@ impl<const S: usize> PackedQueue<S> {
             .load_u16_acquire(self.slot_addr(at.slot).wrapping_add(DESC_FLAGS))
             .map_err(Self::ring_err(RingArea::Descriptors))?;
         let flags = DescFlags::from_bits_retain(raw);
-        let avail = flags.contains(DescFlags::AVAIL);
-        let used = flags.contains(DescFlags::USED);
-        Ok((avail == at.wrap && used != at.wrap).then_some(flags))
+        Ok(Self::is_avail(flags, at.wrap).then_some(flags))
+    }
+
+    /// Whether `flags` say the driver made a slot available in the lap
+    /// `wrap`: AVAIL equals `wrap` and USED does not.
+    #[inline]
+    fn is_avail(flags: DescFlags, wrap: bool) -> bool {
+        flags.contains(DescFlags::AVAIL) == wrap && flags.contains(DescFlags::USED) != wrap
     }
 
     /// Whether the driver has made a buffer available that the device has
@@ -347,15 +360,33 @@ impl<const S: usize> PackedQueue<S> {
         let mut error: Option<(ChainErrorKind, bool)> = None;
         let mut at = self.next_avail;
         let mut flags = first;
+        // Each descriptor in one read (two 8-byte loads). The first slot's
+        // `flags` were loaded on their own with acquire, above, and that
+        // value is the one used; the later slots' come from this read, which
+        // the head's acquire orders after the driver's writes (the driver
+        // makes the head available last, §"Next Flag").
+        let mut desc = mem
+            .read_obj::<PvirtqDesc>(self.slot_addr(at.slot))
+            .map_err(Self::ring_err(RingArea::Descriptors))?;
         let id = loop {
-            let body = mem
-                .read_obj::<DescBody>(self.slot_addr(at.slot))
-                .map_err(Self::ring_err(RingArea::Descriptors))?;
             chain.count_desc();
             let slots = chain.head().descs();
-            self.take_desc(mem, chain, &body, flags, slots, &mut error);
+            let (addr, len) = (desc.addr.get(), desc.len.get());
+            if flags.contains(DescFlags::INDIRECT) {
+                self.take_indirect(mem, chain, addr, len, flags, slots, &mut error);
+            } else {
+                take(
+                    mem,
+                    chain,
+                    addr,
+                    len,
+                    flags.contains(DescFlags::WRITE),
+                    &mut error,
+                );
+            }
+            let id = desc.id.get();
             if !flags.contains(DescFlags::NEXT) {
-                break body.id.get();
+                break id;
             }
             // A list is at most the queue size long (§"Scatter-Gather
             // Support"); after `size` slots the walk is back at its start,
@@ -363,34 +394,38 @@ impl<const S: usize> PackedQueue<S> {
             if slots >= self.size {
                 let kind = ChainErrorKind::LongerThanQueue { size: self.size };
                 error.get_or_insert((kind, false));
-                break body.id.get();
+                break id;
             }
             at = at.advance(1, self.size);
-            match self.avail_flags(mem, at)? {
-                Some(f) => flags = f,
-                None => {
-                    // §"Next Flag": the driver makes the first descriptor
-                    // available only after the rest; one that is not is a
-                    // broken chain. It ends here, at what was read.
-                    let kind = ChainErrorKind::NotAvailableMidChain { slot: at.slot };
-                    error.get_or_insert((kind, false));
-                    break body.id.get();
-                }
+            desc = mem
+                .read_obj::<PvirtqDesc>(self.slot_addr(at.slot))
+                .map_err(Self::ring_err(RingArea::Descriptors))?;
+            flags = DescFlags::from_bits_retain(desc.flags.get());
+            if !Self::is_avail(flags, at.wrap) {
+                // §"Next Flag": the driver makes the first descriptor
+                // available only after the rest; one that is not is a
+                // broken chain. It ends here, at what was read.
+                let kind = ChainErrorKind::NotAvailableMidChain { slot: at.slot };
+                error.get_or_insert((kind, false));
+                break id;
             }
         };
         chain.set_id(id);
         let slots = chain.head().descs();
         // Slots and buffer ids the device holds cannot be available again:
         // a driver that says so has corrupted the ring.
-        if u32::from(self.in_flight).wrapping_add(u32::from(slots)) > u32::from(self.size)
-            || self.inflight.contains(id)
-        {
+        if u32::from(self.in_flight).wrapping_add(u32::from(slots)) > u32::from(self.size) {
             return Err(QueueError::HeadInFlight { slot: id });
         }
+        let Err(entry) = self.inflight.find(id) else {
+            return Err(QueueError::HeadInFlight { slot: id });
+        };
         self.next_avail = self.next_avail.advance(slots, self.size);
         // At most `size` slots in flight, checked above.
         self.in_flight = self.in_flight.wrapping_add(slots);
-        self.inflight.insert(id);
+        if let Some(entry) = entry {
+            self.inflight.insert_at(entry, id);
+        }
         match error {
             None => {
                 chain.finish();
@@ -404,40 +439,29 @@ impl<const S: usize> PackedQueue<S> {
         }
     }
 
-    /// Takes one ring descriptor (the `slots`-th of its chain) into `chain`:
-    /// validates its buffers until the first problem, which goes into
-    /// `error` (with whether the chain's end is still known), and after
-    /// that only notes where writable buffers are.
-    fn take_desc<M: GuestMemory, const N: usize>(
+    /// Takes an INDIRECT ring descriptor (the `slots`-th of its chain, a
+    /// table at `addr` of `len` bytes) into `chain`: validates its buffers
+    /// until the first problem, which goes into `error` (with whether the
+    /// chain's end is still known), and after that only notes where
+    /// writable buffers are.
+    #[allow(clippy::too_many_arguments)]
+    fn take_indirect<M: GuestMemory, const N: usize>(
         &self,
         mem: &M,
         chain: &mut Chain<N>,
-        body: &DescBody,
+        addr: u64,
+        len: u32,
         flags: DescFlags,
         slots: u16,
         error: &mut Option<(ChainErrorKind, bool)>,
     ) {
-        let (addr, len) = (body.addr.get(), body.len.get());
-        let mut take = |addr: u64, len: u32, writable: bool| {
-            if error.is_none() {
-                if let Err(kind) = chain.push(mem, addr, len, writable) {
-                    *error = Some((kind, true));
-                }
-            } else {
-                chain.note(mem, addr, len, writable);
-            }
-        };
-        if !flags.contains(DescFlags::INDIRECT) {
-            take(addr, len, flags.contains(DescFlags::WRITE));
-            return;
-        }
         // §"Indirect Flag": WRITE on this descriptor is ignored; it must not
         // be part of a NEXT list.
         let table_error = if !self.indirect {
             Some(ChainErrorKind::IndirectNotNegotiated)
         } else if flags.contains(DescFlags::NEXT) || slots > 1 {
             Some(ChainErrorKind::IndirectWithNext)
-        } else if len == 0 || len % 16 != 0 {
+        } else if len == 0 || !len.is_multiple_of(16) {
             Some(ChainErrorKind::IndirectTableLength { len })
         } else if mem.check_range(addr, u64::from(len)).is_err() {
             Some(ChainErrorKind::IndirectTableOutOfMemory { addr, len })
@@ -466,9 +490,12 @@ impl<const S: usize> PackedQueue<S> {
                 return;
             }
             take(
+                mem,
+                chain,
                 desc.addr.get(),
                 desc.len.get(),
                 f.contains(DescFlags::WRITE),
+                error,
             );
         }
     }
@@ -496,9 +523,12 @@ impl<const S: usize> PackedQueue<S> {
         head: Head,
         written: u32,
     ) -> Result<(), QueueError> {
-        if head.descs == 0 || head.descs > self.in_flight || !self.inflight.contains(head.id) {
+        if head.descs == 0 || head.descs > self.in_flight {
             return Err(QueueError::NotInFlight { id: head.id });
         }
+        let Ok(entry) = self.inflight.find(head.id) else {
+            return Err(QueueError::NotInFlight { id: head.id });
+        };
         let len = head.used_len(written);
         if !self.in_order {
             self.write_used(mem, head.id, len, head.descs)?;
@@ -513,7 +543,7 @@ impl<const S: usize> PackedQueue<S> {
             self.batch_last = None;
         }
         self.in_flight = self.in_flight.wrapping_sub(head.descs);
-        self.inflight.remove(head.id);
+        self.inflight.remove_at(entry);
         Ok(())
     }
 
@@ -529,6 +559,7 @@ impl<const S: usize> PackedQueue<S> {
     /// Writes a used descriptor at `next_used` (`len` and `id` first, then
     /// `flags` with release ordering, or deferred to the publish if it is
     /// the first of the batch) and skips `descs` slots.
+    #[inline(always)]
     fn write_used<M: GuestMemory>(
         &mut self,
         mem: &M,
@@ -539,9 +570,9 @@ impl<const S: usize> PackedQueue<S> {
         let at = self.next_used;
         let addr = self.slot_addr(at.slot);
         let err = Self::ring_err(RingArea::Descriptors);
-        mem.write(addr.wrapping_add(DESC_LEN), &len.to_le_bytes())
+        mem.write_obj(addr.wrapping_add(DESC_LEN), &Le32::from(len))
             .map_err(&err)?;
-        mem.write(addr.wrapping_add(DESC_ID), &id.to_le_bytes())
+        mem.write_obj(addr.wrapping_add(DESC_ID), &Le16::from(id))
             .map_err(&err)?;
         // §"Write Flag": WRITE says whether any data was written; AVAIL and
         // USED both equal the device's wrap counter.

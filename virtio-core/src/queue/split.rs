@@ -6,9 +6,9 @@ use super::inflight::InFlight;
 use super::{QueueConfig, check_areas, vring_need_event, walk_limit};
 use crate::memory::GuestMemory;
 use crate::spec::{
-    DescFlags, Features, MAX_QUEUE_SIZE, SPLIT_AVAIL_ALIGN, SPLIT_DESC_ALIGN, SPLIT_USED_ALIGN,
-    VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY, VirtqDesc, VirtqUsedElem, split_avail_size,
-    split_desc_table_size, split_used_size,
+    DescFlags, Features, Le16, MAX_QUEUE_SIZE, SPLIT_AVAIL_ALIGN, SPLIT_DESC_ALIGN,
+    SPLIT_USED_ALIGN, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY, VirtqDesc, VirtqUsedElem,
+    split_avail_size, split_desc_table_size, split_used_size,
 };
 
 /// Offsets inside the rings (virtio 1.4 §"The Virtqueue Available Ring", §"The Virtqueue Used Ring").
@@ -96,6 +96,15 @@ pub struct SplitQueue<const S: usize> {
     batch_last: Option<(u16, u32)>,
     /// Heads popped and not yet returned.
     inflight: InFlight<S>,
+}
+
+/// A walk that cannot go on: the first problem met, else `kind`; the
+/// chain's end was not reached.
+fn stop(bad: Option<ChainErrorKind>, kind: ChainErrorKind) -> WalkError {
+    WalkError::Chain {
+        kind: bad.unwrap_or(kind),
+        reached_end: false,
+    }
 }
 
 /// How a descriptor walk ended without a valid chain.
@@ -259,19 +268,21 @@ impl<const S: usize> SplitQueue<S> {
             self.wrap(self.next_avail),
             2,
         );
-        let mut raw = [0u8; 2];
-        mem.read(entry, &mut raw)
-            .map_err(Self::ring_err(RingArea::Driver))?;
-        let head = u16::from_le_bytes(raw);
+        let head = mem
+            .read_obj::<Le16>(entry)
+            .map_err(Self::ring_err(RingArea::Driver))?
+            .get();
         if head >= self.size {
             return Err(QueueError::HeadOutOfRange {
                 head,
                 size: self.size,
             });
         }
-        if self.inflight.contains(head) {
+        // One probe of the in-flight table: where `head` will go (the walk
+        // does not touch the table, so the entry stays free).
+        let Err(entry) = self.inflight.find(head) else {
             return Err(QueueError::HeadInFlight { slot: head });
-        }
+        };
         chain.start(head);
         let walked = self.walk(mem, head, chain);
         if let Err(WalkError::Ring(error)) = walked {
@@ -280,7 +291,9 @@ impl<const S: usize> SplitQueue<S> {
         // The chain is consumed, valid or not: it is in flight until the
         // device (or the core, for a malformed one) returns it.
         self.next_avail = self.next_avail.wrapping_add(1);
-        self.inflight.insert(head);
+        if let Some(entry) = entry {
+            self.inflight.insert_at(entry, head);
+        }
         match walked {
             Ok(()) => {
                 chain.finish();
@@ -299,80 +312,120 @@ impl<const S: usize> SplitQueue<S> {
     /// descriptor exactly once. After the first malformed buffer the walk
     /// goes on to the chain's end (noting only where writable descriptors
     /// are), so the device can still answer the request.
+    ///
+    /// This loop covers the descriptor table; an INDIRECT descriptor hands
+    /// over to [`Self::walk_indirect`], which ends the chain (an indirect
+    /// descriptor with NEXT is refused). Direct descriptors need no length
+    /// check of their own: the loop check stops them at the queue size,
+    /// which is at most the walk limit.
+    #[inline]
     fn walk<M: GuestMemory, const N: usize>(
         &self,
         mem: &M,
         head: u16,
         chain: &mut Chain<N>,
     ) -> Result<(), WalkError> {
-        let limit = walk_limit(self.size, N);
+        let entries = u32::from(self.size);
         // The first thing wrong with a buffer; the walk goes on after it.
         let mut bad: Option<ChainErrorKind> = None;
-        let stop = |bad: Option<ChainErrorKind>, kind| WalkError::Chain {
-            kind: bad.unwrap_or(kind),
-            reached_end: false,
-        };
-        // The table being walked: the ring's, then possibly one indirect.
-        let mut table = self.desc;
-        let mut entries = u32::from(self.size);
-        let mut indirect = false;
         let mut index = head;
-        // Descriptors visited in the current table (loop detection) and
-        // buffer descriptors in the whole chain (length limit).
+        // Descriptors visited (loop detection; all of them are buffers,
+        // until an indirect one).
         let mut visited: u32 = 0;
-        let mut buffers: u32 = 0;
         loop {
             visited = visited.wrapping_add(1);
             if visited > entries {
                 return Err(stop(bad, ChainErrorKind::Loop));
             }
-            let addr = Self::slot(table, index, DESC_SIZE);
-            let desc = match mem.read_obj::<VirtqDesc>(addr) {
-                Ok(desc) => desc,
-                Err(error) if !indirect => {
-                    return Err(WalkError::Ring(QueueError::Ring {
+            let desc = mem
+                .read_obj::<VirtqDesc>(Self::slot(self.desc, index, DESC_SIZE))
+                .map_err(|error| {
+                    WalkError::Ring(QueueError::Ring {
                         area: RingArea::Descriptors,
                         error,
-                    }));
-                }
-                Err(_) => {
-                    let len = entries.wrapping_mul(16);
-                    let kind = ChainErrorKind::IndirectTableOutOfMemory { addr: table, len };
-                    return Err(stop(bad, kind));
-                }
-            };
-            if !indirect {
-                chain.count_desc();
-            }
+                    })
+                })?;
+            chain.count_desc();
             let flags = DescFlags::from_bits_retain(desc.flags.get());
             let (d_addr, d_len) = (desc.addr.get(), desc.len.get());
             if flags.contains(DescFlags::INDIRECT) {
-                // virtio 1.4 §"Indirect Descriptors": the WRITE flag of this descriptor is ignored.
-                let kind = if indirect {
-                    Some(ChainErrorKind::NestedIndirect)
-                } else if !self.indirect {
-                    Some(ChainErrorKind::IndirectNotNegotiated)
-                } else if flags.contains(DescFlags::NEXT) {
-                    Some(ChainErrorKind::IndirectWithNext)
-                } else if d_len == 0 || d_len % 16 != 0 {
-                    Some(ChainErrorKind::IndirectTableLength { len: d_len })
-                } else if mem.check_range(d_addr, u64::from(d_len)).is_err() {
-                    Some(ChainErrorKind::IndirectTableOutOfMemory {
-                        addr: d_addr,
-                        len: d_len,
-                    })
-                } else {
-                    None
+                let buffers = visited.wrapping_sub(1);
+                return self.walk_indirect(mem, chain, flags, d_addr, d_len, bad, buffers);
+            }
+            let writable = flags.contains(DescFlags::WRITE);
+            if bad.is_none() {
+                bad = chain.push(mem, d_addr, d_len, writable).err();
+            } else {
+                chain.note(mem, d_addr, d_len, writable);
+            }
+            if !flags.contains(DescFlags::NEXT) {
+                return match bad {
+                    None => Ok(()),
+                    Some(kind) => Err(WalkError::Chain {
+                        kind,
+                        reached_end: true,
+                    }),
                 };
-                if let Some(kind) = kind {
-                    return Err(stop(bad, kind));
-                }
-                table = d_addr;
-                entries = d_len / 16;
-                indirect = true;
-                index = 0;
-                visited = 0;
-                continue;
+            }
+            index = desc.next.get();
+            if u32::from(index) >= entries {
+                let kind = ChainErrorKind::NextOutOfRange {
+                    next: index,
+                    entries,
+                };
+                return Err(stop(bad, kind));
+            }
+        }
+    }
+
+    /// The rest of a walk after an INDIRECT descriptor (`flags`, `addr`,
+    /// `len`), with `buffers` buffer descriptors before it and the first
+    /// problem so far in `bad`.
+    #[allow(clippy::too_many_arguments)]
+    fn walk_indirect<M: GuestMemory, const N: usize>(
+        &self,
+        mem: &M,
+        chain: &mut Chain<N>,
+        flags: DescFlags,
+        addr: u64,
+        len: u32,
+        mut bad: Option<ChainErrorKind>,
+        mut buffers: u32,
+    ) -> Result<(), WalkError> {
+        // virtio 1.4 §"Indirect Descriptors": the WRITE flag of this descriptor is ignored.
+        let kind = if !self.indirect {
+            Some(ChainErrorKind::IndirectNotNegotiated)
+        } else if flags.contains(DescFlags::NEXT) {
+            Some(ChainErrorKind::IndirectWithNext)
+        } else if len == 0 || !len.is_multiple_of(16) {
+            Some(ChainErrorKind::IndirectTableLength { len })
+        } else if mem.check_range(addr, u64::from(len)).is_err() {
+            Some(ChainErrorKind::IndirectTableOutOfMemory { addr, len })
+        } else {
+            None
+        };
+        if let Some(kind) = kind {
+            return Err(stop(bad, kind));
+        }
+        let limit = walk_limit(self.size, N);
+        let table = addr;
+        let entries = len / 16;
+        let mut index: u16 = 0;
+        let mut visited: u32 = 0;
+        loop {
+            visited = visited.wrapping_add(1);
+            if visited > entries {
+                return Err(stop(bad, ChainErrorKind::Loop));
+            }
+            let Ok(desc) = mem.read_obj::<VirtqDesc>(Self::slot(table, index, DESC_SIZE)) else {
+                let len = entries.wrapping_mul(16);
+                let kind = ChainErrorKind::IndirectTableOutOfMemory { addr: table, len };
+                return Err(stop(bad, kind));
+            };
+            let flags = DescFlags::from_bits_retain(desc.flags.get());
+            let (d_addr, d_len) = (desc.addr.get(), desc.len.get());
+            if flags.contains(DescFlags::INDIRECT) {
+                return Err(stop(bad, ChainErrorKind::NestedIndirect));
             }
             buffers = buffers.wrapping_add(1);
             if buffers > limit {
@@ -428,9 +481,9 @@ impl<const S: usize> SplitQueue<S> {
         if head.id >= self.size {
             return Err(QueueError::InvalidUsedId { id: head.id });
         }
-        if !self.inflight.contains(head.id) {
+        let Ok(entry) = self.inflight.find(head.id) else {
             return Err(QueueError::NotInFlight { id: head.id });
-        }
+        };
         let len = head.used_len(written);
         let next = self.next_used.wrapping_add(1);
         if !self.in_order {
@@ -444,10 +497,11 @@ impl<const S: usize> SplitQueue<S> {
             self.batch_start = next;
         }
         self.next_used = next;
-        self.inflight.remove(head.id);
+        self.inflight.remove_at(entry);
         Ok(())
     }
 
+    #[inline(always)]
     fn write_used_elem<M: GuestMemory>(
         &self,
         mem: &M,
