@@ -14,6 +14,8 @@
 //! | [`block`] | block | 2 | [`block::BlockStorage`] (RAM disk included) | `block` |
 //! | [`gpio`] | GPIO (with interrupts) | 41 | [`gpio::GpioBank`] ([`gpio::PinBank`] over `embedded_hal::digital` pins; a loopback with `test-utils`) | `gpio` |
 //! | [`spi`] | SPI controller | 45 | [`embedded_hal::spi::SpiBus`] + chip-select [`embedded_hal::digital::OutputPin`]s | `spi` |
+//! | [`rpmb`] | RPMB (replay-protected storage, HMAC-SHA256) | 28 | [`rpmb::RpmbStorage`] + [`rpmb::KeyStore`] (RAM models with `test-utils`) | `rpmb` |
+//! | [`watchdog`] | watchdog (de-facto protocol, not in the virtio spec) | 35 | [`watchdog::Clock`] + [`watchdog::ExpiryAction`] | `watchdog` |
 //! | [`i2c`] | I2C adapter | 34 | [`embedded_hal::i2c::I2c`] (a 24C02 EEPROM model with `test-utils`) | `i2c` |
 //!
 //! # Invariants
@@ -38,8 +40,12 @@ pub mod gpio;
 pub mod i2c;
 #[cfg(feature = "rng")]
 pub mod rng;
+#[cfg(feature = "rpmb")]
+pub mod rpmb;
 #[cfg(feature = "spi")]
 pub mod spi;
+#[cfg(feature = "watchdog")]
+pub mod watchdog;
 
 #[cfg(test)]
 mod harness;
