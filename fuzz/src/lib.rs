@@ -456,3 +456,125 @@ impl I2cInput {
         v
     }
 }
+
+/// Input of `rpmb_requests`: an options byte, then up to six requests of
+/// [`RpmbRequest::RECORD`] bytes.
+///
+/// Options: bits 0..2 budget - 1; bit 2 key programmed beforehand; bit 3
+/// counter starts at `0xffff_fffe`; bit 4 storage reads fail; bit 5
+/// storage writes fail; bit 6 the counter cannot be read; bit 7 the key
+/// store cannot be read.
+pub struct RpmbInput {
+    pub options: u8,
+    pub requests: Vec<RpmbRequest>,
+}
+
+/// One RPMB request as the harness builds it.
+///
+/// | byte | meaning |
+/// |---|---|
+/// | 0 | bits 0..3: type (1..5 the spec's, else `raw` below); bit 3: a RESULT_READ frame after it; bit 4: first frame split in two buffers; bit 5: a readable buffer after the writable ones (malformed chain); bits 6..8: readable part cut short by that many × 100 bytes |
+/// | 1 | block_count (% 6) |
+/// | 2..4 | address, le16 |
+/// | 4 | write_counter = the starting counter + this % 4 |
+/// | 5 | MAC: 0 correct (the harness's key), 1 one bit off, else zero; for PROGRAM_KEY 0 is the harness's key |
+/// | 6 | response frames of room (% 7) |
+/// | 7 | extra writable bytes after them (% 512; 0 none) |
+/// | 8 | data seed |
+/// | 9 | raw request type for bits 0..3 of byte 0 outside 1..5 |
+/// | 10 | block_count of the RESULT_READ frame |
+#[derive(Clone, Copy, Debug)]
+pub struct RpmbRequest {
+    pub shape: u8,
+    pub block_count: u8,
+    pub address: u16,
+    pub counter: u8,
+    pub mac: u8,
+    pub out: u8,
+    pub extra: u16,
+    pub seed: u8,
+    pub raw: u8,
+    pub rr_count: u8,
+}
+
+impl RpmbRequest {
+    pub const RECORD: usize = 11;
+}
+
+impl RpmbInput {
+    pub fn parse(data: &[u8]) -> Option<Self> {
+        let (&options, rest) = data.split_first()?;
+        let requests = rest
+            .chunks_exact(RpmbRequest::RECORD)
+            .take(6)
+            .map(|r| RpmbRequest {
+                shape: r[0],
+                block_count: r[1] % 6,
+                address: u16::from_le_bytes([r[2], r[3]]),
+                counter: r[4] % 4,
+                mac: r[5],
+                out: r[6] % 7,
+                extra: u16::from(r[7]) * 2 % 512,
+                seed: r[8],
+                raw: r[9],
+                rr_count: r[10],
+            })
+            .collect();
+        Some(Self { options, requests })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = vec![self.options];
+        for r in &self.requests {
+            v.push(r.shape);
+            v.push(r.block_count);
+            v.extend_from_slice(&r.address.to_le_bytes());
+            v.extend_from_slice(&[
+                r.counter,
+                r.mac,
+                r.out,
+                (r.extra / 2) as u8,
+                r.seed,
+                r.raw,
+                r.rr_count,
+            ]);
+        }
+        v
+    }
+}
+
+/// Input of `watchdog_requests`: an options byte (bits 0..2 budget - 1,
+/// bits 2..8 timeout in seconds + 1), then operations of two bytes: kind
+/// (% 5) and argument.
+///
+/// | kind | operation |
+/// |---|---|
+/// | 0 | queue a ping: one writable buffer of `arg % 8 + 1` bytes |
+/// | 1 | queue a chain that is not a ping (a readable buffer first, then `arg % 3` writable bytes) |
+/// | 2 | the clock advances `arg` seconds |
+/// | 3 | notify the queue (and poll while work is left) |
+/// | 4 | poll (a timer tick); arg 0xff: a device reset and bring-up instead |
+pub struct WatchdogInput {
+    pub options: u8,
+    pub ops: Vec<(u8, u8)>,
+}
+
+impl WatchdogInput {
+    pub fn parse(data: &[u8]) -> Option<Self> {
+        let (&options, rest) = data.split_first()?;
+        let ops = rest
+            .chunks_exact(2)
+            .take(64)
+            .map(|o| (o[0] % 5, o[1]))
+            .collect();
+        Some(Self { options, ops })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = vec![self.options];
+        for (k, a) in &self.ops {
+            v.extend_from_slice(&[*k, *a]);
+        }
+        v
+    }
+}

@@ -12,7 +12,7 @@ use virtio_core::queue::{QueueConfig, Segment};
 use virtio_core::spec::Features;
 use virtio_fuzz::{
     DATA, DESC, DEVICE_AREA, DRIVER_AREA, Guarded, I2cInput, I2cRequest, MmioOp, QueueInput,
-    RequestInput, ShmInput, host, message, shm_layout,
+    RequestInput, RpmbInput, RpmbRequest, ShmInput, WatchdogInput, host, message, shm_layout,
 };
 use virtio_transport_mmio::regs;
 use zerocopy::IntoBytes;
@@ -425,5 +425,61 @@ fn main() {
         spi.extend_from_slice(&r);
     }
     write("spi_requests", "valid-transfers", spi);
+    // RPMB: program the key, read the counter, an authenticated write of
+    // two blocks with its result read, a read back, a replay; and the same
+    // against a key programmed beforehand with a counter about to expire.
+    let rpmb = |shape: u8, block_count: u8, address: u16, counter: u8, out: u8| RpmbRequest {
+        shape,
+        block_count,
+        address,
+        counter,
+        mac: 0,
+        out,
+        extra: 0,
+        seed: 0x21,
+        raw: 0,
+        rr_count: 1,
+    };
+    write(
+        "rpmb_requests",
+        "program-write-read",
+        RpmbInput {
+            options: 3,
+            requests: vec![
+                rpmb(1 | 8, 1, 0, 0, 1),
+                rpmb(2, 1, 0, 0, 1),
+                rpmb(3 | 8, 2, 10, 0, 1),
+                rpmb(4, 2, 10, 0, 2),
+                rpmb(3 | 8, 1, 10, 0, 1),
+                rpmb(5, 1, 0, 0, 1),
+            ],
+        }
+        .encode(),
+    );
+    write(
+        "rpmb_requests",
+        "expiring-counter",
+        RpmbInput {
+            options: 4 | 8 | 1,
+            requests: vec![
+                rpmb(3 | 8, 1, 5, 0, 1),
+                rpmb(3 | 8, 1, 6, 1, 1),
+                rpmb(4, 1, 5, 0, 1),
+                rpmb(3, 4, 0, 1, 0),
+                rpmb(5, 1, 0, 0, 1),
+            ],
+        }
+        .encode(),
+    );
+    // Watchdog: pings in time, a missed deadline, a reset, a storm.
+    let mut ops = vec![(0u8, 3u8), (3, 0), (2, 10), (0, 0), (3, 0), (2, 30), (4, 0)];
+    ops.extend([(4, 0xff), (2, 50), (4, 0)]);
+    ops.extend((0..12).map(|i| (0u8, i)));
+    ops.extend([(1, 2), (3, 0), (2, 25), (4, 0)]);
+    write(
+        "watchdog_requests",
+        "pings-expiry-reset-storm",
+        WatchdogInput { options: 0x50, ops }.encode(),
+    );
     println!("seeds written to {}", dir.display());
 }
