@@ -187,7 +187,7 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
             // backend request channel, which is not offered.
             self.core.ack_interrupt(INTERRUPT_CONFIG_CHANGE);
             if let Some(cause) = self.core.needs_reset_cause() {
-                eprintln!("virtio-vhost-user: device needs reset: {cause}");
+                log::warn!("device needs reset: {cause}");
             }
         }
     }

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::net::{RecvFlags, recv};
+use vhost::vhost_user::message::FrontendReq;
 use vhost::vhost_user::{BackendReqHandler, Error as VhostError};
 use virtio_core::device::VirtioDevice;
 
@@ -79,12 +80,8 @@ fn lock<D: VirtioDevice>(shared: &Shared<D>) -> io::Result<MutexGuard<'_, VhostU
 /// Host-side failures (`poll`, `dup`); the frontend's own misbehaviour is
 /// an [`Ended`] value, not an error.
 ///
-/// With `trace`, every message's request code and outcome goes to stderr.
-pub fn serve<D: VirtioDevice + Send>(
-    stream: UnixStream,
-    device: D,
-    trace: bool,
-) -> io::Result<Ended> {
+/// Every message's request and outcome is logged at debug level.
+pub fn serve<D: VirtioDevice + Send>(stream: UnixStream, device: D) -> io::Result<Ended> {
     let peer = stream.try_clone()?;
     let shared: Shared<D> = Arc::new(Mutex::new(VhostUserDevice::new(device)));
     let mut handler = BackendReqHandler::from_stream(stream, Arc::clone(&shared));
@@ -106,7 +103,7 @@ pub fn serve<D: VirtioDevice + Send>(
         for queue in kicked {
             work_left |= lock(&shared)?.kick(queue).work_left();
         }
-        if message && let Some(ended) = handle_message(&mut handler, &peer, trace)? {
+        if message && let Some(ended) = handle_message(&mut handler, &peer)? {
             return Ok(ended);
         }
         if work_left {
@@ -148,7 +145,6 @@ fn wait(peer: &UnixStream, kicks: &[(u16, File)], block: bool) -> io::Result<(bo
 fn handle_message<D: VirtioDevice + Send>(
     handler: &mut BackendReqHandler<Mutex<VhostUserDevice<D>>>,
     peer: &UnixStream,
-    trace: bool,
 ) -> io::Result<Option<Ended>> {
     // Look at the header first, to answer a message the library refuses.
     let mut header = [0u8; HEADER_LEN];
@@ -163,10 +159,12 @@ fn handle_message<D: VirtioDevice + Send>(
     let result = handler.handle_request();
     let [a, b, c, d, ..] = header;
     let request = u32::from_le_bytes([a, b, c, d]);
-    if trace {
+    if log::log_enabled!(log::Level::Debug) {
+        let name = FrontendReq::try_from(request)
+            .map_or_else(|_| format!("request {request}"), |r| format!("{r:?}"));
         match &result {
-            Ok(()) => eprintln!("virtio-vhost-user: request {request}: ok"),
-            Err(e) => eprintln!("virtio-vhost-user: request {request}: {e}"),
+            Ok(()) => log::debug!("{name}: ok"),
+            Err(e) => log::debug!("{name}: {e}"),
         }
     }
     match result {
@@ -177,7 +175,7 @@ fn handle_message<D: VirtioDevice + Send>(
         // Our handler refused a well-formed request: the frontend was told
         // (REPLY_ACK) unless it waits for a payload instead.
         Err(VhostError::ReqHandlerError(e)) if !REPLY_PAYLOAD.contains(&request) => {
-            eprintln!("virtio-vhost-user: request {request} refused: {e}");
+            log::warn!("request {request} refused: {e}");
             Ok(None)
         }
         // A message cut short by the frontend going away is a disconnect,

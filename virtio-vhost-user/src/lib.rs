@@ -51,7 +51,9 @@
 pub mod backend;
 pub mod connection;
 pub mod entropy;
+pub mod host;
 pub mod memory;
+pub mod sim;
 pub mod storage;
 
 #[cfg(test)]

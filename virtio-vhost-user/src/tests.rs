@@ -182,7 +182,7 @@ fn spawn<D: virtio_core::device::VirtioDevice + Send + 'static>(
     device: D,
 ) -> (UnixStream, thread::JoinHandle<std::io::Result<Ended>>) {
     let (front, back) = UnixStream::pair().unwrap();
-    let server = thread::spawn(move || connection::serve(back, device, false));
+    let server = thread::spawn(move || connection::serve(back, device));
     (front, server)
 }
 

@@ -232,7 +232,9 @@ impl<D: SpiDevice<u8>, const CS: usize, const XFERS: usize, const BYTES: usize>
                 };
                 ops.push(op).map_err(|_| TransferError::MessageTooLong)?;
             }
-            device.transaction(&mut ops).map_err(|_| TransferError::Bus)?;
+            device
+                .transaction(&mut ops)
+                .map_err(|_| TransferError::Bus)?;
         }
         for held in message.iter().filter(|h| h.transfer.lsb_first) {
             let end = held.offset.saturating_add(held.len());
@@ -255,7 +257,10 @@ impl<D: SpiDevice<u8>, const CS: usize, const XFERS: usize, const BYTES: usize>
         let head = read_head(chain, mem);
         // Its chip select, and whether it ends its message; a head that
         // cannot be read ends it.
-        let frame = head.as_ref().ok().map(|h| (h.chip_select_id, h.cs_change != 0));
+        let frame = head
+            .as_ref()
+            .ok()
+            .map(|h| (h.chip_select_id, h.cs_change != 0));
         let cs = frame.map(|(cs, _)| cs);
         let ends = frame.is_none_or(|(_, ends)| ends);
         // A transfer to another chip select ends the open message first.

@@ -21,9 +21,7 @@ const CLOCK: u32 = 1_000_000;
 
 type H<D, const CS: usize, const BYTES: usize> = Harness<SpiDevices<D, CS, 4, BYTES>, 1>;
 
-fn rig<D: SpiDevice<u8>, const CS: usize, const BYTES: usize>(
-    devices: [D; CS],
-) -> H<D, CS, BYTES> {
+fn rig<D: SpiDevice<u8>, const CS: usize, const BYTES: usize>(devices: [D; CS]) -> H<D, CS, BYTES> {
     Harness::new(
         SpiDevices::new(devices, SpiCaps::new(0, CLOCK)),
         Features::empty(),
@@ -111,7 +109,10 @@ fn a_queued_message_runs_as_one_transaction() {
     let a = add(&mut h, head(0, false), &cmd, 0);
     let b = add(&mut h, head(0, true), &[], 4);
     h.kick(0);
-    assert_eq!(results(&mut h, &[&a, &b]), [(a.id, TRANS_OK), (b.id, TRANS_OK)]);
+    assert_eq!(
+        results(&mut h, &[&a, &b]),
+        [(a.id, TRANS_OK), (b.id, TRANS_OK)]
+    );
     assert_eq!(h.read(b.rx.unwrap()), [1, 2, 3, 4]);
     assert_eq!(h.core.device().held(), 0);
     let mut mock = mock;

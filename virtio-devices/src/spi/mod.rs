@@ -312,7 +312,11 @@ fn finish<M: GuestMemory>(writer: &mut Writer<'_, M>, result: u8) -> u32 {
 
 impl SpiStats {
     /// Counts a transfer's outcome; its result byte.
-    fn record(&mut self, last_error: &mut Option<TransferError>, outcome: Result<(), TransferError>) -> u8 {
+    fn record(
+        &mut self,
+        last_error: &mut Option<TransferError>,
+        outcome: Result<(), TransferError>,
+    ) -> u8 {
         match outcome {
             Ok(()) => {
                 self.ok = self.ok.saturating_add(1);
@@ -599,9 +603,9 @@ impl<B: SpiBus<u8>, P: OutputPin, const CS: usize> VirtioDevice for Spi<B, P, CS
 mod device;
 pub use device::SpiDevices;
 
-#[cfg(any(test, feature = "test-utils"))]
-pub mod flash;
 #[cfg(test)]
 mod device_tests;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod flash;
 #[cfg(test)]
 mod tests;
