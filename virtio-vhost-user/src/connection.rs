@@ -82,8 +82,20 @@ fn lock<D: VirtioDevice>(shared: &Shared<D>) -> io::Result<MutexGuard<'_, VhostU
 ///
 /// Every message's request and outcome is logged at debug level.
 pub fn serve<D: VirtioDevice + Send>(stream: UnixStream, device: D) -> io::Result<Ended> {
+    serve_device(stream, VhostUserDevice::new(device))
+}
+
+/// [`serve`] with a [`VhostUserDevice`] set up by the caller (e.g.
+/// [`VhostUserDevice::with_unsealed_memory`]).
+///
+/// # Errors
+/// As [`serve`].
+pub fn serve_device<D: VirtioDevice + Send>(
+    stream: UnixStream,
+    device: VhostUserDevice<D>,
+) -> io::Result<Ended> {
     let peer = stream.try_clone()?;
-    let shared: Shared<D> = Arc::new(Mutex::new(VhostUserDevice::new(device)));
+    let shared: Shared<D> = Arc::new(Mutex::new(device));
     let mut handler = BackendReqHandler::from_stream(stream, Arc::clone(&shared));
     let mut kicks: Vec<(u16, File)> = Vec::new();
     let mut generation = None;

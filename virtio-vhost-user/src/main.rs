@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use log::{error, info, warn};
+use virtio_core::device::VirtioDevice;
 use virtio_devices::block::{Block, BlockOptions};
 use virtio_devices::gpio::Gpio;
 use virtio_devices::gpio::loopback::Loopback;
@@ -14,9 +15,11 @@ use virtio_devices::i2c::I2cAdapter;
 use virtio_devices::i2c::eeprom::Eeprom;
 use virtio_devices::rng::Rng;
 use virtio_devices::spi::{Spi, SpiCaps, SpiDevices};
+use virtio_vhost_user::backend::VhostUserDevice;
 use virtio_vhost_user::connection::{self, Ended};
 use virtio_vhost_user::entropy::HostEntropy;
 use virtio_vhost_user::host::{HostI2c, open_spidev};
+use virtio_vhost_user::memory::UnsealedMemory;
 use virtio_vhost_user::sim::{FLASH_BYTES, FlashSpi, SharedFlash, TracedBus};
 use virtio_vhost_user::storage::FileStorage;
 
@@ -43,6 +46,11 @@ struct Cli {
     /// Log at debug level (as RUST_LOG=debug; RUST_LOG, when set, wins).
     #[arg(long)]
     trace: bool,
+    /// Map guest memory from files not sealed against shrinking
+    /// (memory-backend-file, memfd with seal=off). Refused by default:
+    /// truncating such a file while it is mapped kills the daemon (SIGBUS).
+    #[arg(long)]
+    allow_unsealed_memory: bool,
     #[command(subcommand)]
     device: DeviceCmd,
 }
@@ -233,11 +241,15 @@ impl Server {
     }
 
     /// Serves one connection with a fresh device.
-    fn serve(&self, stream: UnixStream) -> Result<std::io::Result<Ended>, String> {
+    fn serve(
+        &self,
+        stream: UnixStream,
+        unsealed: UnsealedMemory,
+    ) -> Result<std::io::Result<Ended>, String> {
         Ok(match self {
             Self::Rng => {
                 let rng = HostEntropy::open().map_err(|e| format!("/dev/urandom: {e}"))?;
-                connection::serve(stream, Rng::new(rng).with_queue_size(1024))
+                serve(stream, Rng::new(rng).with_queue_size(1024), unsealed)
             }
             Self::Block(disk) => {
                 let storage = disk
@@ -248,46 +260,61 @@ impl Server {
                     queue_size: 1024,
                     ..BlockOptions::default()
                 };
-                connection::serve(stream, Block::new(storage, options))
+                serve(stream, Block::new(storage, options), unsealed)
             }
             Self::I2cSim(addr) => {
                 let adapter: I2cAdapter<_> =
                     I2cAdapter::new(TracedBus(Eeprom::new(*addr))).with_queue_size(64);
-                connection::serve(stream, adapter)
+                serve(stream, adapter, unsealed)
             }
             Self::I2cHost(path) => {
                 let bus = HostI2c::open(path)
                     .map_err(|e| format!("cannot open I2C bus {}: {e}", path.display()))?;
                 let adapter: I2cAdapter<_> =
                     I2cAdapter::new_ten_bit(TracedBus(bus)).with_queue_size(64);
-                connection::serve(stream, adapter)
+                serve(stream, adapter, unsealed)
             }
-            Self::GpioSim(8) => serve_loopback::<8>(stream),
-            Self::GpioSim(16) => serve_loopback::<16>(stream),
-            Self::GpioSim(_) => serve_loopback::<32>(stream),
+            Self::GpioSim(8) => serve_loopback::<8>(stream, unsealed),
+            Self::GpioSim(16) => serve_loopback::<16>(stream, unsealed),
+            Self::GpioSim(_) => serve_loopback::<32>(stream, unsealed),
             Self::SpiFlash { flash, caps } => {
                 let spi: Spi<_, _, 1> =
                     Spi::new(FlashSpi(flash.clone()), [FlashSpi(flash.clone())], *caps)
                         .with_queue_size(64);
-                connection::serve(stream, spi)
+                serve(stream, spi, unsealed)
             }
             Self::SpiHost { path, mode, hz } => {
                 let target = open_spidev(path, *mode, *hz)
                     .map_err(|e| format!("cannot open SPI target {}: {e}", path.display()))?;
                 let spi: SpiDevices<_, 1> =
                     SpiDevices::new([target], SpiCaps::new(*mode, *hz)).with_queue_size(64);
-                connection::serve(stream, spi)
+                serve(stream, spi, unsealed)
             }
         })
     }
 }
 
+/// Serves `device` on one connection.
+fn serve<D: VirtioDevice + Send>(
+    stream: UnixStream,
+    device: D,
+    unsealed: UnsealedMemory,
+) -> std::io::Result<Ended> {
+    connection::serve_device(
+        stream,
+        VhostUserDevice::new(device).with_unsealed_memory(unsealed),
+    )
+}
+
 /// Serves a GPIO loopback of `N` lines on one connection.
-fn serve_loopback<const N: usize>(stream: UnixStream) -> std::io::Result<Ended> {
+fn serve_loopback<const N: usize>(
+    stream: UnixStream,
+    unsealed: UnsealedMemory,
+) -> std::io::Result<Ended> {
     let gpio: Gpio<Loopback<N>, N> = Gpio::new(Loopback::new())
         .map_err(|e| std::io::Error::other(e.to_string()))?
         .with_queue_size(64);
-    connection::serve(stream, gpio)
+    serve(stream, gpio, unsealed)
 }
 
 /// Binds `path`, replacing a stale socket file but not one in use.
@@ -318,7 +345,12 @@ fn run(cli: Cli) -> Result<(), String> {
             .map_err(|e| format!("accept failed: {e}"))?;
         number = number.wrapping_add(1);
         info!("connection {number}: frontend connected");
-        let ended = server.serve(stream)?;
+        let unsealed = if cli.allow_unsealed_memory {
+            UnsealedMemory::Accept
+        } else {
+            UnsealedMemory::Refuse
+        };
+        let ended = server.serve(stream, unsealed)?;
         let clean = matches!(ended, Ok(Ended::Closed));
         match ended {
             Ok(how @ Ended::Closed) => info!("connection {number}: {how}"),
