@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use log::{error, info, warn};
 use virtio_core::device::VirtioDevice;
-use virtio_devices::block::{Block, BlockOptions};
+use virtio_devices::block::{Block, BlockOptions, MAX_DISCARD_SEGMENTS, RangeCommand};
 use virtio_devices::gpio::Gpio;
 use virtio_devices::gpio::loopback::Loopback;
 use virtio_devices::i2c::I2cAdapter;
@@ -255,9 +255,19 @@ impl Server {
                 let storage = disk
                     .try_clone()
                     .map_err(|e| format!("cannot reopen disk image: {e}"))?;
+                // DISCARD and WRITE_ZEROES through fallocate (blkdiscard
+                // in the guest frees the image's blocks); not on a
+                // read-only image.
+                let range = (!storage.read_only()).then_some(RangeCommand {
+                    max_sectors: 1 << 23,
+                    max_segments: MAX_DISCARD_SEGMENTS,
+                    alignment_or_may_unmap: 8,
+                });
                 let options = BlockOptions {
                     read_only: storage.read_only(),
                     queue_size: 1024,
+                    discard: range,
+                    write_zeroes: range,
                     ..BlockOptions::default()
                 };
                 serve(stream, Block::new(storage, options), unsealed)

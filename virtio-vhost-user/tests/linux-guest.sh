@@ -128,6 +128,21 @@ check_direct() {
     if cmp -s /tmp/dpat /tmp/dback; then echo "VVU DIRECT-OK $(wc -c </tmp/dback) bytes"; else echo "VVU DIRECT-FAIL readback differs"; fi
 }
 
+# DISCARD: 1 MiB of a third pattern at 24 MiB, read back, then blkdiscard
+# (the daemon punches a hole in the image), read back as zeroes.
+check_discard() {
+    max=$(cat /sys/block/vda/queue/discard_max_bytes 2>/dev/null)
+    [ "${max:-0}" -gt 0 ] || { echo "VVU DISCARD-FAIL not offered (discard_max_bytes=$max)"; return; }
+    awk -v m="$MARK" 'BEGIN { for (i = 0; i < 16384; i++) printf "%-63s\n", "Z" m "-" i }' >/tmp/zpat
+    dd if=/tmp/zpat of=/dev/vda bs=1048576 seek=24 count=1 oflag=direct 2>/dev/null || { echo "VVU DISCARD-FAIL write"; return; }
+    dd if=/dev/vda of=/tmp/zback bs=1048576 skip=24 count=1 iflag=direct 2>/dev/null
+    cmp -s /tmp/zpat /tmp/zback || { echo "VVU DISCARD-FAIL pattern not written"; return; }
+    blkdiscard -o $((24 << 20)) -l $((1 << 20)) /dev/vda 2>/tmp/bd.err || { echo "VVU DISCARD-FAIL blkdiscard: $(cat /tmp/bd.err)"; return; }
+    dd if=/dev/vda of=/tmp/zback bs=1048576 skip=24 count=1 iflag=direct 2>/dev/null
+    dd if=/dev/zero of=/tmp/zero bs=1048576 count=1 2>/dev/null
+    if cmp -s /tmp/zero /tmp/zback; then echo "VVU DISCARD-OK (max $max bytes)"; else echo "VVU DISCARD-FAIL range not zero after discard"; fi
+}
+
 # Continuous I/O on both devices until killed.
 io_loop() {
     ( while :; do dd if=/dev/hwrng of=/dev/null bs=4096 count=16 2>/dev/null; done ) &
@@ -137,7 +152,7 @@ io_loop() {
 
 case "$MODE" in
 check)
-    check_rng; check_blk; check_direct ;;
+    check_rng; check_blk; check_direct; check_discard ;;
 reset)
     io_loop; sleep 2
     dev=$(basename "$(readlink /sys/block/vda/device)")
@@ -234,6 +249,12 @@ verdict() {
         [ "$(grep -ac "^D$mark-" "$WORK/$name.direct-slice")" = 65536 ] || why="$why direct(host,count)"
     elif [ "$3" = check ]; then
         why="$why direct(not run)"
+    fi
+    if [ "$3" = check ]; then
+        grep -q "VVU DISCARD-OK" "$con" || why="$why discard(guest)"
+        # The image: the discarded MiB holds zeroes, none of the pattern.
+        dd if="$IMG" of="$WORK/$name.discard-slice" bs=1048576 skip=24 count=1 2>/dev/null
+        cmp -s -n 1048576 "$WORK/$name.discard-slice" /dev/zero || why="$why discard(host)"
     fi
     # A request the device failed (or answered with a stale status) shows
     # in the guest's log as an I/O error.
