@@ -27,7 +27,7 @@ use virtio_core::spec::{DeviceStatus, Features};
 use crate::memory::{GuestRam, MAX_REGIONS, MapError, MemoryTable, RegionSpec, UnsealedMemory};
 
 /// Most virtqueues a served device may have.
-pub const MAX_QUEUES: usize = 8;
+pub const MAX_QUEUES: usize = 16;
 
 /// Largest `GET_CONFIG` / `SET_CONFIG` payload accepted (the virtio
 /// configuration space is at most 256 bytes on PCI).

@@ -15,7 +15,7 @@ use virtio_devices::i2c::I2cAdapter;
 use virtio_devices::i2c::eeprom::Eeprom;
 use virtio_devices::rng::Rng;
 use virtio_devices::spi::{Spi, SpiCaps, SpiDevices};
-use virtio_vhost_user::backend::VhostUserDevice;
+use virtio_vhost_user::backend::{MAX_QUEUES, VhostUserDevice};
 use virtio_vhost_user::connection::{self, Ended};
 use virtio_vhost_user::entropy::HostEntropy;
 use virtio_vhost_user::host::{HostI2c, open_spidev};
@@ -64,9 +64,13 @@ enum DeviceCmd {
     Rng,
     /// Block device (virtio id 2) over a disk image file.
     #[command(
-        after_help = "QEMU: -chardev socket,id=c0,path=PATH -device vhost-user-blk-pci,chardev=c0,num-queues=1\n(one request queue is served: num-queues=1 is needed with -smp > 1)"
+        after_help = "QEMU: -chardev socket,id=c0,path=PATH -device vhost-user-blk-pci,chardev=c0\n(QEMU asks for one request queue per vCPU unless num-queues is given; all are served\nby the connection's thread)"
     )]
     Block {
+        /// Most request queues offered (VIRTIO_BLK_F_MQ above 1); QEMU's
+        /// num-queues, by default its vCPU count, must not exceed it.
+        #[arg(long, default_value_t = MAX_QUEUES as u16, value_parser = clap::value_parser!(u16).range(1..=MAX_QUEUES as i64))]
+        queues: u16,
         /// The disk image (a regular file; its size in 512-byte sectors is the capacity).
         #[arg(long, value_name = "IMAGE")]
         file: PathBuf,
@@ -170,7 +174,7 @@ fn parse_loopback(spec: &str) -> Result<usize, String> {
 /// opened before the socket is bound, so a wrong path fails at start).
 enum Server {
     Rng,
-    Block(FileStorage),
+    Block(FileStorage, u16),
     I2cSim(u8),
     I2cHost(PathBuf),
     GpioSim(usize),
@@ -190,9 +194,14 @@ impl Server {
     fn prepare(device: DeviceCmd) -> Result<Self, String> {
         Ok(match device {
             DeviceCmd::Rng => Self::Rng,
-            DeviceCmd::Block { file, read_only } => Self::Block(
+            DeviceCmd::Block {
+                file,
+                read_only,
+                queues,
+            } => Self::Block(
                 FileStorage::open(&file, read_only)
                     .map_err(|e| format!("cannot open disk image {}: {e}", file.display()))?,
+                queues,
             ),
             DeviceCmd::I2c(I2cArgs {
                 sim: Some(addr), ..
@@ -221,8 +230,8 @@ impl Server {
     fn describe(&self) -> String {
         match self {
             Self::Rng => "rng".into(),
-            Self::Block(disk) => format!(
-                "block ({} sectors{})",
+            Self::Block(disk, queues) => format!(
+                "block ({} sectors{}, up to {queues} queues)",
                 virtio_devices::block::BlockStorage::capacity(disk),
                 if disk.read_only() { ", read-only" } else { "" }
             ),
@@ -251,7 +260,7 @@ impl Server {
                 let rng = HostEntropy::open().map_err(|e| format!("/dev/urandom: {e}"))?;
                 serve(stream, Rng::new(rng).with_queue_size(1024), unsealed)
             }
-            Self::Block(disk) => {
+            Self::Block(disk, queues) => {
                 let storage = disk
                     .try_clone()
                     .map_err(|e| format!("cannot reopen disk image: {e}"))?;
@@ -268,6 +277,7 @@ impl Server {
                     queue_size: 1024,
                     discard: range,
                     write_zeroes: range,
+                    queues: *queues,
                     ..BlockOptions::default()
                 };
                 serve(stream, Block::new(storage, options), unsealed)
