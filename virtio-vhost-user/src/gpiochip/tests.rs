@@ -622,3 +622,123 @@ fn a_host_edge_reaches_the_guests_event_buffer_through_the_loop() {
     assert_eq!(log, ["release 1", "release 3"]);
     std::fs::remove_file(path).unwrap();
 }
+
+// ---- a real chip -----------------------------------------------------------
+
+/// Guest line `line`'s event buffer: posts it, returns (id, status segment).
+fn post_irq(g: &mut Guest, line: u16) -> (u16, Segment) {
+    let out = g.put(&line.to_le_bytes());
+    let status = g.put(&[0xee]);
+    (g.post(1, &[out], &[status]), status)
+}
+
+fn irq_status(g: &mut Guest, posted: (u16, Segment)) -> u8 {
+    assert_eq!(g.used(1), (posted.0, 1));
+    let mut b = [0u8; 1];
+    g.mem.read(posted.1.addr, &mut b).unwrap();
+    b[0]
+}
+
+fn line_info(path: &str, offset: u32) -> gpiocdev::line::Info {
+    gpiocdev::Chip::from_path(path)
+        .unwrap()
+        .line_info(offset)
+        .unwrap()
+}
+
+/// The whole path on a real kernel gpiochip, through [`Cdev`]: run by
+/// `tests/linux-guest-gpiochip.sh` inside a Linux guest whose
+/// `/dev/gpiochip0` is a virtio GPIO chip served by this daemon's
+/// `gpio --sim loopback:8` on the host (output line k drives input line
+/// k+1, edges reach the guest kernel as interrupts). Here the chip's lines
+/// 0-3 are served again, to an in-process frontend.
+#[test]
+#[ignore = "needs VVU_GPIOCHIP=/dev/gpiochipN, a loopback chip (run by tests/linux-guest-gpiochip.sh)"]
+fn real_chip_lines_and_edges_end_to_end() {
+    let chip = std::env::var("VVU_GPIOCHIP").expect("VVU_GPIOCHIP");
+    let cdev = Cdev::open(Path::new(&chip)).unwrap();
+    assert_eq!(cdev.num_lines(), 8, "{}", cdev.describe());
+    let bank = ChipBank::new(cdev, Some(&selection("0-3"))).unwrap();
+    let (path, ram) = temp_file("gpiochip-real", RAM);
+    let (front, back) = UnixStream::pair().unwrap();
+    let server = thread::spawn(move || serve_bank(back, bank, true));
+    let mut g = Guest::start(front, &ram);
+
+    // names: from the chip's line info.
+    let out = g.put(&request_bytes(MSG_GET_LINE_NAMES, 0, 0));
+    let resp = g.put(&[0xee; 29]);
+    let id = g.post(0, &[out], &[resp]);
+    assert_eq!(g.used(0), (id, 29));
+    let mut names = [0u8; 29];
+    g.mem.read(resp.addr, &mut names).unwrap();
+    assert_eq!(&names[..], b"\0loop0\0loop1\0loop2\0loop3\0\0\0\0\0");
+    println!("VVU-CHECK names");
+
+    // Line 1 an input with interrupts on both edges, its buffer posted.
+    assert_eq!(g.request(MSG_SET_DIRECTION, 1, 2), (STATUS_OK, 0));
+    let info = line_info(&chip, 1);
+    assert!(info.used && info.consumer == CONSUMER, "{info:?}");
+    assert_eq!(g.request(MSG_GET_VALUE, 1, 0), (STATUS_OK, 0));
+    assert_eq!(g.request(MSG_SET_IRQ_TYPE, 1, 3), (STATUS_OK, 0));
+    let posted = post_irq(&mut g, 1);
+    // Line 0 an output driven high: line 1 rises on the host chip, its
+    // edge event wakes the loop and the buffer comes back VALID.
+    assert_eq!(g.request(MSG_SET_VALUE, 0, 1), (STATUS_OK, 0));
+    assert_eq!(g.request(MSG_SET_DIRECTION, 0, 1), (STATUS_OK, 0));
+    assert_eq!(irq_status(&mut g, posted), IRQ_STATUS_VALID);
+    assert_eq!(g.request(MSG_GET_VALUE, 1, 0), (STATUS_OK, 1));
+    println!("VVU-CHECK rising-edge");
+    let posted = post_irq(&mut g, 1);
+    assert_eq!(g.request(MSG_SET_VALUE, 0, 0), (STATUS_OK, 0));
+    assert_eq!(irq_status(&mut g, posted), IRQ_STATUS_VALID);
+    assert_eq!(g.request(MSG_GET_VALUE, 1, 0), (STATUS_OK, 0));
+    println!("VVU-CHECK falling-edge");
+
+    // Output to input and back, in place: the line stays ours. Line 0
+    // high, then an input: line 1 is no longer driven and falls.
+    assert_eq!(g.request(MSG_SET_VALUE, 0, 1), (STATUS_OK, 0));
+    let posted = post_irq(&mut g, 1);
+    assert_eq!(irq_status(&mut g, posted), IRQ_STATUS_VALID);
+    assert_eq!(g.request(MSG_SET_DIRECTION, 0, 2), (STATUS_OK, 0));
+    let info = line_info(&chip, 0);
+    assert!(
+        info.used && info.direction == gpiocdev::line::Direction::Input,
+        "{info:?}"
+    );
+    let posted = post_irq(&mut g, 1);
+    assert_eq!(irq_status(&mut g, posted), IRQ_STATUS_VALID);
+    assert_eq!(g.request(MSG_GET_VALUE, 1, 0), (STATUS_OK, 0));
+    let posted = post_irq(&mut g, 1);
+    assert_eq!(g.request(MSG_SET_DIRECTION, 0, 1), (STATUS_OK, 0));
+    let info = line_info(&chip, 0);
+    assert!(
+        info.used && info.direction == gpiocdev::line::Direction::Output,
+        "{info:?}"
+    );
+    assert_eq!(irq_status(&mut g, posted), IRQ_STATUS_VALID);
+    println!("VVU-CHECK reconfigure");
+
+    // A line someone else holds: an error status.
+    let other = gpiocdev::Request::builder()
+        .on_chip(&chip)
+        .with_consumer("someone-else")
+        .with_line(2)
+        .as_input()
+        .request()
+        .unwrap();
+    assert_eq!(g.request(MSG_SET_DIRECTION, 2, 2), (STATUS_ERR, 0));
+    drop(other);
+    assert_eq!(g.request(MSG_SET_DIRECTION, 2, 2), (STATUS_OK, 0));
+    println!("VVU-CHECK busy");
+
+    // Released by NONE, and all at the end of the connection.
+    assert_eq!(g.request(MSG_SET_DIRECTION, 1, 0), (STATUS_OK, 0));
+    assert!(!line_info(&chip, 1).used);
+    drop(g);
+    assert!(matches!(server.join().unwrap(), Ok(Ended::Closed)));
+    for offset in 0..4 {
+        assert!(!line_info(&chip, offset).used, "line {offset}");
+    }
+    println!("VVU-CHECK release");
+    std::fs::remove_file(path).unwrap();
+}
