@@ -93,7 +93,8 @@ pub trait HostEvents<D> {
     fn fds<'a>(&self, device: &'a D) -> Vec<(usize, BorrowedFd<'a>)>;
 
     /// The descriptors with these tokens are ready: read them and act on
-    /// the device. Must not block.
+    /// the device. Must not block, and must consume what made them ready
+    /// (or fail): the next round waits on them again.
     ///
     /// # Errors
     /// A host failure; it ends the connection (a descriptor that stays

@@ -62,10 +62,17 @@
 //! # Testing
 //!
 //! The mapping (line lists, names, state changes, event translation, the
-//! hook in the connection loop) runs against a fake chip behind
-//! [`ChipLines`], the seam the real [`Cdev`] implements. The real chip
-//! code ([`Cdev`]) is not run by the test suite: the development machine
-//! has no gpiochip and cannot load `gpio-sim`.
+//! hook in the connection loop, a whole vhost-user conversation) runs in
+//! the unit tests against a fake chip behind [`ChipLines`], the seam the
+//! real [`Cdev`] implements. [`Cdev`] itself needs a kernel gpiochip, and
+//! the development machine has none (no GPIO hardware, no `gpio-sim`):
+//! `tests/linux-guest-gpiochip.sh` boots a Linux guest whose gpiochip is
+//! the virtio GPIO device over this daemon's loopback, and runs the
+//! ignored test `real_chip_lines_and_edges_end_to_end` inside it, which
+//! serves that chip through [`Cdev`] and the connection loop (kernel edge
+//! events, in-place reconfiguration, `EBUSY`, release). No physical GPIO
+//! controller driver has been tried.
+//!
 
 use std::fmt;
 use std::io;
