@@ -123,6 +123,17 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
         &self.core
     }
 
+    /// The served device.
+    pub fn device(&self) -> &D {
+        self.core.device()
+    }
+
+    /// The served device, mutably (for host events: a GPIO line the host
+    /// reports; call [`Self::poll`] afterwards so the device can answer).
+    pub fn device_mut(&mut self) -> &mut D {
+        self.core.device_mut()
+    }
+
     /// The kick descriptors of the started rings, with their queue index,
     /// duplicated so the poll loop can wait on them without holding the
     /// handler.

@@ -18,6 +18,7 @@ use virtio_devices::spi::{Spi, SpiCaps, SpiDevices};
 use virtio_vhost_user::backend::{MAX_QUEUES, VhostUserDevice};
 use virtio_vhost_user::connection::{self, Ended};
 use virtio_vhost_user::entropy::HostEntropy;
+use virtio_vhost_user::gpiochip::{LineSelection, probe_gpiochip, serve_gpiochip};
 use virtio_vhost_user::host::{HostI2c, open_spidev};
 use virtio_vhost_user::memory::UnsealedMemory;
 use virtio_vhost_user::sim::{FLASH_BYTES, FlashSpi, SharedFlash, TracedBus};
@@ -85,7 +86,7 @@ enum DeviceCmd {
     I2c(I2cArgs),
     /// GPIO device (virtio id 41) with interrupts (VIRTIO_GPIO_F_IRQ).
     #[command(
-        after_help = "QEMU: -chardev socket,id=c0,path=PATH -device vhost-user-gpio-pci,chardev=c0\n(QEMU 7.2 drops the IRQ feature bit: use QEMU >= 8 for interrupts)"
+        after_help = "QEMU: -chardev socket,id=c0,path=PATH -device vhost-user-gpio-pci,chardev=c0\n(QEMU 7.2 drops the IRQ feature bit: use QEMU >= 8 for interrupts)\nHost lines: virtio-vhost-user --socket PATH gpio --chip /dev/gpiochip0 --lines 0,3,5-7"
     )]
     Gpio(GpioArgs),
     /// SPI controller (virtio id 45), 8-bit words, one chip select.
@@ -108,12 +109,24 @@ struct I2cArgs {
 }
 
 #[derive(Args)]
-#[group(required = true, multiple = false)]
 struct GpioArgs {
     /// N simulated lines (8, 16 or 32) named loop0..; output line k drives
     /// input line k+1, so writes raise interrupts.
-    #[arg(long, value_name = "loopback:N", value_parser = parse_loopback)]
+    #[arg(long, value_name = "loopback:N", value_parser = parse_loopback, required_unless_present = "chip", conflicts_with = "chip")]
     sim: Option<usize>,
+    /// A host gpiochip's lines (GPIO character device, uAPI v2, Linux >=
+    /// 5.10): each guest line is requested on the host only while the guest
+    /// uses it (input: with edge events for interrupts; output: driving the
+    /// guest's value) and released on direction NONE, guest reset and
+    /// disconnect.
+    #[arg(long, value_name = "/dev/gpiochipN")]
+    chip: Option<PathBuf>,
+    /// Which chip lines, in guest order: offsets and ranges, e.g. 0,3,5-7
+    /// (default: all); guest line k is the k-th listed. At most 256; the
+    /// guest sees the count rounded up to 8/16/32/64/128/256 (the extra
+    /// lines are unnamed and unusable).
+    #[arg(long, value_name = "LIST", requires = "chip")]
+    lines: Option<LineSelection>,
 }
 
 #[derive(Args)]
@@ -178,6 +191,12 @@ enum Server {
     I2cSim(u8),
     I2cHost(PathBuf),
     GpioSim(usize),
+    GpioChip {
+        path: PathBuf,
+        lines: Option<LineSelection>,
+        /// What the probe found, for the start-up line.
+        described: String,
+    },
     /// The flash outlives connections (its contents persist).
     SpiFlash {
         flash: SharedFlash,
@@ -212,7 +231,21 @@ impl Server {
                     .map_err(|e| format!("cannot open I2C bus {}: {e}", path.display()))?;
                 Self::I2cHost(path)
             }
-            DeviceCmd::Gpio(GpioArgs { sim }) => Self::GpioSim(sim.ok_or("gpio needs --sim")?),
+            DeviceCmd::Gpio(GpioArgs {
+                chip: Some(path),
+                lines,
+                ..
+            }) => {
+                let described = probe_gpiochip(&path, lines.as_ref()).map_err(|e| e.to_string())?;
+                Self::GpioChip {
+                    path,
+                    lines,
+                    described,
+                }
+            }
+            DeviceCmd::Gpio(GpioArgs { sim, .. }) => {
+                Self::GpioSim(sim.ok_or("gpio needs --sim or --chip")?)
+            }
             DeviceCmd::Spi(SpiArgs { dev, mode, hz, .. }) => match dev {
                 Some(path) => {
                     open_spidev(&path, mode, hz)
@@ -238,6 +271,7 @@ impl Server {
             Self::I2cSim(addr) => format!("i2c (simulated 24C02 EEPROM at {addr:#04x})"),
             Self::I2cHost(path) => format!("i2c (host bus {})", path.display()),
             Self::GpioSim(n) => format!("gpio ({n} loopback lines)"),
+            Self::GpioChip { described, .. } => described.clone(),
             Self::SpiFlash { caps, .. } => format!(
                 "spi (simulated {} KiB NOR flash on chip select 0, {} Hz)",
                 FLASH_BYTES / 1024,
@@ -293,6 +327,9 @@ impl Server {
                 let adapter: I2cAdapter<_> =
                     I2cAdapter::new_ten_bit(TracedBus(bus)).with_queue_size(64);
                 serve(stream, adapter, unsealed)
+            }
+            Self::GpioChip { path, lines, .. } => {
+                serve_gpiochip(stream, path, lines.as_ref(), unsealed)
             }
             Self::GpioSim(8) => serve_loopback::<8>(stream, unsealed),
             Self::GpioSim(16) => serve_loopback::<16>(stream, unsealed),

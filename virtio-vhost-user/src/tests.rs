@@ -32,11 +32,11 @@ use crate::memory::{GuestRam, MapError, MemoryTable, RegionSpec};
 use crate::storage::FileStorage;
 
 /// Guest physical base of the test RAM, and where "the frontend" maps it.
-const GPA: u64 = 0x10_0000;
-const UA: u64 = 0x7f00_0000_0000;
-const RAM: u64 = 0x10_0000;
+pub(crate) const GPA: u64 = 0x10_0000;
+pub(crate) const UA: u64 = 0x7f00_0000_0000;
+pub(crate) const RAM: u64 = 0x10_0000;
 
-fn temp_file(tag: &str, len: u64) -> (PathBuf, File) {
+pub(crate) fn temp_file(tag: &str, len: u64) -> (PathBuf, File) {
     let path = std::env::temp_dir().join(format!("vvu-{tag}-{}", std::process::id()));
     let file = OpenOptions::new()
         .read(true)
@@ -72,8 +72,8 @@ fn unsealed_ram(len: u64) -> File {
 
 /// The driver's view of guest RAM: positioned I/O on the same file the
 /// daemon maps shared (the page cache makes both views one memory).
-struct FileMem {
-    file: File,
+pub(crate) struct FileMem {
+    pub(crate) file: File,
 }
 
 impl FileMem {
@@ -214,7 +214,7 @@ fn rng() -> Rng<HostEntropy> {
     Rng::new(HostEntropy::open().unwrap()).with_queue_size(64)
 }
 
-fn wait_for(call: &EventFd) {
+pub(crate) fn wait_for(call: &EventFd) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while call.read().is_err() {
         assert!(Instant::now() < deadline, "no used-buffer interrupt");
