@@ -24,10 +24,10 @@ use virtio_core::device::{
 use virtio_core::queue::RingArea;
 use virtio_core::spec::{DeviceStatus, Features};
 
-use crate::memory::{GuestRam, MAX_REGIONS, MapError, MemoryTable, RegionSpec};
+use crate::memory::{GuestRam, MAX_REGIONS, MapError, MemoryTable, RegionSpec, UnsealedMemory};
 
 /// Most virtqueues a served device may have.
-pub const MAX_QUEUES: usize = 8;
+pub const MAX_QUEUES: usize = 16;
 
 /// Largest `GET_CONFIG` / `SET_CONFIG` payload accepted (the virtio
 /// configuration space is at most 256 bytes on PCI).
@@ -80,6 +80,8 @@ pub struct VhostUserDevice<D: VirtioDevice> {
     /// to rebuild its set.
     kick_generation: u64,
     owner: bool,
+    /// Whether regions may come from unsealed files.
+    unsealed: UnsealedMemory,
 }
 
 /// A request the handler refuses: the `vhost` crate answers it with a
@@ -104,12 +106,32 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
             rings_start_disabled: false,
             kick_generation: 0,
             owner: false,
+            unsealed: UnsealedMemory::Refuse,
         }
+    }
+
+    /// Whether memory regions may come from files not sealed against
+    /// shrinking (default: refused; see [`crate::memory`]).
+    #[must_use]
+    pub fn with_unsealed_memory(mut self, unsealed: UnsealedMemory) -> Self {
+        self.unsealed = unsealed;
+        self
     }
 
     /// The device core (for inspection and tests).
     pub fn core(&self) -> &Core<D> {
         &self.core
+    }
+
+    /// The served device.
+    pub fn device(&self) -> &D {
+        self.core.device()
+    }
+
+    /// The served device, mutably (for host events: a GPIO line the host
+    /// reports; call [`Self::poll`] afterwards so the device can answer).
+    pub fn device_mut(&mut self) -> &mut D {
+        self.core.device_mut()
     }
 
     /// The kick descriptors of the started rings, with their queue index,
@@ -187,7 +209,7 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
             // backend request channel, which is not offered.
             self.core.ack_interrupt(INTERRUPT_CONFIG_CHANGE);
             if let Some(cause) = self.core.needs_reset_cause() {
-                eprintln!("virtio-vhost-user: device needs reset: {cause}");
+                log::warn!("device needs reset: {cause}");
             }
         }
     }
@@ -372,7 +394,7 @@ impl<D: VirtioDevice> VhostUserBackendReqHandlerMut for VhostUserDevice<D> {
             })
             .zip(files)
             .collect();
-        let table = MemoryTable::from_regions(regions).map_err(map_err)?;
+        let table = MemoryTable::from_regions(regions, self.unsealed).map_err(map_err)?;
         self.core.memory().replace(table).map_err(map_err)?;
         Ok(None)
     }
@@ -578,7 +600,7 @@ impl<D: VirtioDevice> VhostUserBackendReqHandlerMut for VhostUserDevice<D> {
         };
         self.core
             .memory()
-            .update(|table| table.add(spec, &fd))
+            .update(|table| table.add(spec, &fd, self.unsealed))
             .map_err(map_err)?;
         Ok(None)
     }

@@ -4,8 +4,10 @@
 //! vhost-user socket and on every started ring's kick eventfd. A readable
 //! socket means one protocol message, handled by the `vhost` crate's
 //! [`BackendReqHandler`] and our [`VhostUserDevice`]; a kick means "serve
-//! that queue". Nothing else touches the device, so no request ever races
-//! a protocol message.
+//! that queue". A device with host-side events of its own (a host
+//! gpiochip's line edges) adds its descriptors to the same wait through
+//! [`HostEvents`] ([`serve_with_events`]). Nothing else touches the device,
+//! so no request ever races a protocol message or a host event.
 //!
 //! How a connection ends is kept apart:
 //! * the frontend closed the socket (QEMU quit or was killed): [`Ended::Closed`];
@@ -21,11 +23,13 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::net::{RecvFlags, recv};
+use vhost::vhost_user::message::FrontendReq;
 use vhost::vhost_user::{BackendReqHandler, Error as VhostError};
 use virtio_core::device::VirtioDevice;
 
@@ -73,20 +77,81 @@ fn lock<D: VirtioDevice>(shared: &Shared<D>) -> io::Result<MutexGuard<'_, VhostU
         .map_err(|_| io::Error::other("device state poisoned by an earlier failure"))
 }
 
+/// A device's own host-side event source, served by the connection's loop
+/// next to the socket and the kicks (for the GPIO device: the host
+/// gpiochip's line event descriptors).
+///
+/// Each round the loop, holding the device, asks [`Self::fds`] for the
+/// descriptors to wait on (borrowed from the device, so the set always
+/// matches what the device holds), waits on them with the socket and the
+/// kicks, and for those that became readable (or report an error or
+/// hang-up) calls [`Self::ready`] with their tokens, then the core's poll
+/// so the device can answer (return a held buffer, signal the driver).
+/// Nothing changes the device between the two calls.
+pub trait HostEvents<D> {
+    /// The descriptors to wait on, each with a token of the source's
+    /// choosing.
+    fn fds<'a>(&self, device: &'a D) -> Vec<(usize, BorrowedFd<'a>)>;
+
+    /// The descriptors with these tokens are ready: read them and act on
+    /// the device. Must not block, and must consume what made them ready
+    /// (or fail): the next round waits on them again.
+    ///
+    /// # Errors
+    /// A host failure; it ends the connection (a descriptor that stays
+    /// ready but cannot be read would otherwise spin the loop).
+    fn ready(&mut self, device: &mut D, tokens: &[usize]) -> io::Result<()>;
+}
+
+/// No host events: the loop waits on the socket and the kicks only.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoEvents;
+
+impl<D> HostEvents<D> for NoEvents {
+    fn fds<'a>(&self, _device: &'a D) -> Vec<(usize, BorrowedFd<'a>)> {
+        Vec::new()
+    }
+
+    fn ready(&mut self, _device: &mut D, _tokens: &[usize]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Serves `device` to the frontend on `stream` until it goes away.
 ///
 /// # Errors
 /// Host-side failures (`poll`, `dup`); the frontend's own misbehaviour is
 /// an [`Ended`] value, not an error.
 ///
-/// With `trace`, every message's request code and outcome goes to stderr.
-pub fn serve<D: VirtioDevice + Send>(
+/// Every message's request and outcome is logged at debug level.
+pub fn serve<D: VirtioDevice + Send>(stream: UnixStream, device: D) -> io::Result<Ended> {
+    serve_device(stream, VhostUserDevice::new(device))
+}
+
+/// [`serve`] with a [`VhostUserDevice`] set up by the caller (e.g.
+/// [`VhostUserDevice::with_unsealed_memory`]).
+///
+/// # Errors
+/// As [`serve`].
+pub fn serve_device<D: VirtioDevice + Send>(
     stream: UnixStream,
-    device: D,
-    trace: bool,
+    device: VhostUserDevice<D>,
+) -> io::Result<Ended> {
+    serve_with_events(stream, device, NoEvents)
+}
+
+/// [`serve_device`], also waiting on `events`' descriptors.
+///
+/// # Errors
+/// Host-side failures (`poll`, `dup`, or [`HostEvents::ready`]); the
+/// frontend's own misbehaviour is an [`Ended`] value, not an error.
+pub fn serve_with_events<D: VirtioDevice + Send, E: HostEvents<D>>(
+    stream: UnixStream,
+    device: VhostUserDevice<D>,
+    mut events: E,
 ) -> io::Result<Ended> {
     let peer = stream.try_clone()?;
-    let shared: Shared<D> = Arc::new(Mutex::new(VhostUserDevice::new(device)));
+    let shared: Shared<D> = Arc::new(Mutex::new(device));
     let mut handler = BackendReqHandler::from_stream(stream, Arc::clone(&shared));
     let mut kicks: Vec<(u16, File)> = Vec::new();
     let mut generation = None;
@@ -95,18 +160,27 @@ pub fn serve<D: VirtioDevice + Send>(
     // the socket and the other kicks, without blocking in between.
     let mut work_left = false;
     loop {
-        {
-            let dev = lock(&shared)?;
+        let (message, kicked) = {
+            // Held while waiting: this thread is the only one that locks it
+            // (the handler does so in `handle_message`, below).
+            let mut dev = lock(&shared)?;
             if generation != Some(dev.kick_generation()) {
                 kicks = dev.kick_fds()?;
                 generation = Some(dev.kick_generation());
             }
-        }
-        let (message, kicked) = wait(&peer, &kicks, !work_left)?;
+            let host = events.fds(dev.device());
+            let (message, kicked, ready) = wait(&peer, &kicks, &host, !work_left)?;
+            drop(host);
+            if !ready.is_empty() {
+                events.ready(dev.device_mut(), &ready)?;
+                work_left |= dev.poll().work_left();
+            }
+            (message, kicked)
+        };
         for queue in kicked {
             work_left |= lock(&shared)?.kick(queue).work_left();
         }
-        if message && let Some(ended) = handle_message(&mut handler, &peer, trace)? {
+        if message && let Some(ended) = handle_message(&mut handler, &peer)? {
             return Ok(ended);
         }
         if work_left {
@@ -115,12 +189,22 @@ pub fn serve<D: VirtioDevice + Send>(
     }
 }
 
-/// Waits until the socket or some kick eventfd is readable (or, with
-/// `block` false, only looks).
-fn wait(peer: &UnixStream, kicks: &[(u16, File)], block: bool) -> io::Result<(bool, Vec<u16>)> {
-    let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(kicks.len().saturating_add(1));
+/// What one wait saw: a message, the kicked queues, the ready host tokens.
+type Woken = (bool, Vec<u16>, Vec<usize>);
+
+/// Waits until the socket, some kick eventfd or some host descriptor is
+/// readable (or, with `block` false, only looks).
+fn wait(
+    peer: &UnixStream,
+    kicks: &[(u16, File)],
+    host: &[(usize, BorrowedFd<'_>)],
+    block: bool,
+) -> io::Result<Woken> {
+    let mut fds: Vec<PollFd<'_>> =
+        Vec::with_capacity(kicks.len().saturating_add(host.len()).saturating_add(1));
     fds.push(PollFd::new(peer, PollFlags::IN));
     fds.extend(kicks.iter().map(|(_, f)| PollFd::new(f, PollFlags::IN)));
+    fds.extend(host.iter().map(|(_, fd)| PollFd::new(fd, PollFlags::IN)));
     let now = rustix::event::Timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -137,18 +221,25 @@ fn wait(peer: &UnixStream, kicks: &[(u16, File)], block: bool) -> io::Result<(bo
     let message = revents.next().is_some_and(|r| !r.is_empty());
     let kicked = kicks
         .iter()
-        .zip(revents)
+        .zip(revents.by_ref())
         .filter(|(_, r)| r.contains(PollFlags::IN))
         .map(|((q, _), _)| *q)
         .collect();
-    Ok((message, kicked))
+    // A host descriptor in error or hung up is ready too: its reader
+    // sees the failure instead of the loop spinning on it.
+    let ready = host
+        .iter()
+        .zip(revents)
+        .filter(|(_, r)| !r.is_empty())
+        .map(|((token, _), _)| *token)
+        .collect();
+    Ok((message, kicked, ready))
 }
 
 /// Handles one message; `Some` when the connection is over.
 fn handle_message<D: VirtioDevice + Send>(
     handler: &mut BackendReqHandler<Mutex<VhostUserDevice<D>>>,
     peer: &UnixStream,
-    trace: bool,
 ) -> io::Result<Option<Ended>> {
     // Look at the header first, to answer a message the library refuses.
     let mut header = [0u8; HEADER_LEN];
@@ -163,10 +254,12 @@ fn handle_message<D: VirtioDevice + Send>(
     let result = handler.handle_request();
     let [a, b, c, d, ..] = header;
     let request = u32::from_le_bytes([a, b, c, d]);
-    if trace {
+    if log::log_enabled!(log::Level::Debug) {
+        let name = FrontendReq::try_from(request)
+            .map_or_else(|_| format!("request {request}"), |r| format!("{r:?}"));
         match &result {
-            Ok(()) => eprintln!("virtio-vhost-user: request {request}: ok"),
-            Err(e) => eprintln!("virtio-vhost-user: request {request}: {e}"),
+            Ok(()) => log::debug!("{name}: ok"),
+            Err(e) => log::debug!("{name}: {e}"),
         }
     }
     match result {
@@ -177,7 +270,7 @@ fn handle_message<D: VirtioDevice + Send>(
         // Our handler refused a well-formed request: the frontend was told
         // (REPLY_ACK) unless it waits for a payload instead.
         Err(VhostError::ReqHandlerError(e)) if !REPLY_PAYLOAD.contains(&request) => {
-            eprintln!("virtio-vhost-user: request {request} refused: {e}");
+            log::warn!("request {request} refused: {e}");
             Ok(None)
         }
         // A message cut short by the frontend going away is a disconnect,

@@ -18,8 +18,10 @@
 //! * [`connection`] — one thread per connection polls the socket and the
 //!   kick eventfds; a frontend that breaks the protocol loses only its own
 //!   connection.
-//! * [`storage`], [`entropy`] — the host-side backends: a disk image file
-//!   for the block device, `/dev/urandom` for the rng.
+//! * [`storage`], [`entropy`], [`gpiochip`] — the host-side backends: a
+//!   disk image file for the block device, `/dev/urandom` for the rng, a
+//!   Linux gpiochip's lines for the GPIO device (with its line events in
+//!   the connection's wait).
 //!
 //! # How vhost-user maps onto the device status machine
 //!
@@ -51,7 +53,10 @@
 pub mod backend;
 pub mod connection;
 pub mod entropy;
+pub mod gpiochip;
+pub mod host;
 pub mod memory;
+pub mod sim;
 pub mod storage;
 
 #[cfg(test)]

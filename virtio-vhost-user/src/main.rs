@@ -5,199 +5,162 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use virtio_devices::block::{Block, BlockOptions};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use log::{error, info, warn};
+use virtio_core::device::VirtioDevice;
+use virtio_devices::block::{Block, BlockOptions, MAX_DISCARD_SEGMENTS, RangeCommand};
 use virtio_devices::gpio::Gpio;
 use virtio_devices::gpio::loopback::Loopback;
 use virtio_devices::i2c::I2cAdapter;
 use virtio_devices::i2c::eeprom::Eeprom;
 use virtio_devices::rng::Rng;
-use virtio_devices::spi::flash::FlashState;
-use virtio_devices::spi::{Spi, SpiCaps};
+use virtio_devices::spi::{Spi, SpiCaps, SpiDevices};
+use virtio_vhost_user::backend::{MAX_QUEUES, VhostUserDevice};
 use virtio_vhost_user::connection::{self, Ended};
 use virtio_vhost_user::entropy::HostEntropy;
+use virtio_vhost_user::gpiochip::{LineSelection, probe_gpiochip, serve_gpiochip};
+use virtio_vhost_user::host::{HostI2c, open_spidev};
+use virtio_vhost_user::memory::UnsealedMemory;
+use virtio_vhost_user::sim::{FLASH_BYTES, FlashSpi, SharedFlash, TracedBus};
 use virtio_vhost_user::storage::FileStorage;
 
-const USAGE: &str = "\
-Serves one virtio device to a vhost-user frontend (QEMU) on a unix socket.
-
-Usage:
-  virtio-vhost-user --socket PATH [--once] [--trace] rng
-  virtio-vhost-user --socket PATH [--once] [--trace] block --file IMAGE [--read-only]
-  virtio-vhost-user --socket PATH [--once] [--trace] i2c --sim eeprom@ADDR
-  virtio-vhost-user --socket PATH [--once] [--trace] i2c --dev /dev/i2c-N
-  virtio-vhost-user --socket PATH [--once] [--trace] gpio --sim loopback:N
-  virtio-vhost-user --socket PATH [--once] [--trace] spi --sim flash
-
-Options:
-  --socket PATH   listen here (a stale socket file is replaced; one in use is an error)
-  --once          exit after the first connection ends (status 0 if it ended cleanly)
-  --trace         log every vhost-user request and its outcome (i2c: and every bus transaction)
-  -h, --help      this text
-
-Devices:
-  rng             entropy device (virtio id 4) fed from /dev/urandom
-  block           block device (virtio id 2) over a disk image file; --read-only offers RO
-  i2c             I2C adapter (virtio id 34), 7-bit addresses, one of:
-                    --sim eeprom@0x50  a simulated 24C02 EEPROM (256 bytes, 8-byte pages,
-                                       erased to 0xff on each connection) at that address
-                    --dev /dev/i2c-N   a host I2C bus through its i2c-dev character device
-                                       (the guest's messages reach it as I2C_RDWR transfers)
-  gpio            GPIO device (virtio id 41) with interrupts (VIRTIO_GPIO_F_IRQ):
-                    --sim loopback:N   N simulated lines (8, 16 or 32) named loop0.., output
-                                       line k drives input line k+1, so writes raise interrupts
-  spi             SPI controller (virtio id 45), mode 0 at 10 MHz, one chip select:
-                    --sim flash        a simulated 64 KiB NOR flash (JEDEC ID ef 40 18; read,
-                                       page program, sector erase), kept across connections
-                  (no QEMU here has a vhost-user-spi frontend; Linux's driver is in >= 6.18)
-
-QEMU side (guest RAM must be shared):
+const AFTER_HELP: &str = "\
+QEMU side (guest RAM must be shared with the daemon):
   -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem
-  -chardev socket,id=c0,path=PATH -device vhost-user-rng-pci,chardev=c0
-  -chardev socket,id=c1,path=PATH -device vhost-user-blk-pci,chardev=c1,num-queues=1
-  -chardev socket,id=c2,path=PATH -device vhost-user-i2c-pci,chardev=c2
-  -chardev socket,id=c3,path=PATH -device vhost-user-gpio-pci,chardev=c3
-    (QEMU 7.2 drops the IRQ feature bit: use QEMU >= 8 for gpio interrupts)
-";
+  -chardev socket,id=c0,path=PATH -device vhost-user-<device>-pci,chardev=c0
+Each device's help (virtio-vhost-user help DEVICE) shows its -device line.
 
-/// What to serve.
-enum Device {
+Logging: RUST_LOG=debug (or --trace) logs every vhost-user request and bus
+transaction; RUST_LOG=warn keeps only problems. Default: info.";
+
+/// Serves one virtio device to a vhost-user frontend (QEMU) on a unix
+/// socket, one connection after another.
+#[derive(Parser)]
+#[command(name = "virtio-vhost-user", version, after_help = AFTER_HELP)]
+struct Cli {
+    /// Listen here (a stale socket file is replaced; one in use is an error).
+    #[arg(long, visible_alias = "socket-path", value_name = "PATH")]
+    socket: PathBuf,
+    /// Exit after the first connection ends (status 0 if it ended cleanly).
+    #[arg(long)]
+    once: bool,
+    /// Log at debug level (as RUST_LOG=debug; RUST_LOG, when set, wins).
+    #[arg(long)]
+    trace: bool,
+    /// Map guest memory from files not sealed against shrinking
+    /// (memory-backend-file, memfd with seal=off). Refused by default:
+    /// truncating such a file while it is mapped kills the daemon (SIGBUS).
+    #[arg(long)]
+    allow_unsealed_memory: bool,
+    #[command(subcommand)]
+    device: DeviceCmd,
+}
+
+#[derive(Subcommand)]
+enum DeviceCmd {
+    /// Entropy device (virtio id 4) fed from /dev/urandom.
+    #[command(
+        after_help = "QEMU: -chardev socket,id=c0,path=PATH -device vhost-user-rng-pci,chardev=c0"
+    )]
     Rng,
+    /// Block device (virtio id 2) over a disk image file.
+    #[command(
+        after_help = "QEMU: -chardev socket,id=c0,path=PATH -device vhost-user-blk-pci,chardev=c0\n(QEMU asks for one request queue per vCPU unless num-queues is given; all are served\nby the connection's thread)"
+    )]
     Block {
+        /// Most request queues offered (VIRTIO_BLK_F_MQ above 1); QEMU's
+        /// num-queues, by default its vCPU count, must not exceed it.
+        #[arg(long, default_value_t = MAX_QUEUES as u16, value_parser = clap::value_parser!(u16).range(1..=MAX_QUEUES as i64))]
+        queues: u16,
+        /// The disk image (a regular file; its size in 512-byte sectors is the capacity).
+        #[arg(long, value_name = "IMAGE")]
         file: PathBuf,
+        /// Offer VIRTIO_BLK_F_RO and refuse writes.
+        #[arg(long)]
         read_only: bool,
     },
-    I2c(I2cBus),
-    /// A loopback of this many lines.
-    Gpio(usize),
-    /// The simulated flash.
-    SpiFlash,
+    /// I2C adapter (virtio id 34): a simulated EEPROM or a host I2C bus.
+    #[command(
+        after_help = "QEMU: -chardev socket,id=c0,path=PATH -device vhost-user-i2c-pci,chardev=c0\nA host bus: virtio-vhost-user --socket PATH i2c --dev /dev/i2c-1 (the guest's messages reach it as I2C_RDWR transfers)."
+    )]
+    I2c(I2cArgs),
+    /// GPIO device (virtio id 41) with interrupts (VIRTIO_GPIO_F_IRQ).
+    #[command(
+        after_help = "QEMU: -chardev socket,id=c0,path=PATH -device vhost-user-gpio-pci,chardev=c0\n(QEMU 7.2 drops the IRQ feature bit: use QEMU >= 8 for interrupts)\nHost lines: virtio-vhost-user --socket PATH gpio --chip /dev/gpiochip0 --lines 0,3,5-7"
+    )]
+    Gpio(GpioArgs),
+    /// SPI controller (virtio id 45), 8-bit words, one chip select.
+    #[command(
+        after_help = "No QEMU release has a vhost-user-spi frontend yet; Linux's virtio SPI driver is in >= 6.18.\nA host target: virtio-vhost-user --socket PATH spi --dev /dev/spidev0.0 --mode 0 --hz 1000000"
+    )]
+    Spi(SpiArgs),
 }
 
-/// The simulated flash's size.
-const FLASH_BYTES: usize = 64 * 1024;
-
-/// The bus behind the I2C adapter.
-enum I2cBus {
-    /// A simulated EEPROM at this 7-bit address.
-    Eeprom(u8),
-    /// A host bus, `/dev/i2c-N`.
-    Host(PathBuf),
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct I2cArgs {
+    /// A simulated 24C02 EEPROM (256 bytes, 8-byte pages, erased to 0xff on
+    /// each connection) at a 7-bit address, e.g. eeprom@0x50.
+    #[arg(long, value_name = "eeprom@ADDR", value_parser = parse_eeprom)]
+    sim: Option<u8>,
+    /// A host I2C adapter through its i2c-dev node, 7- and 10-bit addresses.
+    #[arg(long, value_name = "/dev/i2c-N")]
+    dev: Option<PathBuf>,
 }
 
-/// An I2C bus that, with `--trace`, logs each transaction the adapter
-/// runs on it: one line per `embedded-hal` transaction (a FAIL_NEXT group
-/// of the guest's messages is one).
-struct TracedBus<B> {
-    bus: B,
-    trace: bool,
+#[derive(Args)]
+struct GpioArgs {
+    /// N simulated lines (8, 16 or 32) named loop0..; output line k drives
+    /// input line k+1, so writes raise interrupts.
+    #[arg(long, value_name = "loopback:N", value_parser = parse_loopback, required_unless_present = "chip", conflicts_with = "chip")]
+    sim: Option<usize>,
+    /// A host gpiochip's lines (GPIO character device, uAPI v2, Linux >=
+    /// 5.10): each guest line is requested on the host only while the guest
+    /// uses it (input: with edge events for interrupts; output: driving the
+    /// guest's value) and released on direction NONE, guest reset and
+    /// disconnect.
+    #[arg(long, value_name = "/dev/gpiochipN")]
+    chip: Option<PathBuf>,
+    /// Which chip lines, in guest order: offsets and ranges, e.g. 0,3,5-7
+    /// (default: all); guest line k is the k-th listed. At most 256; the
+    /// guest sees the count rounded up to 8/16/32/64/128/256 (the extra
+    /// lines are unnamed and unusable).
+    #[arg(long, value_name = "LIST", requires = "chip")]
+    lines: Option<LineSelection>,
 }
 
-impl<B: embedded_hal::i2c::ErrorType> embedded_hal::i2c::ErrorType for TracedBus<B> {
-    type Error = B::Error;
+#[derive(Args)]
+struct SpiArgs {
+    /// A simulated 64 KiB NOR flash (JEDEC ID ef 40 18; read, page program,
+    /// sector erase) kept across connections.
+    #[arg(
+        long,
+        value_enum,
+        required_unless_present = "dev",
+        conflicts_with = "dev"
+    )]
+    sim: Option<SpiSim>,
+    /// A host SPI target through its spidev node (the kernel frames each
+    /// message with its chip select).
+    #[arg(long, value_name = "/dev/spidevB.C")]
+    dev: Option<PathBuf>,
+    /// SPI mode (0-3: CPOL << 1 | CPHA) the bus runs and the device offers.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=3))]
+    mode: u8,
+    /// Bus clock in Hz, offered as max_freq_hz.
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u32).range(1..))]
+    hz: u32,
 }
 
-impl<B: embedded_hal::i2c::I2c> embedded_hal::i2c::I2c for TracedBus<B> {
-    fn transaction(
-        &mut self,
-        address: u8,
-        operations: &mut [embedded_hal::i2c::Operation<'_>],
-    ) -> Result<(), Self::Error> {
-        use embedded_hal::i2c::{Error as _, Operation};
-        let result = self.bus.transaction(address, operations);
-        if self.trace {
-            let ops: Vec<String> = operations
-                .iter()
-                .map(|op| match op {
-                    Operation::Read(b) => format!("r{}", b.len()),
-                    Operation::Write(b) => format!("w{}", b.len()),
-                })
-                .collect();
-            let outcome = match &result {
-                Ok(()) => "ok".to_string(),
-                Err(e) => virtio_devices::i2c::BusError::from(e.kind()).to_string(),
-            };
-            eprintln!(
-                "virtio-vhost-user: i2c transaction {address:#04x}: {}: {outcome}",
-                ops.join(" ")
-            );
-        }
-        result
-    }
+#[derive(Clone, Copy, ValueEnum)]
+enum SpiSim {
+    /// The NOR flash model.
+    Flash,
 }
 
-/// The simulated flash, shared by the SPI device's bus and chip select
-/// and kept across connections.
-type SharedFlash = std::sync::Arc<std::sync::Mutex<FlashState<FLASH_BYTES>>>;
-
-/// The flash as a bus and as its chip-select pin (the connection's thread
-/// owns the device, so the state sits behind a mutex).
-struct FlashSpi(SharedFlash);
-
-impl FlashSpi {
-    fn with<T>(&self, f: impl FnOnce(&mut FlashState<FLASH_BYTES>) -> T) -> T {
-        let mut state = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut state)
-    }
-}
-
-impl embedded_hal::spi::ErrorType for FlashSpi {
-    type Error = embedded_hal::spi::ErrorKind;
-}
-
-impl embedded_hal::spi::SpiBus<u8> for FlashSpi {
-    fn read(&mut self, words: &mut [u8]) -> Result<(), Self::Error> {
-        self.with(|s| words.iter_mut().for_each(|w| *w = s.clock(0)));
-        Ok(())
-    }
-    fn write(&mut self, words: &[u8]) -> Result<(), Self::Error> {
-        self.with(|s| {
-            for w in words {
-                s.clock(*w);
-            }
-        });
-        Ok(())
-    }
-    fn transfer(&mut self, read: &mut [u8], write: &[u8]) -> Result<(), Self::Error> {
-        self.with(|s| {
-            for i in 0..read.len().max(write.len()) {
-                let r = s.clock(write.get(i).copied().unwrap_or(0));
-                if let Some(slot) = read.get_mut(i) {
-                    *slot = r;
-                }
-            }
-        });
-        Ok(())
-    }
-    fn transfer_in_place(&mut self, words: &mut [u8]) -> Result<(), Self::Error> {
-        self.with(|s| words.iter_mut().for_each(|w| *w = s.clock(*w)));
-        Ok(())
-    }
-    fn flush(&mut self) -> Result<(), Self::Error> {
-        Ok(())
-    }
-}
-
-impl embedded_hal::digital::ErrorType for FlashSpi {
-    type Error = std::convert::Infallible;
-}
-
-impl embedded_hal::digital::OutputPin for FlashSpi {
-    fn set_low(&mut self) -> Result<(), Self::Error> {
-        self.with(|s| s.select(true));
-        Ok(())
-    }
-    fn set_high(&mut self) -> Result<(), Self::Error> {
-        self.with(|s| s.select(false));
-        Ok(())
-    }
-}
-
-/// Parses `eeprom@ADDR` (ADDR in hex with 0x, or decimal; 7-bit).
-fn parse_sim(spec: &str) -> Result<I2cBus, String> {
-    let bad = || format!("--sim {spec}: expected eeprom@ADDR with a 7-bit ADDR, e.g. eeprom@0x50");
+/// Parses `eeprom@ADDR` (hex with 0x, or decimal; 7-bit).
+fn parse_eeprom(spec: &str) -> Result<u8, String> {
+    let bad = || format!("expected eeprom@ADDR with a 7-bit ADDR, e.g. eeprom@0x50, not {spec}");
     let addr = spec.strip_prefix("eeprom@").ok_or_else(bad)?;
     let value = match addr.strip_prefix("0x").or_else(|| addr.strip_prefix("0X")) {
         Some(hex) => u8::from_str_radix(hex, 16),
@@ -207,100 +170,208 @@ fn parse_sim(spec: &str) -> Result<I2cBus, String> {
     if value > 0x7f {
         return Err(bad());
     }
-    Ok(I2cBus::Eeprom(value))
+    Ok(value)
 }
 
-struct Args {
-    socket: PathBuf,
-    once: bool,
-    trace: bool,
-    device: Device,
+/// Parses `loopback:N` with N 8, 16 or 32.
+fn parse_loopback(spec: &str) -> Result<usize, String> {
+    match spec.strip_prefix("loopback:").map(str::parse::<usize>) {
+        Some(Ok(n @ (8 | 16 | 32))) => Ok(n),
+        _ => Err(format!(
+            "expected loopback:8, loopback:16 or loopback:32, not {spec}"
+        )),
+    }
 }
 
-fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut socket = None;
-    let mut once = false;
-    let mut trace = false;
-    let mut kind = None;
-    let mut file = None;
-    let mut read_only = false;
-    let mut sim = None;
-    let mut dev = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--socket" => socket = Some(args.next().ok_or("--socket needs a path")?),
-            "--once" => once = true,
-            "--trace" => trace = true,
-            "--file" => file = Some(args.next().ok_or("--file needs a path")?),
-            "--read-only" => read_only = true,
-            "--sim" => sim = Some(args.next().ok_or("--sim needs eeprom@ADDR")?),
-            "--dev" => dev = Some(args.next().ok_or("--dev needs a path")?),
-            "rng" | "block" | "i2c" | "gpio" | "spi" if kind.is_none() => kind = Some(arg),
-            other => return Err(format!("unexpected argument '{other}'")),
-        }
-    }
-    let socket = PathBuf::from(socket.ok_or("--socket PATH is required")?);
-    let sim_device = matches!(kind.as_deref(), Some("i2c" | "gpio" | "spi"));
-    if !sim_device && sim.is_some() {
-        return Err("--sim is an i2c, gpio and spi option".into());
-    }
-    if kind.as_deref() != Some("i2c") && dev.is_some() {
-        return Err("--dev is an i2c option".into());
-    }
-    if sim_device && (file.is_some() || read_only) {
-        return Err("--file and --read-only are block device options".into());
-    }
-    let device = match kind.as_deref() {
-        Some("rng") => {
-            if file.is_some() || read_only {
-                return Err("--file and --read-only are block device options".into());
+/// What one connection is served with, prepared once (files and buses are
+/// opened before the socket is bound, so a wrong path fails at start).
+enum Server {
+    Rng,
+    Block(FileStorage, u16),
+    I2cSim(u8),
+    I2cHost(PathBuf),
+    GpioSim(usize),
+    GpioChip {
+        path: PathBuf,
+        lines: Option<LineSelection>,
+        /// What the probe found, for the start-up line.
+        described: String,
+    },
+    /// The flash outlives connections (its contents persist).
+    SpiFlash {
+        flash: SharedFlash,
+        caps: SpiCaps,
+    },
+    SpiHost {
+        path: PathBuf,
+        mode: u8,
+        hz: u32,
+    },
+}
+
+impl Server {
+    fn prepare(device: DeviceCmd) -> Result<Self, String> {
+        Ok(match device {
+            DeviceCmd::Rng => Self::Rng,
+            DeviceCmd::Block {
+                file,
+                read_only,
+                queues,
+            } => Self::Block(
+                FileStorage::open(&file, read_only)
+                    .map_err(|e| format!("cannot open disk image {}: {e}", file.display()))?,
+                queues,
+            ),
+            DeviceCmd::I2c(I2cArgs {
+                sim: Some(addr), ..
+            }) => Self::I2cSim(addr),
+            DeviceCmd::I2c(I2cArgs { dev, .. }) => {
+                let path = dev.ok_or("i2c needs --sim or --dev")?;
+                HostI2c::open(&path)
+                    .map_err(|e| format!("cannot open I2C bus {}: {e}", path.display()))?;
+                Self::I2cHost(path)
             }
-            Device::Rng
-        }
-        Some("block") => Device::Block {
-            file: PathBuf::from(file.ok_or("block needs --file IMAGE")?),
-            read_only,
-        },
-        Some("i2c") => Device::I2c(match (sim, dev) {
-            (Some(sim), None) => parse_sim(&sim)?,
-            (None, Some(dev)) => I2cBus::Host(PathBuf::from(dev)),
-            _ => return Err("i2c needs one of --sim eeprom@ADDR or --dev /dev/i2c-N".into()),
-        }),
-        Some("gpio") => {
-            let sim = sim.ok_or("gpio needs --sim loopback:N")?;
-            match sim.strip_prefix("loopback:").map(str::parse::<usize>) {
-                Some(Ok(n @ (8 | 16 | 32))) => Device::Gpio(n),
-                _ => {
-                    return Err(format!(
-                        "--sim {sim}: expected loopback:8, loopback:16 or loopback:32"
-                    ));
+            DeviceCmd::Gpio(GpioArgs {
+                chip: Some(path),
+                lines,
+                ..
+            }) => {
+                let described = probe_gpiochip(&path, lines.as_ref()).map_err(|e| e.to_string())?;
+                Self::GpioChip {
+                    path,
+                    lines,
+                    described,
                 }
             }
+            DeviceCmd::Gpio(GpioArgs { sim, .. }) => {
+                Self::GpioSim(sim.ok_or("gpio needs --sim or --chip")?)
+            }
+            DeviceCmd::Spi(SpiArgs { dev, mode, hz, .. }) => match dev {
+                Some(path) => {
+                    open_spidev(&path, mode, hz)
+                        .map_err(|e| format!("cannot open SPI target {}: {e}", path.display()))?;
+                    Self::SpiHost { path, mode, hz }
+                }
+                None => Self::SpiFlash {
+                    flash: SharedFlash::default(),
+                    caps: SpiCaps::new(mode, hz),
+                },
+            },
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Rng => "rng".into(),
+            Self::Block(disk, queues) => format!(
+                "block ({} sectors{}, up to {queues} queues)",
+                virtio_devices::block::BlockStorage::capacity(disk),
+                if disk.read_only() { ", read-only" } else { "" }
+            ),
+            Self::I2cSim(addr) => format!("i2c (simulated 24C02 EEPROM at {addr:#04x})"),
+            Self::I2cHost(path) => format!("i2c (host bus {})", path.display()),
+            Self::GpioSim(n) => format!("gpio ({n} loopback lines)"),
+            Self::GpioChip { described, .. } => described.clone(),
+            Self::SpiFlash { caps, .. } => format!(
+                "spi (simulated {} KiB NOR flash on chip select 0, {} Hz)",
+                FLASH_BYTES / 1024,
+                caps.max_freq_hz
+            ),
+            Self::SpiHost { path, mode, hz } => {
+                format!("spi (host target {}, mode {mode}, {hz} Hz)", path.display())
+            }
         }
-        Some("spi") => match sim.as_deref() {
-            Some("flash") => Device::SpiFlash,
-            _ => return Err("spi needs --sim flash".into()),
-        },
-        _ => return Err("name a device: rng, block, i2c, gpio or spi".into()),
-    };
-    Ok(Some(Args {
-        socket,
-        once,
-        trace,
-        device,
-    }))
+    }
+
+    /// Serves one connection with a fresh device.
+    fn serve(
+        &self,
+        stream: UnixStream,
+        unsealed: UnsealedMemory,
+    ) -> Result<std::io::Result<Ended>, String> {
+        Ok(match self {
+            Self::Rng => {
+                let rng = HostEntropy::open().map_err(|e| format!("/dev/urandom: {e}"))?;
+                serve(stream, Rng::new(rng).with_queue_size(1024), unsealed)
+            }
+            Self::Block(disk, queues) => {
+                let storage = disk
+                    .try_clone()
+                    .map_err(|e| format!("cannot reopen disk image: {e}"))?;
+                // DISCARD and WRITE_ZEROES through fallocate (blkdiscard
+                // in the guest frees the image's blocks); not on a
+                // read-only image.
+                let range = (!storage.read_only()).then_some(RangeCommand {
+                    max_sectors: 1 << 23,
+                    max_segments: MAX_DISCARD_SEGMENTS,
+                    alignment_or_may_unmap: 8,
+                });
+                let options = BlockOptions {
+                    read_only: storage.read_only(),
+                    queue_size: 1024,
+                    discard: range,
+                    write_zeroes: range,
+                    queues: *queues,
+                    ..BlockOptions::default()
+                };
+                serve(stream, Block::new(storage, options), unsealed)
+            }
+            Self::I2cSim(addr) => {
+                let adapter: I2cAdapter<_> =
+                    I2cAdapter::new(TracedBus(Eeprom::new(*addr))).with_queue_size(64);
+                serve(stream, adapter, unsealed)
+            }
+            Self::I2cHost(path) => {
+                let bus = HostI2c::open(path)
+                    .map_err(|e| format!("cannot open I2C bus {}: {e}", path.display()))?;
+                let adapter: I2cAdapter<_> =
+                    I2cAdapter::new_ten_bit(TracedBus(bus)).with_queue_size(64);
+                serve(stream, adapter, unsealed)
+            }
+            Self::GpioChip { path, lines, .. } => {
+                serve_gpiochip(stream, path, lines.as_ref(), unsealed)
+            }
+            Self::GpioSim(8) => serve_loopback::<8>(stream, unsealed),
+            Self::GpioSim(16) => serve_loopback::<16>(stream, unsealed),
+            Self::GpioSim(_) => serve_loopback::<32>(stream, unsealed),
+            Self::SpiFlash { flash, caps } => {
+                let spi: Spi<_, _, 1> =
+                    Spi::new(FlashSpi(flash.clone()), [FlashSpi(flash.clone())], *caps)
+                        .with_queue_size(64);
+                serve(stream, spi, unsealed)
+            }
+            Self::SpiHost { path, mode, hz } => {
+                let target = open_spidev(path, *mode, *hz)
+                    .map_err(|e| format!("cannot open SPI target {}: {e}", path.display()))?;
+                let spi: SpiDevices<_, 1> =
+                    SpiDevices::new([target], SpiCaps::new(*mode, *hz)).with_queue_size(64);
+                serve(stream, spi, unsealed)
+            }
+        })
+    }
+}
+
+/// Serves `device` on one connection.
+fn serve<D: VirtioDevice + Send>(
+    stream: UnixStream,
+    device: D,
+    unsealed: UnsealedMemory,
+) -> std::io::Result<Ended> {
+    connection::serve_device(
+        stream,
+        VhostUserDevice::new(device).with_unsealed_memory(unsealed),
+    )
 }
 
 /// Serves a GPIO loopback of `N` lines on one connection.
-fn serve_gpio<const N: usize>(
+fn serve_loopback<const N: usize>(
     stream: UnixStream,
-    trace: bool,
-) -> std::io::Result<connection::Ended> {
+    unsealed: UnsealedMemory,
+) -> std::io::Result<Ended> {
     let gpio: Gpio<Loopback<N>, N> = Gpio::new(Loopback::new())
         .map_err(|e| std::io::Error::other(e.to_string()))?
         .with_queue_size(64);
-    connection::serve(stream, gpio, trace)
+    serve(stream, gpio, unsealed)
 }
 
 /// Binds `path`, replacing a stale socket file but not one in use.
@@ -319,110 +390,31 @@ fn listen(path: &Path) -> Result<UnixListener, String> {
 }
 
 /// Serves connections one after another; returns after the first with
-/// `once`.
-fn run(args: Args) -> Result<(), String> {
-    let disk = match &args.device {
-        Device::Block { file, read_only } => Some(
-            FileStorage::open(file, *read_only)
-                .map_err(|e| format!("cannot open disk image {}: {e}", file.display()))?,
-        ),
-        Device::Rng | Device::I2c(_) | Device::Gpio(_) | Device::SpiFlash => None,
-    };
-    if let Device::I2c(I2cBus::Host(path)) = &args.device {
-        // Fail at start, not at the first connection.
-        linux_embedded_hal::I2cdev::new(path)
-            .map_err(|e| format!("cannot open I2C bus {}: {e}", path.display()))?;
-    }
-    let listener = listen(&args.socket)?;
-    let what = match &args.device {
-        Device::Rng => "rng".to_string(),
-        Device::Block { file, read_only } => format!(
-            "block {} ({} sectors{})",
-            file.display(),
-            disk.as_ref()
-                .map_or(0, virtio_devices::block::BlockStorage::capacity),
-            if *read_only { ", read-only" } else { "" }
-        ),
-        Device::I2c(I2cBus::Eeprom(addr)) => format!("i2c (simulated 24C02 EEPROM at {addr:#04x})"),
-        Device::I2c(I2cBus::Host(path)) => format!("i2c (host bus {})", path.display()),
-        Device::Gpio(n) => format!("gpio ({n} loopback lines)"),
-        Device::SpiFlash => format!(
-            "spi (simulated {} KiB NOR flash on chip select 0)",
-            FLASH_BYTES / 1024
-        ),
-    };
-    // The flash outlives connections (its contents persist).
-    let flash: SharedFlash = std::sync::Arc::default();
-    eprintln!(
-        "virtio-vhost-user: serving {what} on {}",
-        args.socket.display()
-    );
+/// `--once`.
+fn run(cli: Cli) -> Result<(), String> {
+    let server = Server::prepare(cli.device)?;
+    let listener = listen(&cli.socket)?;
+    info!("serving {} on {}", server.describe(), cli.socket.display());
     let mut number = 0u64;
     loop {
         let (stream, _) = listener
             .accept()
             .map_err(|e| format!("accept failed: {e}"))?;
         number = number.wrapping_add(1);
-        eprintln!("virtio-vhost-user: connection {number}: frontend connected");
-        let ended = match (&args.device, &disk) {
-            (Device::I2c(I2cBus::Eeprom(addr)), _) => {
-                let bus = TracedBus {
-                    bus: Eeprom::new(*addr),
-                    trace: args.trace,
-                };
-                let adapter: I2cAdapter<_> = I2cAdapter::new(bus).with_queue_size(64);
-                connection::serve(stream, adapter, args.trace)
-            }
-            (Device::I2c(I2cBus::Host(path)), _) => {
-                let bus = linux_embedded_hal::I2cdev::new(path)
-                    .map_err(|e| format!("cannot open I2C bus {}: {e}", path.display()))?;
-                let bus = TracedBus {
-                    bus,
-                    trace: args.trace,
-                };
-                let adapter: I2cAdapter<_> = I2cAdapter::new(bus).with_queue_size(64);
-                connection::serve(stream, adapter, args.trace)
-            }
-            (Device::SpiFlash, _) => {
-                let spi: Spi<_, _, 1> = Spi::new(
-                    FlashSpi(flash.clone()),
-                    [FlashSpi(flash.clone())],
-                    SpiCaps::new(0, 10_000_000),
-                )
-                .with_queue_size(64);
-                connection::serve(stream, spi, args.trace)
-            }
-            (Device::Gpio(n), _) => match n {
-                8 => serve_gpio::<8>(stream, args.trace),
-                16 => serve_gpio::<16>(stream, args.trace),
-                _ => serve_gpio::<32>(stream, args.trace),
-            },
-            (_, None) => {
-                let rng = HostEntropy::open().map_err(|e| format!("/dev/urandom: {e}"))?;
-                connection::serve(stream, Rng::new(rng).with_queue_size(1024), args.trace)
-            }
-            (_, Some(disk)) => {
-                let storage = disk
-                    .try_clone()
-                    .map_err(|e| format!("cannot reopen disk image: {e}"))?;
-                let options = BlockOptions {
-                    read_only: storage.read_only(),
-                    queue_size: 1024,
-                    ..BlockOptions::default()
-                };
-                connection::serve(stream, Block::new(storage, options), args.trace)
-            }
+        info!("connection {number}: frontend connected");
+        let unsealed = if cli.allow_unsealed_memory {
+            UnsealedMemory::Accept
+        } else {
+            UnsealedMemory::Refuse
         };
-        let clean = match &ended {
-            Ok(Ended::Closed) => true,
-            Ok(_) => false,
-            Err(_) => false,
-        };
+        let ended = server.serve(stream, unsealed)?;
+        let clean = matches!(ended, Ok(Ended::Closed));
         match ended {
-            Ok(how) => eprintln!("virtio-vhost-user: connection {number}: {how}"),
-            Err(e) => eprintln!("virtio-vhost-user: connection {number}: host error: {e}"),
+            Ok(how @ Ended::Closed) => info!("connection {number}: {how}"),
+            Ok(how) => warn!("connection {number}: {how}"),
+            Err(e) => error!("connection {number}: host error: {e}"),
         }
-        if args.once {
+        if cli.once {
             return if clean {
                 Ok(())
             } else {
@@ -433,22 +425,71 @@ fn run(args: Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("virtio-vhost-user: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args) {
+    let cli = Cli::parse();
+    let level = if cli.trace { "debug" } else { "info" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("virtio-vhost-user: {e}");
+            error!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn device_options_parse() {
+        let cli = Cli::try_parse_from(["vvu", "--socket", "s", "i2c", "--sim", "eeprom@0x50"])
+            .expect("parses");
+        assert!(matches!(
+            cli.device,
+            DeviceCmd::I2c(I2cArgs {
+                sim: Some(0x50),
+                ..
+            })
+        ));
+        for bad in [
+            &["vvu", "--socket", "s", "i2c"][..],
+            &["vvu", "--socket", "s", "i2c", "--sim", "eeprom@0x80"],
+            &[
+                "vvu",
+                "--socket",
+                "s",
+                "i2c",
+                "--sim",
+                "eeprom@0x50",
+                "--dev",
+                "/dev/i2c-1",
+            ],
+            &["vvu", "--socket", "s", "gpio", "--sim", "loopback:7"],
+            &["vvu", "--socket", "s", "spi"],
+            &[
+                "vvu", "--socket", "s", "spi", "--sim", "flash", "--mode", "4",
+            ],
+            &["vvu", "rng"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from(["vvu", "--socket", "s", "spi", "--dev", "/dev/spidev0.1"])
+            .expect("parses");
+        assert!(matches!(
+            cli.device,
+            DeviceCmd::Spi(SpiArgs {
+                dev: Some(_),
+                mode: 0,
+                hz: 10_000_000,
+                ..
+            })
+        ));
     }
 }

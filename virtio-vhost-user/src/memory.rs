@@ -9,6 +9,20 @@
 //! guest memory. Turning a mapping into a region is the one `unsafe` step,
 //! and it lives in virtio-core's memory module with the rest; this crate
 //! forbids `unsafe`.
+//!
+//! # A file that shrinks under the mapping
+//!
+//! Touching a shared mapping past the end of its file raises `SIGBUS`, which
+//! would kill the daemon and every connection in it. A frontend (or anyone
+//! holding the file) can shrink the file after `SET_MEM_TABLE`, so checking
+//! its size at map time is not enough. The daemon therefore maps a region
+//! only from a file sealed against shrinking (`F_SEAL_SHRINK`, checked with
+//! `F_GET_SEALS`): QEMU's `memory-backend-memfd` seals its memfd by default
+//! (`seal=on`). Other files (`memory-backend-file` on tmpfs or hugetlbfs, a
+//! memfd with `seal=off`) are refused with [`MapError::Unsealed`], an error
+//! on that connection only, unless the daemon runs with
+//! [`UnsealedMemory::Accept`] (`--allow-unsealed-memory`): then whoever can
+//! truncate the file can kill the daemon, a risk the operator takes.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -20,6 +34,18 @@ use virtio_core::memory::{GuestMemory, MappedMemory, MemoryError, RegionError};
 
 /// Most memory regions the daemon accepts (`GET_MAX_MEM_SLOTS`).
 pub const MAX_REGIONS: usize = 32;
+
+/// Whether regions may come from files not sealed against shrinking.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnsealedMemory {
+    /// Refuse them ([`MapError::Unsealed`]): nothing the frontend does to
+    /// its files can fault the daemon.
+    #[default]
+    Refuse,
+    /// Map them anyway: shrinking such a file while it is mapped kills the
+    /// daemon (`SIGBUS`) on its next access.
+    Accept,
+}
 
 /// One region as the frontend describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +75,9 @@ pub enum MapError {
     NoSuchRegion(u64),
     /// The table is in use (an access is in progress on this thread).
     Busy,
+    /// The region's file is not sealed against shrinking
+    /// ([`UnsealedMemory::Refuse`]).
+    Unsealed,
     /// The region runs past the end of its file.
     BeyondFile {
         /// `mmap_offset + size`.
@@ -66,6 +95,11 @@ impl fmt::Display for MapError {
             Self::Region(e) => write!(f, "cannot add memory region: {e}"),
             Self::NoSuchRegion(a) => write!(f, "no memory region at guest address {a:#x}"),
             Self::Busy => f.write_str("guest memory is in use"),
+            Self::Unsealed => f.write_str(
+                "memory region file is not sealed against shrinking (F_SEAL_SHRINK): use \
+                 memory-backend-memfd with seal=on (QEMU's default), or run the daemon with \
+                 --allow-unsealed-memory and accept that truncating the file kills it",
+            ),
             Self::BeyondFile { end, file_len } => write!(
                 f,
                 "memory region ends at {end:#x}, past its file's end {file_len:#x}"
@@ -97,10 +131,13 @@ impl MemoryTable {
     ///
     /// # Errors
     /// [`MapError`] for the first region that cannot be mapped or added.
-    pub fn from_regions(regions: Vec<(RegionSpec, File)>) -> Result<Self, MapError> {
+    pub fn from_regions(
+        regions: Vec<(RegionSpec, File)>,
+        unsealed: UnsealedMemory,
+    ) -> Result<Self, MapError> {
         let mut table = Self::new();
         for (spec, file) in regions {
-            table.add(spec, &file)?;
+            table.add(spec, &file, unsealed)?;
         }
         Ok(table)
     }
@@ -109,7 +146,12 @@ impl MemoryTable {
     ///
     /// # Errors
     /// [`MapError`]; the table is unchanged then.
-    pub fn add(&mut self, spec: RegionSpec, file: &File) -> Result<(), MapError> {
+    pub fn add(
+        &mut self,
+        spec: RegionSpec,
+        file: &File,
+        unsealed: UnsealedMemory,
+    ) -> Result<(), MapError> {
         let len = usize::try_from(spec.size).map_err(|_| MapError::Overflow)?;
         spec.guest_addr
             .checked_add(spec.size)
@@ -130,6 +172,11 @@ impl MemoryTable {
                 end,
                 file_len: meta.len(),
             });
+        }
+        // Files that cannot be sealed (not a memfd) answer EINVAL: no seals.
+        let seals = rustix::fs::fcntl_get_seals(file).unwrap_or(rustix::fs::SealFlags::empty());
+        if unsealed == UnsealedMemory::Refuse && !seals.contains(rustix::fs::SealFlags::SHRINK) {
+            return Err(MapError::Unsealed);
         }
         let map = MmapOptions::new()
             .offset(spec.mmap_offset)

@@ -6,6 +6,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use rustix::fs::FallocateFlags;
 use virtio_devices::block::BlockStorage;
 
 /// Bytes per virtio-blk sector.
@@ -139,6 +140,64 @@ impl BlockStorage for FileStorage {
         }
         self.file.sync_data().map_err(FileStorageError::Io)
     }
+
+    /// Punches a hole (`fallocate(PUNCH_HOLE | KEEP_SIZE)`): the range's
+    /// blocks go back to the host file system and read as zeroes. A file
+    /// system that cannot punch holes keeps the data, which `DISCARD`
+    /// allows.
+    fn discard(&mut self, sector: u64, sectors: u32) -> Result<(), FileStorageError> {
+        let (at, len) = self.range(sector, sectors)?;
+        match self.fallocate(FallocateFlags::PUNCH_HOLE, at, len) {
+            Err(e) if unsupported(&e) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// `fallocate(ZERO_RANGE)`, else a punched hole, else zeroes written.
+    fn write_zeroes(&mut self, sector: u64, sectors: u32) -> Result<(), FileStorageError> {
+        let (at, len) = self.range(sector, sectors)?;
+        for how in [FallocateFlags::ZERO_RANGE, FallocateFlags::PUNCH_HOLE] {
+            match self.fallocate(how, at, len) {
+                Err(e) if unsupported(&e) => continue,
+                other => return other,
+            }
+        }
+        let zero = [0u8; 64 * 1024];
+        let mut done = 0u64;
+        while done < len {
+            let n = len.saturating_sub(done).min(zero.len() as u64);
+            let part = zero.get(..n as usize).unwrap_or_default();
+            self.file
+                .write_all_at(part, at.saturating_add(done))
+                .map_err(FileStorageError::Io)?;
+            done = done.saturating_add(n);
+        }
+        Ok(())
+    }
+}
+
+impl FileStorage {
+    /// Byte offset and length of `sectors` sectors from `sector`, checked.
+    fn range(&self, sector: u64, sectors: u32) -> Result<(u64, u64), FileStorageError> {
+        let len = u64::from(sectors).saturating_mul(SECTOR);
+        let bytes = usize::try_from(len).map_err(|_| out_of(sector, usize::MAX))?;
+        Ok((self.offset(sector, bytes)?, len))
+    }
+
+    fn fallocate(&self, how: FallocateFlags, at: u64, len: u64) -> Result<(), FileStorageError> {
+        if self.read_only {
+            return Err(FileStorageError::Io(io::Error::from(
+                io::ErrorKind::PermissionDenied,
+            )));
+        }
+        rustix::fs::fallocate(&self.file, how | FallocateFlags::KEEP_SIZE, at, len)
+            .map_err(|e| FileStorageError::Io(e.into()))
+    }
+}
+
+/// The file system does not do this kind of `fallocate`.
+fn unsupported(e: &FileStorageError) -> bool {
+    matches!(e, FileStorageError::Io(e) if e.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error()))
 }
 
 #[cfg(test)]
@@ -177,6 +236,36 @@ mod tests {
         assert!(disk.write(u64::MAX, &[0; 1]).is_err());
         let on_disk = std::fs::read(&path).unwrap();
         assert_eq!(&on_disk[512..1536], &[0xab; 1024][..]);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn discard_and_write_zeroes_free_or_zero_the_range_only() {
+        use std::os::unix::fs::MetadataExt;
+        let (path, file) = image(64 * 1024);
+        let mut disk = FileStorage::from_file(file, false).unwrap();
+        disk.write(0, &[0x5a; 64 * 1024]).unwrap();
+        disk.flush().unwrap();
+        let blocks = |p: &std::path::Path| std::fs::metadata(p).unwrap().blocks();
+        let before = blocks(&path);
+        // Sectors 16..48 (8 KiB..24 KiB) discarded, 64..72 zeroed.
+        disk.discard(16, 32).unwrap();
+        disk.write_zeroes(64, 8).unwrap();
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(on_disk.len(), 64 * 1024, "the size is kept");
+        assert!(on_disk[..8192].iter().all(|&b| b == 0x5a));
+        assert!(
+            on_disk[8192..24576].iter().all(|&b| b == 0),
+            "a hole reads as zeroes"
+        );
+        assert!(on_disk[24576..32768].iter().all(|&b| b == 0x5a));
+        assert!(on_disk[32768..36864].iter().all(|&b| b == 0));
+        assert!(on_disk[36864..].iter().all(|&b| b == 0x5a));
+        // On a file system that punches holes, the blocks went back.
+        assert!(blocks(&path) <= before);
+        // Outside the image: an error, nothing changed.
+        assert!(disk.discard(120, 16).is_err());
+        assert!(disk.write_zeroes(u64::MAX / 512, 1).is_err());
         std::fs::remove_file(path).unwrap();
     }
 

@@ -27,15 +27,16 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::connection::{self, Ended};
 use crate::entropy::HostEntropy;
+use crate::memory::UnsealedMemory::{Accept, Refuse};
 use crate::memory::{GuestRam, MapError, MemoryTable, RegionSpec};
 use crate::storage::FileStorage;
 
 /// Guest physical base of the test RAM, and where "the frontend" maps it.
-const GPA: u64 = 0x10_0000;
-const UA: u64 = 0x7f00_0000_0000;
-const RAM: u64 = 0x10_0000;
+pub(crate) const GPA: u64 = 0x10_0000;
+pub(crate) const UA: u64 = 0x7f00_0000_0000;
+pub(crate) const RAM: u64 = 0x10_0000;
 
-fn temp_file(tag: &str, len: u64) -> (PathBuf, File) {
+pub(crate) fn temp_file(tag: &str, len: u64) -> (PathBuf, File) {
     let path = std::env::temp_dir().join(format!("vvu-{tag}-{}", std::process::id()));
     let file = OpenOptions::new()
         .read(true)
@@ -48,10 +49,31 @@ fn temp_file(tag: &str, len: u64) -> (PathBuf, File) {
     (path, file)
 }
 
+/// Guest RAM as QEMU's `memory-backend-memfd` makes it: a memfd sealed
+/// against shrinking and growing.
+fn sealed_ram(len: u64) -> File {
+    let ram = unsealed_ram(len);
+    rustix::fs::fcntl_add_seals(
+        &ram,
+        rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW,
+    )
+    .unwrap();
+    ram
+}
+
+/// A memfd anyone holding it may shrink (`memory-backend-memfd,seal=off`).
+fn unsealed_ram(len: u64) -> File {
+    let fd =
+        rustix::fs::memfd_create("vvu-test-ram", rustix::fs::MemfdFlags::ALLOW_SEALING).unwrap();
+    let ram = File::from(fd);
+    ram.set_len(len).unwrap();
+    ram
+}
+
 /// The driver's view of guest RAM: positioned I/O on the same file the
 /// daemon maps shared (the page cache makes both views one memory).
-struct FileMem {
-    file: File,
+pub(crate) struct FileMem {
+    pub(crate) file: File,
 }
 
 impl FileMem {
@@ -102,8 +124,10 @@ fn mapped_region_is_the_file_at_its_guest_address() {
         mmap_offset: 0x2000,
     };
     let ram = GuestRam::new();
-    ram.replace(MemoryTable::from_regions(vec![(spec, file.try_clone().unwrap())]).unwrap())
-        .unwrap();
+    ram.replace(
+        MemoryTable::from_regions(vec![(spec, file.try_clone().unwrap())], Accept).unwrap(),
+    )
+    .unwrap();
     assert_eq!(ram.num_regions(), 1);
     // The file at mmap_offset is guest address guest_addr, both ways.
     file.write_all_at(b"hello", 0x2010).unwrap();
@@ -136,9 +160,9 @@ fn regions_are_added_removed_and_checked() {
         mmap_offset,
     };
     let ram = GuestRam::new();
-    ram.update(|t| t.add(spec(0x1000, 0x1000, 0), &file))
+    ram.update(|t| t.add(spec(0x1000, 0x1000, 0), &file, Accept))
         .unwrap();
-    ram.update(|t| t.add(spec(0x2000, 0x1000, 0x1000), &file))
+    ram.update(|t| t.add(spec(0x2000, 0x1000, 0x1000), &file, Accept))
         .unwrap();
     // Contiguous regions serve an access that straddles them.
     ram.write(0x1ffe, b"abcd").unwrap();
@@ -148,15 +172,15 @@ fn regions_are_added_removed_and_checked() {
     assert_eq!(&b, b"abcd");
     // Overlap, past the end of the file, overflow: refused, table unchanged.
     assert!(matches!(
-        ram.update(|t| t.add(spec(0x1800, 0x1000, 0), &file)),
+        ram.update(|t| t.add(spec(0x1800, 0x1000, 0), &file, Accept)),
         Err(MapError::Region(RegionError::Overlap))
     ));
     assert!(matches!(
-        ram.update(|t| t.add(spec(0x8000, 0x2000, 0x3000), &file)),
+        ram.update(|t| t.add(spec(0x8000, 0x2000, 0x3000), &file, Accept)),
         Err(MapError::BeyondFile { .. })
     ));
     assert!(matches!(
-        ram.update(|t| t.add(spec(u64::MAX - 0xfff, 0x2000, 0), &file)),
+        ram.update(|t| t.add(spec(u64::MAX - 0xfff, 0x2000, 0), &file, Accept)),
         Err(MapError::Overflow)
     ));
     assert_eq!(ram.num_regions(), 2);
@@ -182,7 +206,7 @@ fn spawn<D: virtio_core::device::VirtioDevice + Send + 'static>(
     device: D,
 ) -> (UnixStream, thread::JoinHandle<std::io::Result<Ended>>) {
     let (front, back) = UnixStream::pair().unwrap();
-    let server = thread::spawn(move || connection::serve(back, device, false));
+    let server = thread::spawn(move || connection::serve(back, device));
     (front, server)
 }
 
@@ -190,7 +214,7 @@ fn rng() -> Rng<HostEntropy> {
     Rng::new(HostEntropy::open().unwrap()).with_queue_size(64)
 }
 
-fn wait_for(call: &EventFd) {
+pub(crate) fn wait_for(call: &EventFd) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while call.read().is_err() {
         assert!(Instant::now() < deadline, "no used-buffer interrupt");
@@ -285,10 +309,12 @@ fn serve_one(driver: &mut SplitDriver, mem: &FileMem, kick: &EventFd, call: &Eve
 
 #[test]
 fn rng_over_vhost_user_fills_buffers_and_reports_the_ring_base() {
-    let (path, ram) = temp_file("rng", RAM);
+    let ram = sealed_ram(RAM);
     let (front, server) = spawn(rng());
     let features = Features::VERSION_1 | Features::EVENT_IDX;
     let (fe, mut driver, mem, kick, call) = start(front, &ram, features, 0, &|_| {});
+    // A frontend shrinking the mapped memfd is refused by its seal.
+    assert!(ram.set_len(0).is_err());
     for _ in 0..3 {
         assert_eq!(serve_one(&mut driver, &mem, &kick, &call), 16);
     }
@@ -321,12 +347,72 @@ fn rng_over_vhost_user_fills_buffers_and_reports_the_ring_base() {
     assert!(fe.get_features().is_ok());
     drop(fe);
     assert!(matches!(server.join().unwrap(), Ok(Ended::Closed)));
+}
+
+#[test]
+fn only_files_sealed_against_shrinking_are_mapped() {
+    let spec = RegionSpec {
+        guest_addr: GPA,
+        size: 0x4000,
+        user_addr: UA,
+        mmap_offset: 0,
+    };
+    let (path, regular) = temp_file("unsealed", 0x4000);
+    for file in [unsealed_ram(0x4000), regular] {
+        assert!(matches!(
+            MemoryTable::from_regions(vec![(spec, file)], Refuse),
+            Err(MapError::Unsealed)
+        ));
+    }
     std::fs::remove_file(path).unwrap();
+    let sealed = sealed_ram(0x4000);
+    let ram = GuestRam::new();
+    ram.replace(
+        MemoryTable::from_regions(vec![(spec, sealed.try_clone().unwrap())], Refuse).unwrap(),
+    )
+    .unwrap();
+    // The frontend cannot shrink it under the mapping: the access that
+    // would fault past the end stays in the file.
+    assert!(sealed.set_len(0).is_err());
+    ram.write(GPA + 0x3ffe, b"ok").unwrap();
+    let mut back = [0u8; 2];
+    ram.read(GPA + 0x3ffe, &mut back).unwrap();
+    assert_eq!(&back, b"ok");
+}
+
+#[test]
+fn unsealed_guest_memory_is_an_error_on_its_connection_only() {
+    let (front, server) = spawn(rng());
+    let mut fe = Frontend::from_stream(front, 1);
+    fe.set_owner().unwrap();
+    fe.get_features().unwrap();
+    fe.set_features(Features::VERSION_1.bits() | 1 << 30)
+        .unwrap();
+    fe.get_protocol_features().unwrap();
+    fe.set_protocol_features(VhostUserProtocolFeatures::REPLY_ACK)
+        .unwrap();
+    let region = |file: &File| VhostUserMemoryRegionInfo {
+        guest_phys_addr: GPA,
+        memory_size: RAM,
+        userspace_addr: UA,
+        mmap_offset: 0,
+        mmap_handle: file.as_raw_fd(),
+    };
+    let unsealed = unsealed_ram(RAM);
+    fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+    assert!(fe.set_mem_table(&[region(&unsealed)]).is_err());
+    // Shrinking it now harms nobody: it was never mapped.
+    unsealed.set_len(0).unwrap();
+    let sealed = sealed_ram(RAM);
+    fe.set_mem_table(&[region(&sealed)]).unwrap();
+    assert!(fe.get_features().is_ok());
+    drop(fe);
+    assert!(matches!(server.join().unwrap(), Ok(Ended::Closed)));
 }
 
 #[test]
 fn a_ring_restarts_at_the_base_the_frontend_gives() {
-    let (path, ram) = temp_file("base", RAM);
+    let ram = sealed_ram(RAM);
     let (front, server) = spawn(rng());
     let mem = FileMem {
         file: ram.try_clone().unwrap(),
@@ -356,7 +442,6 @@ fn a_ring_restarts_at_the_base_the_frontend_gives() {
     assert_eq!(fe.get_vring_base(0).unwrap(), 6);
     drop(fe);
     assert!(matches!(server.join().unwrap(), Ok(Ended::Closed)));
-    std::fs::remove_file(path).unwrap();
 }
 
 #[test]

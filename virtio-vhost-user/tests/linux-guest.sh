@@ -29,7 +29,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="${WORK:-/tmp/vvu-e2e}"
-CASES="${CASES:-split packed event_idx-off packed-event_idx-off split-qs16 packed-qs16 split-qs8 packed-qs8 reset kill-reconnect}"
+CASES="${CASES:-split packed event_idx-off packed-event_idx-off split-qs16 packed-qs16 split-qs8 packed-qs8 mq-smp4 reset kill-reconnect}"
 BOOT_TIMEOUT="${BOOT_TIMEOUT:-120}"
 MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk virtio-rng"
 
@@ -128,6 +128,31 @@ check_direct() {
     if cmp -s /tmp/dpat /tmp/dback; then echo "VVU DIRECT-OK $(wc -c </tmp/dback) bytes"; else echo "VVU DIRECT-FAIL readback differs"; fi
 }
 
+# DISCARD: 1 MiB of a third pattern at 24 MiB, read back, then blkdiscard
+# (the daemon punches a hole in the image), read back as zeroes.
+check_discard() {
+    max=$(cat /sys/block/vda/queue/discard_max_bytes 2>/dev/null)
+    [ "${max:-0}" -gt 0 ] || { echo "VVU DISCARD-FAIL not offered (discard_max_bytes=$max)"; return; }
+    awk -v m="$MARK" 'BEGIN { for (i = 0; i < 16384; i++) printf "%-63s\n", "Z" m "-" i }' >/tmp/zpat
+    dd if=/tmp/zpat of=/dev/vda bs=1048576 seek=24 count=1 oflag=direct 2>/dev/null || { echo "VVU DISCARD-FAIL write"; return; }
+    dd if=/dev/vda of=/tmp/zback bs=1048576 skip=24 count=1 iflag=direct 2>/dev/null
+    cmp -s /tmp/zpat /tmp/zback || { echo "VVU DISCARD-FAIL pattern not written"; return; }
+    blkdiscard -o $((24 << 20)) -l $((1 << 20)) /dev/vda 2>/tmp/bd.err || { echo "VVU DISCARD-FAIL blkdiscard: $(cat /tmp/bd.err)"; return; }
+    dd if=/dev/vda of=/tmp/zback bs=1048576 skip=24 count=1 iflag=direct 2>/dev/null
+    dd if=/dev/zero of=/tmp/zero bs=1048576 count=1 2>/dev/null
+    if cmp -s /tmp/zero /tmp/zback; then echo "VVU DISCARD-OK (max $max bytes)"; else echo "VVU DISCARD-FAIL range not zero after discard"; fi
+}
+
+# The request queues the guest set up, and an O_DIRECT read from every CPU
+# (blk-mq maps each CPU to its own queue when there are as many).
+check_queues() {
+    n=$(ls /sys/block/vda/mq | wc -l); cpus=$(grep -c ^processor /proc/cpuinfo); io=ok
+    for c in $(seq 0 $((cpus - 1))); do
+        taskset -c "$c" dd if=/dev/vda of=/dev/null bs=65536 count=16 skip=$((c * 16)) iflag=direct 2>/dev/null || io=fail
+    done
+    echo "VVU BLK-QUEUES $n cpus $cpus io $io"
+}
+
 # Continuous I/O on both devices until killed.
 io_loop() {
     ( while :; do dd if=/dev/hwrng of=/dev/null bs=4096 count=16 2>/dev/null; done ) &
@@ -137,7 +162,7 @@ io_loop() {
 
 case "$MODE" in
 check)
-    check_rng; check_blk; check_direct ;;
+    check_rng; check_blk; check_direct; check_discard; check_queues ;;
 reset)
     io_loop; sleep 2
     dev=$(basename "$(readlink /sys/block/vda/device)")
@@ -189,21 +214,24 @@ done
 
 daemons_alive() { for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || return 1; done; }
 
-# boot NAME MODE MARK RING_PROPS [BLK_PROPS]: starts QEMU in the background,
-# console in $WORK/NAME.console
+# boot NAME MODE MARK RING_PROPS [BLK_PROPS] [SMP]: starts QEMU in the
+# background, console in $WORK/NAME.console. With SMP, that many vCPUs and
+# no num-queues: QEMU then asks for a request queue per vCPU.
 boot() {
-    local name="$1" mode="$2" mark="$3" props="$4" blkprops="${5:-}"
+    local name="$1" mode="$2" mark="$3" props="$4" blkprops="${5:-}" smp="${6:-}"
+    local queues="num-queues=1,"
+    [ -n "$smp" ] && queues=""
     : >"$WORK/$name.console"
     rm -f "$WORK/$name.qemu.pid"
     timeout "$BOOT_TIMEOUT" qemu-system-x86_64 \
-        -machine pc,memory-backend=mem -m 256M -smp 1 -cpu max \
+        -machine pc,memory-backend=mem -m 256M -smp "${smp:-1}" -cpu max \
         -object memory-backend-memfd,id=mem,size=256M,share=on \
         -kernel "$KERNEL" -initrd "$INITRD" \
         -append "console=ttyS0 quiet panic=-1 vvu.mode=$mode vvu.mark=$mark" \
         -chardev socket,id=rng0,path="$RNG_SOCK" \
         -device "vhost-user-rng-pci,chardev=rng0,$props" \
         -chardev socket,id=blk0,path="$BLK_SOCK" \
-        -device "vhost-user-blk-pci,chardev=blk0,num-queues=1,$props${blkprops:+,$blkprops}" \
+        -device "vhost-user-blk-pci,chardev=blk0,$queues$props${blkprops:+,$blkprops}" \
         -display none -monitor none -serial "file:$WORK/$name.console" \
         -nic none -no-reboot -pidfile "$WORK/$name.qemu.pid" >"$WORK/$name.qemu.log" 2>&1 &
     QEMU_PID=$!   # the timeout wrapper; QEMU's own pid is in the pidfile
@@ -235,6 +263,15 @@ verdict() {
     elif [ "$3" = check ]; then
         why="$why direct(not run)"
     fi
+    if [ "$3" = check ]; then
+        # As many request queues as vCPUs (mq-smp4: 4), each served.
+        local cpus=1; [ "$name" = mq-smp4 ] && cpus=4
+        grep -q "VVU BLK-QUEUES $cpus cpus $cpus io ok" "$con" || why="$why queues(want $cpus)"
+        grep -q "VVU DISCARD-OK" "$con" || why="$why discard(guest)"
+        # The image: the discarded MiB holds zeroes, none of the pattern.
+        dd if="$IMG" of="$WORK/$name.discard-slice" bs=1048576 skip=24 count=1 2>/dev/null
+        cmp -s -n 1048576 "$WORK/$name.discard-slice" /dev/zero || why="$why discard(host)"
+    fi
     # A request the device failed (or answered with a stale status) shows
     # in the guest's log as an I/O error.
     grep -qiE "I/O error|blk_update_request|critical (medium|target)" "$con" && why="$why guest-io-error"
@@ -249,10 +286,10 @@ verdict() {
 }
 
 run_case() {
-    local name="$1" props="$2" mode="${3:-check}" blkprops="${4:-}" mark
+    local name="$1" props="$2" mode="${3:-check}" blkprops="${4:-}" smp="${5:-}" mark
     mark="VVU-$name-$RANDOM$RANDOM"
     local t0=$SECONDS
-    boot "$name" "$mode" "$mark" "$props" "$blkprops"
+    boot "$name" "$mode" "$mark" "$props" "$blkprops" "$smp"
     wait "$QEMU_PID" || true
     QEMU_PID=""
     log "$name: guest ran $((SECONDS - t0)) s"
@@ -291,6 +328,8 @@ for c in $CASES; do
         split-qs8) run_case split-qs8 "packed=off" check "queue-size=8" || FAILED=1 ;;
         packed-qs8) run_case packed-qs8 "packed=on" check "queue-size=8" || FAILED=1 ;;
         reset) run_case reset "packed=off" reset || FAILED=1 ;;
+        # QEMU's default num-queues (one per vCPU) with 4 vCPUs
+        mq-smp4) run_case mq-smp4 "packed=off" check "" 4 || FAILED=1 ;;
         kill-reconnect) kill_reconnect || FAILED=1 ;;
         *) echo "FAIL $c: unknown case"; FAILED=1 ;;
     esac

@@ -87,6 +87,10 @@ pub struct BlockOptions {
     pub id: [u8; ID_BYTES],
     /// Largest queue size the driver may choose.
     pub queue_size: u16,
+    /// Request queues (`MQ` offered above 1). Requests are independent,
+    /// so every queue is served alike; the transport's `DeviceCore` must
+    /// have room for them.
+    pub queues: u16,
 }
 
 impl Default for BlockOptions {
@@ -101,6 +105,7 @@ impl Default for BlockOptions {
             write_zeroes: None,
             id: [0; ID_BYTES],
             queue_size: 128,
+            queues: 1,
         }
     }
 }
@@ -135,6 +140,7 @@ impl<S: BlockStorage> Block<S> {
     /// A block device over `storage`.
     pub fn new(storage: S, mut options: BlockOptions) -> Self {
         options.seg_max = options.seg_max.clamp(1, MAX_SEG_MAX);
+        options.queues = options.queues.max(1);
         for cmd in [&mut options.discard, &mut options.write_zeroes]
             .into_iter()
             .flatten()
@@ -173,7 +179,7 @@ impl<S: BlockStorage> Block<S> {
             size_max: o.size_max.unwrap_or(0).into(),
             seg_max: o.seg_max.into(),
             blk_size: o.blk_size.unwrap_or(SECTOR_SIZE).into(),
-            num_queues: 1.into(),
+            num_queues: o.queues.into(),
             ..BlkConfig::default()
         };
         if let Some(d) = o.discard {
@@ -430,6 +436,7 @@ impl<S: BlockStorage> VirtioDevice for Block<S> {
             (o.size_max.is_some(), F_SIZE_MAX),
             (o.discard.is_some(), F_DISCARD),
             (o.write_zeroes.is_some(), F_WRITE_ZEROES),
+            (o.queues > 1, F_MQ),
         ] {
             if on {
                 bits |= bit;
@@ -439,7 +446,7 @@ impl<S: BlockStorage> VirtioDevice for Block<S> {
     }
 
     fn num_queues(&self) -> u16 {
-        1
+        self.options.queues
     }
 
     fn max_queue_size(&self, _queue: u16) -> u16 {

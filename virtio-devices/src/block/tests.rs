@@ -547,3 +547,44 @@ fn ram_disk_bounds() {
     assert!(d.write_zeroes(0, u32::MAX).is_err());
     assert!(d.read(0, &mut [0; 512]).is_ok());
 }
+
+#[test]
+fn several_request_queues_are_offered_and_served_alike() {
+    let options = BlockOptions {
+        queues: 4,
+        ..BlockOptions::default()
+    };
+    let mut h: Harness<Block<RamDisk<'static>>, 4> = Harness::new(
+        Block::new(disk(), options),
+        Features::from_bits_retain(F_MQ | F_FLUSH),
+        &[0, 3],
+    );
+    assert_ne!(h.core.device().features().bits() & F_MQ, 0);
+    assert_eq!(h.core.device().config().num_queues.get(), 4);
+    assert_eq!(h.core.num_queues(), 4);
+    // A write on queue 3, read back on queue 0.
+    let write = |h: &mut Harness<Block<RamDisk<'static>>, 4>, q: u16, type_: u32| {
+        let hdr = BlkReqHeader {
+            type_: type_.into(),
+            reserved: 0.into(),
+            sector: 2u64.into(),
+        };
+        let hdr = h.put(hdr.as_bytes());
+        let data = h.put(&[0x3c; 512]);
+        let status = h.space(1);
+        let used = if type_ == OUT {
+            h.request(q, &[hdr, data], &[status])
+        } else {
+            h.request(q, &[hdr], &[data, status])
+        };
+        (h.read(status)[0], used.len, h.read(data))
+    };
+    assert_eq!(write(&mut h, 3, OUT).0, OK);
+    let (status, used, back) = write(&mut h, 0, IN);
+    assert_eq!((status, used), (OK, 513));
+    assert_eq!(back, vec![0x3c; 512]);
+    // One queue: no MQ.
+    let one = Block::new(disk(), BlockOptions::default());
+    assert_eq!(one.features().bits() & F_MQ, 0);
+    assert_eq!(one.num_queues(), 1);
+}

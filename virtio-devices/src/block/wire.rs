@@ -20,6 +20,8 @@ pub const F_RO: u64 = 1 << 5;
 pub const F_BLK_SIZE: u64 = 1 << 6;
 /// Feature bit: the `FLUSH` command.
 pub const F_FLUSH: u64 = 1 << 9;
+/// Feature bit: more than one request queue (`num_queues` is valid).
+pub const F_MQ: u64 = 1 << 12;
 /// Feature bit: the `DISCARD` command.
 pub const F_DISCARD: u64 = 1 << 13;
 /// Feature bit: the `WRITE_ZEROES` command.

@@ -670,11 +670,19 @@ impl<B: GpioBank, const N: usize> VirtioDevice for Gpio<B, N> {
         self.negotiated = features;
     }
 
+    /// Every line back to its initial direction, in the bank too (a line
+    /// the driver configured is released or reconfigured, so a host line
+    /// is not left driven by a driver that is gone).
     fn reset(&mut self) {
         self.negotiated = Features::empty();
         for (i, l) in (0u16..).zip(self.lines.iter_mut()) {
+            let initial = self.bank.initial_direction(i);
+            if l.direction != initial {
+                // Best effort: a bank that refuses leaves the line as it is.
+                let _ = self.bank.set_direction(i, initial, l.value);
+            }
             *l = Line {
-                direction: self.bank.initial_direction(i),
+                direction: initial,
                 ..Line::default()
             };
         }

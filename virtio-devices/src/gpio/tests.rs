@@ -495,6 +495,18 @@ fn reset_and_eventq_reset_forget_held_buffers() {
 }
 
 #[test]
+fn a_device_reset_returns_the_banks_lines_to_their_initial_direction() {
+    let mut h = rig();
+    ok(&mut h, MSG_SET_VALUE, 0, 1);
+    ok(&mut h, MSG_SET_DIRECTION, 0, Direction::Out as u32);
+    // Line 0 drives line 1.
+    assert!(h.core.device().bank().level(1));
+    h.core.set_status(0);
+    // Released in the bank as in the device: line 1 no longer driven.
+    assert!(!h.core.device().bank().level(1));
+}
+
+#[test]
 fn a_malformed_event_chain_comes_back_invalid() {
     let mut h = rig();
     let out = h.put(&[1, 0]);

@@ -1,6 +1,9 @@
 //! The SPI controller device (ID 45, virtio 1.4 §"SPI Controller Device")
 //! over an [`embedded_hal::spi::SpiBus`] and one chip-select
-//! [`embedded_hal::digital::OutputPin`] per target.
+//! [`embedded_hal::digital::OutputPin`] per target ([`Spi`]), or over one
+//! [`embedded_hal::spi::SpiDevice`] per chip select for backends that
+//! frame the chip select themselves, such as Linux's `/dev/spidevB.C`
+//! ([`SpiDevices`], which runs each message as one transaction).
 //!
 //! One queue, `requestq`. Each request is one SPI transfer: a 32-byte
 //! [`SpiTransferHead`], the `tx_buf` (device-readable), the `rx_buf`
@@ -127,6 +130,15 @@ pub enum TransferError {
         /// `rx_buf` bytes.
         rx: u32,
     },
+    /// A chain with no writable byte for the result (the device then
+    /// needs a reset; held transfers of a [`SpiDevices`] message get this).
+    NoResult,
+    /// A chip-select frame (a message) longer than one transaction of a
+    /// [`SpiDevices`] controller holds: the message is refused whole.
+    MessageTooLong,
+    /// `CS_HIGH` asked of a controller whose chip selects the backend
+    /// drives ([`SpiDevices`]).
+    CsHighUnsupported,
     /// The bus failed.
     Bus,
     /// The chip-select pin failed.
@@ -157,6 +169,9 @@ impl fmt::Display for TransferError {
             Self::LengthMismatch { tx, rx } => {
                 write!(f, "full duplex with tx {tx} and rx {rx} bytes")
             }
+            Self::NoResult => f.write_str("no writable byte for the result"),
+            Self::MessageTooLong => f.write_str("message longer than one transaction holds"),
+            Self::CsHighUnsupported => f.write_str("chip select active high not supported"),
             Self::Bus => f.write_str("bus failure"),
             Self::Pin => f.write_str("chip-select pin failure"),
         }
@@ -190,10 +205,27 @@ pub fn parse<M: GuestMemory, const N: usize>(
     caps: &SpiCaps,
     chip_selects: usize,
 ) -> Result<Transfer, TransferError> {
-    let head: SpiTransferHead = chain
+    check(&read_head(chain, mem)?, chain, caps, chip_selects)
+}
+
+/// The transfer head, read once from the readable part.
+fn read_head<M: GuestMemory, const N: usize>(
+    chain: &Chain<N>,
+    mem: &M,
+) -> Result<SpiTransferHead, TransferError> {
+    chain
         .reader(mem)
         .read_obj()
-        .map_err(|_| TransferError::ShortHead)?;
+        .map_err(|_| TransferError::ShortHead)
+}
+
+/// Checks a head read from `chain` against what the controller runs.
+fn check<const N: usize>(
+    head: &SpiTransferHead,
+    chain: &Chain<N>,
+    caps: &SpiCaps,
+    chip_selects: usize,
+) -> Result<Transfer, TransferError> {
     if usize::from(head.chip_select_id) >= chip_selects {
         return Err(TransferError::ChipSelect(head.chip_select_id));
     }
@@ -241,6 +273,67 @@ pub fn parse<M: GuestMemory, const N: usize>(
         tx,
         rx,
     })
+}
+
+/// The configuration space of a controller running as `caps` with `cs`
+/// chip selects; `cs_high` when it can drive a chip select active high.
+fn config(caps: &SpiCaps, cs: usize, cs_high: bool) -> SpiConfig {
+    let phase = if caps.cpha { 0b10 } else { 0b01 };
+    let polarity = if caps.cpol { 0b10 } else { 0b01 };
+    let cs_high = if cs_high { MODE_FUNC_CS_HIGH } else { 0 };
+    SpiConfig {
+        cs_max_number: u8::try_from(cs).unwrap_or(u8::MAX),
+        cs_change_supported: 1,
+        tx_nbits_supported: 0,
+        rx_nbits_supported: 0,
+        bits_per_word_mask: (1u32 << 7).into(),
+        mode_func_supported: (phase | polarity << 2 | cs_high | MODE_FUNC_LSB_FIRST).into(),
+        max_freq_hz: caps.max_freq_hz.into(),
+        max_word_delay_ns: 0.into(),
+        max_cs_setup_ns: 0.into(),
+        max_cs_hold_ns: 0.into(),
+        max_cs_inactive_ns: 0.into(),
+    }
+}
+
+/// Zero-fills the writable bytes left before the result byte (an
+/// `rx_buf` not filled), then writes the result last; the used length.
+fn finish<M: GuestMemory>(writer: &mut Writer<'_, M>, result: u8) -> u32 {
+    let zero = [0u8; CHUNK];
+    while writer.remaining() > 1 {
+        let n = (writer.remaining().saturating_sub(1) as usize).min(CHUNK);
+        if writer.write_all(zero.get(..n).unwrap_or_default()).is_err() {
+            break;
+        }
+    }
+    let _ = writer.write_all(&[result]);
+    writer.bytes_written()
+}
+
+impl SpiStats {
+    /// Counts a transfer's outcome; its result byte.
+    fn record(
+        &mut self,
+        last_error: &mut Option<TransferError>,
+        outcome: Result<(), TransferError>,
+    ) -> u8 {
+        match outcome {
+            Ok(()) => {
+                self.ok = self.ok.saturating_add(1);
+                TRANS_OK
+            }
+            Err(e) => {
+                let counter = if e.result() == PARAM_ERR {
+                    &mut self.param_errors
+                } else {
+                    &mut self.trans_errors
+                };
+                *counter = counter.saturating_add(1);
+                *last_error = Some(e);
+                e.result()
+            }
+        }
+    }
 }
 
 /// What the device did so far.
@@ -322,22 +415,7 @@ impl<B: SpiBus<u8>, P: OutputPin, const CS: usize> Spi<B, P, CS> {
 
     /// The configuration space.
     pub fn config(&self) -> SpiConfig {
-        let phase = if self.caps.cpha { 0b10 } else { 0b01 };
-        let polarity = if self.caps.cpol { 0b10 } else { 0b01 };
-        SpiConfig {
-            cs_max_number: u8::try_from(CS).unwrap_or(u8::MAX),
-            cs_change_supported: 1,
-            tx_nbits_supported: 0,
-            rx_nbits_supported: 0,
-            bits_per_word_mask: (1u32 << 7).into(),
-            mode_func_supported: (phase | polarity << 2 | MODE_FUNC_CS_HIGH | MODE_FUNC_LSB_FIRST)
-                .into(),
-            max_freq_hz: self.caps.max_freq_hz.into(),
-            max_word_delay_ns: 0.into(),
-            max_cs_setup_ns: 0.into(),
-            max_cs_hold_ns: 0.into(),
-            max_cs_inactive_ns: 0.into(),
-        }
+        config(&self.caps, CS, true)
     }
 
     fn chip_selects(&self) -> usize {
@@ -442,32 +520,8 @@ impl<B: SpiBus<u8>, P: OutputPin, const CS: usize> Spi<B, P, CS> {
                 .map_err(|_| TransferError::ShortHead)?;
             self.run(&t, &mut reader, &mut writer)
         });
-        let result = match outcome {
-            Ok(()) => {
-                self.stats.ok = self.stats.ok.saturating_add(1);
-                TRANS_OK
-            }
-            Err(e) => {
-                let counter = if e.result() == PARAM_ERR {
-                    &mut self.stats.param_errors
-                } else {
-                    &mut self.stats.trans_errors
-                };
-                *counter = counter.saturating_add(1);
-                self.last_error = Some(e);
-                e.result()
-            }
-        };
-        // rx_buf not filled (an error): zeros up to the result byte.
-        let zero = [0u8; CHUNK];
-        while writer.remaining() > 1 {
-            let n = (writer.remaining().saturating_sub(1) as usize).min(CHUNK);
-            if writer.write_all(zero.get(..n).unwrap_or_default()).is_err() {
-                break;
-            }
-        }
-        let _ = writer.write_all(&[result]);
-        Some(writer.bytes_written())
+        let result = self.stats.record(&mut self.last_error, outcome);
+        Some(finish(&mut writer, result))
     }
 }
 
@@ -546,6 +600,11 @@ impl<B: SpiBus<u8>, P: OutputPin, const CS: usize> VirtioDevice for Spi<B, P, CS
     }
 }
 
+mod device;
+pub use device::SpiDevices;
+
+#[cfg(test)]
+mod device_tests;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod flash;
 #[cfg(test)]
