@@ -56,8 +56,10 @@ pub mod entropy;
 pub mod gpiochip;
 pub mod host;
 pub mod memory;
+pub mod rpmb_file;
 pub mod sim;
 pub mod storage;
+pub mod watchdog_host;
 
 #[cfg(test)]
 mod tests;

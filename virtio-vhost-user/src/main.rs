@@ -14,15 +14,19 @@ use virtio_devices::gpio::loopback::Loopback;
 use virtio_devices::i2c::I2cAdapter;
 use virtio_devices::i2c::eeprom::Eeprom;
 use virtio_devices::rng::Rng;
+use virtio_devices::rpmb::Rpmb;
 use virtio_devices::spi::{Spi, SpiCaps, SpiDevices};
+use virtio_devices::watchdog::Watchdog;
 use virtio_vhost_user::backend::{MAX_QUEUES, VhostUserDevice};
 use virtio_vhost_user::connection::{self, Ended};
 use virtio_vhost_user::entropy::HostEntropy;
 use virtio_vhost_user::gpiochip::{LineSelection, probe_gpiochip, serve_gpiochip};
 use virtio_vhost_user::host::{HostI2c, open_spidev};
 use virtio_vhost_user::memory::UnsealedMemory;
+use virtio_vhost_user::rpmb_file;
 use virtio_vhost_user::sim::{FLASH_BYTES, FlashSpi, SharedFlash, TracedBus};
 use virtio_vhost_user::storage::FileStorage;
+use virtio_vhost_user::watchdog_host::{CommandAction, HostWatchdog, StdClock, Ticks};
 
 const AFTER_HELP: &str = "\
 QEMU side (guest RAM must be shared with the daemon):
@@ -94,6 +98,32 @@ enum DeviceCmd {
         after_help = "No QEMU release has a vhost-user-spi frontend yet; Linux's virtio SPI driver is in >= 6.18.\nA host target: virtio-vhost-user --socket PATH spi --dev /dev/spidev0.0 --mode 0 --hz 1000000"
     )]
     Spi(SpiArgs),
+    /// RPMB device (virtio id 28): replay-protected storage in a crash-safe
+    /// image file (created on first use; key, write counter and data persist).
+    #[command(
+        after_help = "No QEMU release has a vhost-user RPMB frontend and Linux has no virtio RPMB driver;\nthe device is tested by a driver written from the spec (virtio-devices/tests/rpmb_driver.rs).\nWrites are journalled: a crash or SIGKILL loses nothing acknowledged (see rpmb_file)."
+    )]
+    Rpmb {
+        /// The image file (made with --capacity if it does not exist).
+        #[arg(long, value_name = "IMAGE")]
+        file: PathBuf,
+        /// Capacity of a new image in 128 KiB units (1-128).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=128))]
+        capacity: u8,
+    },
+    /// Watchdog (virtio id 35; a de-facto protocol, cloud-hypervisor's, not
+    /// in the virtio spec): acts when the guest stops pinging.
+    #[command(
+        after_help = "The first ping arms it, a guest reset disarms it; the expiry command runs once per missed\ndeadline via /bin/sh -c, with WATCHDOG_SINCE_MS set (e.g. --on-expiry 'kill -TERM $QEMU_PID').\nNo QEMU release has a vhost-user watchdog frontend."
+    )]
+    Watchdog {
+        /// Seconds without a ping before the action runs.
+        #[arg(long, value_name = "S", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: u64,
+        /// A shell command to run on expiry (default: log only).
+        #[arg(long, value_name = "CMD")]
+        on_expiry: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -207,6 +237,12 @@ enum Server {
         mode: u8,
         hz: u32,
     },
+    /// The image is opened (and recovered) again for each connection.
+    Rpmb(PathBuf),
+    Watchdog {
+        timeout: std::time::Duration,
+        on_expiry: Option<String>,
+    },
 }
 
 impl Server {
@@ -257,6 +293,24 @@ impl Server {
                     caps: SpiCaps::new(mode, hz),
                 },
             },
+            DeviceCmd::Rpmb { file, capacity } => {
+                if !file.exists() {
+                    rpmb_file::create(&file, capacity)
+                        .map_err(|e| format!("cannot create RPMB image {}: {e}", file.display()))?;
+                    info!(
+                        "created RPMB image {} ({capacity} x 128 KiB)",
+                        file.display()
+                    );
+                }
+                // Fail at start, not at the first connection.
+                rpmb_file::open(&file)
+                    .map_err(|e| format!("cannot open RPMB image {}: {e}", file.display()))?;
+                Self::Rpmb(file)
+            }
+            DeviceCmd::Watchdog { timeout, on_expiry } => Self::Watchdog {
+                timeout: std::time::Duration::from_secs(timeout),
+                on_expiry,
+            },
         })
     }
 
@@ -272,6 +326,12 @@ impl Server {
             Self::I2cHost(path) => format!("i2c (host bus {})", path.display()),
             Self::GpioSim(n) => format!("gpio ({n} loopback lines)"),
             Self::GpioChip { described, .. } => described.clone(),
+            Self::Rpmb(file) => format!("rpmb (image {})", file.display()),
+            Self::Watchdog { timeout, on_expiry } => format!(
+                "watchdog (timeout {} s, on expiry: {})",
+                timeout.as_secs(),
+                on_expiry.as_deref().unwrap_or("log only")
+            ),
             Self::SpiFlash { caps, .. } => format!(
                 "spi (simulated {} KiB NOR flash on chip select 0, {} Hz)",
                 FLASH_BYTES / 1024,
@@ -339,6 +399,28 @@ impl Server {
                     Spi::new(FlashSpi(flash.clone()), [FlashSpi(flash.clone())], *caps)
                         .with_queue_size(64);
                 serve(stream, spi, unsealed)
+            }
+            Self::Rpmb(file) => {
+                let (keys, storage) = rpmb_file::open(file)
+                    .map_err(|e| format!("cannot open RPMB image {}: {e}", file.display()))?;
+                let rpmb: Rpmb<_, _, 8> = Rpmb::new(keys, storage).with_queue_size(64);
+                serve(stream, rpmb, unsealed)
+            }
+            Self::Watchdog { timeout, on_expiry } => {
+                let dog = Watchdog::new(StdClock::new(), CommandAction::new(on_expiry.clone()))
+                    .with_timeout(*timeout);
+                // Check the deadline a few times per timeout, at least once a second.
+                let period = timeout
+                    .checked_div(4)
+                    .unwrap_or_default()
+                    .min(std::time::Duration::from_secs(1));
+                let dev = HostWatchdog::new(dog, period)
+                    .map_err(|e| format!("cannot start the watchdog ticker: {e}"))?;
+                connection::serve_with_events(
+                    stream,
+                    VhostUserDevice::new(dev).with_unsealed_memory(unsealed),
+                    Ticks,
+                )
             }
             Self::SpiHost { path, mode, hz } => {
                 let target = open_spidev(path, *mode, *hz)

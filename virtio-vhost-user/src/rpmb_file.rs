@@ -47,7 +47,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use virtio_devices::rpmb::{BLOCK_BYTES, BLOCKS_PER_UNIT, Key, KeyStore, MAX_CAPACITY, RpmbStorage};
+use virtio_devices::rpmb::{
+    BLOCK_BYTES, BLOCKS_PER_UNIT, Key, KeyStore, MAX_CAPACITY, RpmbStorage,
+};
 
 const SUPER_MAGIC: &[u8; 8] = b"VRPMBIMG";
 const KEY_MAGIC: &[u8; 8] = b"VRPMBKEY";
@@ -179,6 +181,9 @@ pub fn create(path: &Path, units: u8) -> Result<(), RpmbFileError> {
 /// Not an image, or I/O fails.
 pub fn open(path: &Path) -> Result<(FileKeyStore, FileRpmbStorage), RpmbFileError> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
+    if file.metadata()?.len() < DATA_OFF {
+        return Err(RpmbFileError::NotAnImage);
+    }
     let mut sb = [0u8; 512];
     file.read_exact_at(&mut sb, 0)?;
     if sb.get(..8) != Some(&SUPER_MAGIC[..])
@@ -398,8 +403,8 @@ impl RpmbStorage for FileRpmbStorage {
                 .record
                 .get_mut(..rec_end)
                 .ok_or(RpmbFileError::OutOfRange)?;
-            let (head, body) = rec.split_at_mut(JOURNAL_HEADER);
-            head.fill(0);
+            let (head_out, body) = rec.split_at_mut(JOURNAL_HEADER);
+            let mut head = [0u8; JOURNAL_HEADER];
             head[..8].copy_from_slice(JOURNAL_MAGIC);
             head[8..16].copy_from_slice(&seq.to_le_bytes());
             head[16..20].copy_from_slice(&counter.to_le_bytes());
@@ -408,6 +413,7 @@ impl RpmbStorage for FileRpmbStorage {
             body.copy_from_slice(data.get(..len).unwrap_or_default());
             let crc = crc32(&[&head[..28], body]);
             head[28..32].copy_from_slice(&crc.to_le_bytes());
+            head_out.copy_from_slice(&head);
         }
         let result = (|| {
             // 1: the record, synced: the commit point.

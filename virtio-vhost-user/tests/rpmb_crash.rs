@@ -236,8 +236,9 @@ fn sigkill_during_writes_loses_nothing_acknowledged() {
             let line = rx
                 .recv_timeout(Duration::from_secs(20))
                 .expect("the child never got ready");
-            if let Some(c) = line.strip_prefix("READY ") {
-                break c.parse::<u32>().unwrap();
+            // libtest may have printed "test crash_child ... " before it.
+            if let Some((_, c)) = line.split_once("READY ") {
+                break c.trim().parse::<u32>().unwrap();
             }
         };
         assert_eq!(ready, model.acked, "kill {kill}: the counter at start");
