@@ -542,3 +542,51 @@ fn vring_base_is_16_bits_split_and_avail_used_halves_packed() {
     assert_eq!(dev.get_queue_num().unwrap(), 1);
     assert_eq!(dev.core().negotiated_features(), packed);
 }
+
+/// The daemon's watchdog end to end: pings over vhost-user keep it quiet,
+/// and when they stop the `--on-expiry` command runs (once), woken by the
+/// ticker through the connection's host events.
+#[test]
+fn watchdog_over_vhost_user_runs_its_command_when_pings_stop() {
+    use crate::watchdog_host::{CommandAction, HostWatchdog, StdClock, Ticks};
+    use virtio_devices::watchdog::Watchdog;
+
+    let dir = std::env::temp_dir().join(format!("vhost-wd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("expired");
+    let command = format!("echo $WATCHDOG_SINCE_MS >> {}", marker.display());
+    let dog = Watchdog::new(StdClock::new(), CommandAction::new(Some(command)))
+        .with_timeout(Duration::from_millis(1000))
+        .with_queue_size(QSIZE);
+    let dev = HostWatchdog::new(dog, Duration::from_millis(50)).unwrap();
+    let ram = sealed_ram(RAM);
+    let (front, back) = UnixStream::pair().unwrap();
+    let server = thread::spawn(move || {
+        connection::serve_with_events(back, crate::backend::VhostUserDevice::new(dev), Ticks)
+    });
+    let (fe, mut driver, mem, kick, call) = start(front, &ram, Features::VERSION_1, 0, &|_| {});
+    // Pings every 50 ms for 1 s: acknowledged (byte 1, used = its length),
+    // and nothing fires.
+    for _ in 0..20 {
+        assert_eq!(serve_one(&mut driver, &mem, &kick, &call), 16);
+        let mut ack = [0u8];
+        mem.read(GPA + 0x8000, &mut ack).unwrap();
+        assert_eq!(ack, [1]);
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!marker.exists(), "fired while the guest pinged");
+    // The guest stops pinging: the command runs once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "the expiry command never ran");
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(1500));
+    let runs = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(runs.lines().count(), 1, "once per missed deadline: {runs}");
+    assert!(runs.trim().parse::<u64>().unwrap() > 1000);
+    drop(fe);
+    assert!(matches!(server.join().unwrap(), Ok(Ended::Closed)));
+    let _ = std::fs::remove_dir_all(&dir);
+}
