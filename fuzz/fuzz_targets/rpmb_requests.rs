@@ -22,8 +22,7 @@ use virtio_core::queue::{RingArea, Segment};
 use virtio_core::spec::Features;
 use virtio_devices::rpmb::ram::{RamKeyStore, RamStorage};
 use virtio_devices::rpmb::{
-    BLOCK_BYTES, FRAME_BYTES, Frame, MAC_START, REQ_PROGRAM_KEY, REQ_RESULT_READ, Rpmb,
-    RpmbResult,
+    BLOCK_BYTES, FRAME_BYTES, Frame, MAC_START, REQ_PROGRAM_KEY, REQ_RESULT_READ, Rpmb, RpmbResult,
 };
 use virtio_fuzz::{DATA, Guarded, MEM_LEN, RpmbInput, host};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
@@ -97,7 +96,11 @@ fuzz_target!(|data: &[u8]| {
             _ => u16::from(r.raw) << (r.raw & 1) * 8,
         };
         let count = u16::from(r.block_count);
-        let frames_n = if kind == 3 { usize::from(count.max(1)) } else { 1 };
+        let frames_n = if kind == 3 {
+            usize::from(count.max(1))
+        } else {
+            1
+        };
         let mut frames: Vec<Frame> = (0..frames_n)
             .map(|i| {
                 let mut f = Frame::new_zeroed();

@@ -127,7 +127,10 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     u32::from(arg % 3)
                 };
-                let b = Segment { addr: at, len: len.max(1) };
+                let b = Segment {
+                    addr: at,
+                    len: len.max(1),
+                };
                 mem.raw().write(at, &[0xa5; 8]).expect("buffer");
                 at += 16;
                 let readable = (!ping).then(|| {
@@ -149,7 +152,9 @@ fuzz_target!(|data: &[u8]| {
                     readable,
                 });
             }
-            2 => clock.0.set(clock.0.get() + Duration::from_secs(u64::from(arg))),
+            2 => clock
+                .0
+                .set(clock.0.get() + Duration::from_secs(u64::from(arg))),
             3 => {
                 let now = clock.0.get();
                 model.check(now, timeout);
