@@ -41,6 +41,11 @@ struct Cli {
     /// Listen here (a stale socket file is replaced; one in use is an error).
     #[arg(long, visible_alias = "socket-path", value_name = "PATH")]
     socket: PathBuf,
+    /// Listen on N sockets, PATH0 .. PATH(N-1), each serving its own device
+    /// instance on its own thread (a frontend that misbehaves closes only its
+    /// own connection).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    socket_count: u16,
     /// Exit after the first connection ends (status 0 if it ended cleanly).
     #[arg(long)]
     once: bool,
@@ -56,7 +61,7 @@ struct Cli {
     device: DeviceCmd,
 }
 
-#[derive(Subcommand)]
+#[derive(Clone, Subcommand)]
 enum DeviceCmd {
     /// Entropy device (virtio id 4) fed from /dev/urandom.
     #[command(
@@ -96,7 +101,7 @@ enum DeviceCmd {
     Spi(SpiArgs),
 }
 
-#[derive(Args)]
+#[derive(Clone, Args)]
 #[group(required = true, multiple = false)]
 struct I2cArgs {
     /// A simulated 24C02 EEPROM (256 bytes, 8-byte pages, erased to 0xff on
@@ -108,7 +113,7 @@ struct I2cArgs {
     dev: Option<PathBuf>,
 }
 
-#[derive(Args)]
+#[derive(Clone, Args)]
 struct GpioArgs {
     /// N simulated lines (8, 16 or 32) named loop0..; output line k drives
     /// input line k+1, so writes raise interrupts.
@@ -129,7 +134,7 @@ struct GpioArgs {
     lines: Option<LineSelection>,
 }
 
-#[derive(Args)]
+#[derive(Clone, Args)]
 struct SpiArgs {
     /// A simulated 64 KiB NOR flash (JEDEC ID ef 40 18; read, page program,
     /// sector erase) kept across connections.
@@ -389,39 +394,147 @@ fn listen(path: &Path) -> Result<UnixListener, String> {
     UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))
 }
 
-/// Serves connections one after another; returns after the first with
-/// `--once`.
+/// The socket paths: PATH alone, or PATH0 .. PATH(N-1).
+fn socket_paths(path: &Path, count: u16) -> Vec<PathBuf> {
+    if count <= 1 {
+        return vec![path.to_owned()];
+    }
+    (0..count)
+        .map(|i| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(i.to_string());
+            PathBuf::from(name)
+        })
+        .collect()
+}
+
+/// Serves every socket on its own thread; returns when all have ended
+/// (with `--once`, after each one's first connection), or exits the process
+/// on SIGTERM / SIGINT after removing the sockets and flushing the images.
 fn run(cli: Cli) -> Result<(), String> {
-    let server = Server::prepare(cli.device)?;
-    let listener = listen(&cli.socket)?;
-    info!("serving {} on {}", server.describe(), cli.socket.display());
+    if cli.socket_count > 1
+        && matches!(
+            cli.device,
+            DeviceCmd::Block {
+                read_only: false,
+                ..
+            }
+        )
+    {
+        return Err(
+            "a writable image can back one socket only (guests writing one image corrupt it): \
+             use --socket-count 1, or --read-only"
+                .into(),
+        );
+    }
+    let unsealed = if cli.allow_unsealed_memory {
+        UnsealedMemory::Accept
+    } else {
+        UnsealedMemory::Refuse
+    };
+    let paths = socket_paths(&cli.socket, cli.socket_count);
+    let mut sockets = Vec::new();
+    let mut images = Vec::new();
+    for path in &paths {
+        let server = Server::prepare(cli.device.clone())?;
+        if let Server::Block(disk, _) = &server {
+            images.push(
+                disk.try_clone()
+                    .map_err(|e| format!("cannot reopen disk image: {e}"))?,
+            );
+        }
+        let listener = listen(path)?;
+        info!("serving {} on {}", server.describe(), path.display());
+        sockets.push((path.clone(), server, listener));
+    }
+    shutdown_on_signals(paths, images)?;
+    let threads: Vec<_> = sockets
+        .into_iter()
+        .map(|(path, server, listener)| {
+            let once = cli.once;
+            std::thread::spawn(move || accept_loop(&path, &server, &listener, once, unsealed))
+        })
+        .collect();
+    let mut result = Ok(());
+    for thread in threads {
+        let ended = thread
+            .join()
+            .unwrap_or_else(|_| Err("a socket's thread panicked".into()));
+        if let Err(e) = ended {
+            error!("{e}");
+            result = Err("a socket did not end cleanly".into());
+        }
+    }
+    result
+}
+
+/// One socket's connections, one after another; returns after the first
+/// with `once`.
+fn accept_loop(
+    path: &Path,
+    server: &Server,
+    listener: &UnixListener,
+    once: bool,
+    unsealed: UnsealedMemory,
+) -> Result<(), String> {
+    let name = path.display();
     let mut number = 0u64;
     loop {
         let (stream, _) = listener
             .accept()
-            .map_err(|e| format!("accept failed: {e}"))?;
+            .map_err(|e| format!("{name}: accept failed: {e}"))?;
         number = number.wrapping_add(1);
-        info!("connection {number}: frontend connected");
-        let unsealed = if cli.allow_unsealed_memory {
-            UnsealedMemory::Accept
-        } else {
-            UnsealedMemory::Refuse
-        };
+        info!("{name}: connection {number}: frontend connected");
         let ended = server.serve(stream, unsealed)?;
         let clean = matches!(ended, Ok(Ended::Closed));
         match ended {
-            Ok(how @ Ended::Closed) => info!("connection {number}: {how}"),
-            Ok(how) => warn!("connection {number}: {how}"),
-            Err(e) => error!("connection {number}: host error: {e}"),
+            Ok(how @ Ended::Closed) => info!("{name}: connection {number}: {how}"),
+            Ok(how) => warn!("{name}: connection {number}: {how}"),
+            Err(e) => error!("{name}: connection {number}: host error: {e}"),
         }
-        if cli.once {
+        if once {
             return if clean {
                 Ok(())
             } else {
-                Err(format!("connection {number} did not end cleanly (--once)"))
+                Err(format!(
+                    "{name}: connection {number} did not end cleanly (--once)"
+                ))
             };
         }
     }
+}
+
+/// On SIGTERM or SIGINT: the socket files are removed (no frontend finds a
+/// dead socket), the images flushed (`fdatasync`: every write a guest saw
+/// completed is on disk), and the process exits with status 0. Connections
+/// in progress end with it; their frontends see the socket close.
+fn shutdown_on_signals(sockets: Vec<PathBuf>, mut images: Vec<FileStorage>) -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let name = if signal == SIGTERM {
+                "SIGTERM"
+            } else {
+                "SIGINT"
+            };
+            info!("{name}: shutting down");
+            for path in &sockets {
+                if let Err(e) = std::fs::remove_file(path) {
+                    warn!("cannot remove {}: {e}", path.display());
+                }
+            }
+            for image in &mut images {
+                if let Err(e) = virtio_devices::block::BlockStorage::flush(image) {
+                    error!("flushing the image failed: {e}");
+                    std::process::exit(1);
+                }
+            }
+            std::process::exit(0);
+        }
+    });
+    Ok(())
 }
 
 fn main() -> ExitCode {
