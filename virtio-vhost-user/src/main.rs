@@ -22,7 +22,7 @@ use virtio_vhost_user::gpiochip::{LineSelection, probe_gpiochip, serve_gpiochip}
 use virtio_vhost_user::host::{HostI2c, open_spidev};
 use virtio_vhost_user::memory::UnsealedMemory;
 use virtio_vhost_user::sim::{FLASH_BYTES, FlashSpi, SharedFlash, TracedBus};
-use virtio_vhost_user::storage::FileStorage;
+use virtio_vhost_user::storage::{FileStorage, ResizeTrigger};
 
 const AFTER_HELP: &str = "\
 QEMU side (guest RAM must be shared with the daemon):
@@ -70,7 +70,7 @@ enum DeviceCmd {
     Rng,
     /// Block device (virtio id 2) over a disk image file.
     #[command(
-        after_help = "QEMU: -chardev socket,id=c0,path=PATH -device vhost-user-blk-pci,chardev=c0\n(QEMU asks for one request queue per vCPU unless num-queues is given; all are served\nby the connection's thread)"
+        after_help = "QEMU: -chardev socket,id=c0,path=PATH -device vhost-user-blk-pci,chardev=c0\n(QEMU asks for one request queue per vCPU unless num-queues is given; all are served\nby the connection's thread)\nResize: truncate -s NEW IMAGE, then kill -HUP the daemon: the guest sees the new capacity."
     )]
     Block {
         /// Most request queues offered (VIRTIO_BLK_F_MQ above 1); QEMU's
@@ -319,7 +319,7 @@ impl Server {
                     queues: *queues,
                     ..BlockOptions::default()
                 };
-                serve(stream, Block::new(storage, options), unsealed)
+                serve_resizable(stream, Block::new(storage, options), unsealed)?
             }
             Self::I2cSim(addr) => {
                 let adapter: I2cAdapter<_> =
@@ -366,6 +366,24 @@ fn serve<D: VirtioDevice + Send>(
         stream,
         VhostUserDevice::new(device).with_unsealed_memory(unsealed),
     )
+}
+
+/// Serves a block device on one connection; SIGHUP makes it re-read the
+/// image's size and announce a change to the frontend.
+fn serve_resizable(
+    stream: UnixStream,
+    block: Block<FileStorage>,
+    unsealed: UnsealedMemory,
+) -> Result<std::io::Result<Ended>, String> {
+    let (trigger, pull) =
+        UnixStream::pair().map_err(|e| format!("cannot make the resize trigger: {e}"))?;
+    let events = ResizeTrigger::new(trigger).map_err(|e| e.to_string())?;
+    let id = signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, pull)
+        .map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
+    let device = VhostUserDevice::new(block).with_unsealed_memory(unsealed);
+    let ended = connection::serve_with_events(stream, device, events);
+    signal_hook::low_level::unregister(id);
+    Ok(ended)
 }
 
 /// Serves a GPIO loopback of `N` lines on one connection.
@@ -512,6 +530,13 @@ fn shutdown_on_signals(sockets: Vec<PathBuf>, mut images: Vec<FileStorage>) -> R
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    // SIGHUP resizes (each block connection watches it); with no connection
+    // it must not kill the daemon.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGHUP,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             let name = if signal == SIGTERM {

@@ -75,6 +75,18 @@ impl FileStorage {
         })
     }
 
+    /// Re-reads the image's length (after the host resized it); `true`
+    /// when the capacity changed. Requests past a shrunk end then fail.
+    ///
+    /// # Errors
+    /// The length cannot be read.
+    pub fn refresh_capacity(&mut self) -> io::Result<bool> {
+        let sectors = self.file.metadata()?.len() / SECTOR;
+        let changed = sectors != self.sectors;
+        self.sectors = sectors;
+        Ok(changed)
+    }
+
     /// True when opened read-only.
     pub fn read_only(&self) -> bool {
         self.read_only
@@ -192,6 +204,58 @@ impl FileStorage {
         }
         rustix::fs::fallocate(&self.file, how | FallocateFlags::KEEP_SIZE, at, len)
             .map_err(|e| FileStorageError::Io(e.into()))
+    }
+}
+
+/// Re-reads a served image's size when a trigger descriptor becomes
+/// readable (the daemon connects it to SIGHUP), so a resized image reaches
+/// the guest as a capacity change.
+#[derive(Debug)]
+pub struct ResizeTrigger {
+    trigger: std::os::unix::net::UnixStream,
+}
+
+impl ResizeTrigger {
+    /// Watches `trigger` (each byte written to its peer is one request to
+    /// look at the image again).
+    ///
+    /// # Errors
+    /// The socket cannot be made non-blocking.
+    pub fn new(trigger: std::os::unix::net::UnixStream) -> io::Result<Self> {
+        trigger.set_nonblocking(true)?;
+        Ok(Self { trigger })
+    }
+}
+
+impl crate::connection::HostEvents<virtio_devices::block::Block<FileStorage>> for ResizeTrigger {
+    fn fds<'a>(
+        &'a self,
+        _device: &'a virtio_devices::block::Block<FileStorage>,
+    ) -> Vec<(usize, std::os::fd::BorrowedFd<'a>)> {
+        use std::os::fd::AsFd;
+        vec![(0, self.trigger.as_fd())]
+    }
+
+    fn ready(
+        &mut self,
+        device: &mut virtio_devices::block::Block<FileStorage>,
+        _tokens: &[usize],
+    ) -> io::Result<bool> {
+        use std::io::Read;
+        let mut drained = [0u8; 64];
+        loop {
+            match (&self.trigger).read(&mut drained) {
+                Ok(0) => return Err(io::Error::other("resize trigger closed")),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let changed = device.storage_mut().refresh_capacity()?;
+        if changed {
+            log::info!("image resized: {} sectors", device.storage().capacity());
+        }
+        Ok(changed)
     }
 }
 

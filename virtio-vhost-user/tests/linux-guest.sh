@@ -29,7 +29,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="${WORK:-/tmp/vvu-e2e}"
-CASES="${CASES:-split packed event_idx-off packed-event_idx-off split-qs16 packed-qs16 split-qs8 packed-qs8 mq-smp4 reset kill-reconnect}"
+CASES="${CASES:-split packed event_idx-off packed-event_idx-off split-qs16 packed-qs16 split-qs8 packed-qs8 mq-smp4 reset resize kill-reconnect}"
 BOOT_TIMEOUT="${BOOT_TIMEOUT:-120}"
 MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk virtio-rng"
 
@@ -176,6 +176,17 @@ reset)
     check_rng; check_blk ;;
 loop)
     io_loop; echo "VVU IO-LOOP running"; while :; do sleep 1; done ;;
+resize)
+    # The host grows the image and sends the daemon SIGHUP; the new size
+    # must reach the guest (a config change through QEMU).
+    old=$(cat /sys/block/vda/size); echo "VVU RESIZE-WAIT $old"
+    for i in $(seq 1 600); do new=$(cat /sys/block/vda/size); [ "$new" != "$old" ] && break; sleep 0.1; done
+    if [ "$new" != "$old" ]; then
+        dd if=/dev/vda of=/dev/null bs=512 skip=$((new - 1)) count=1 iflag=direct 2>/dev/null && r=readable || r=unreadable
+        echo "VVU RESIZE-OK $old -> $new, last sector $r"
+    else
+        echo "VVU RESIZE-FAIL still $old sectors"
+    fi ;;
 esac
 echo "VVU DONE"
 poweroff -f
@@ -296,6 +307,30 @@ run_case() {
     verdict "$name" "$mark" "$mode"
 }
 
+# The image grows under a running guest: truncate, SIGHUP to the block
+# daemon, and the guest sees the capacity (then the image is put back).
+resize_case() {
+    local t0=$SECONDS con="$WORK/resize.console" why=""
+    boot resize resize x "packed=off"
+    for _ in $(seq 1 "$BOOT_TIMEOUT"); do
+        grep -q "VVU RESIZE-WAIT" "$con" && break
+        kill -0 "$QEMU_PID" 2>/dev/null || break
+        sleep 1
+    done
+    truncate -s 96M "$IMG"
+    kill -HUP "${PIDS[1]}"
+    wait "$QEMU_PID" || true
+    QEMU_PID=""
+    truncate -s 64M "$IMG"
+    log "resize: guest ran $((SECONDS - t0)) s"
+    grep -q "VVU RESIZE-OK 131072 -> 196608, last sector readable" "$con" || why="$why guest"
+    grep -qiE "I/O error" "$con" && why="$why guest-io-error"
+    daemons_alive || why="$why daemon-died"
+    if [ -z "$why" ]; then echo "PASS resize"; else
+        echo "FAIL resize:$why (console: $con)"; sed -n '/VVU/p' "$con" | tail -n 3 | sed 's/^/    /'; return 1
+    fi
+}
+
 kill_reconnect() {
     local t0=$SECONDS
     boot kill-loop loop x "packed=off"
@@ -328,6 +363,7 @@ for c in $CASES; do
         split-qs8) run_case split-qs8 "packed=off" check "queue-size=8" || FAILED=1 ;;
         packed-qs8) run_case packed-qs8 "packed=on" check "queue-size=8" || FAILED=1 ;;
         reset) run_case reset "packed=off" reset || FAILED=1 ;;
+        resize) resize_case || FAILED=1 ;;
         # QEMU's default num-queues (one per vCPU) with 4 vCPUs
         mq-smp4) run_case mq-smp4 "packed=off" check "" 4 || FAILED=1 ;;
         kill-reconnect) kill_reconnect || FAILED=1 ;;
