@@ -83,6 +83,10 @@ enum DeviceCmd {
         /// Offer VIRTIO_BLK_F_RO and refuse writes.
         #[arg(long)]
         read_only: bool,
+        /// Open the image with O_DIRECT: guest I/O bypasses the host's page
+        /// cache (not on tmpfs, which refuses it).
+        #[arg(long)]
+        direct: bool,
     },
     /// I2C adapter (virtio id 34): a simulated EEPROM or a host I2C bus.
     #[command(
@@ -222,9 +226,14 @@ impl Server {
                 file,
                 read_only,
                 queues,
+                direct,
             } => Self::Block(
-                FileStorage::open(&file, read_only)
-                    .map_err(|e| format!("cannot open disk image {}: {e}", file.display()))?,
+                if direct {
+                    FileStorage::open_direct(&file, read_only)
+                } else {
+                    FileStorage::open(&file, read_only)
+                }
+                .map_err(|e| format!("cannot open disk image {}: {e}", file.display()))?,
                 queues,
             ),
             DeviceCmd::I2c(I2cArgs {
@@ -269,9 +278,10 @@ impl Server {
         match self {
             Self::Rng => "rng".into(),
             Self::Block(disk, queues) => format!(
-                "block ({} sectors{}, up to {queues} queues)",
+                "block ({} sectors{}{}, up to {queues} queues)",
                 virtio_devices::block::BlockStorage::capacity(disk),
-                if disk.read_only() { ", read-only" } else { "" }
+                if disk.read_only() { ", read-only" } else { "" },
+                if disk.direct() { ", O_DIRECT" } else { "" }
             ),
             Self::I2cSim(addr) => format!("i2c (simulated 24C02 EEPROM at {addr:#04x})"),
             Self::I2cHost(path) => format!("i2c (host bus {})", path.display()),

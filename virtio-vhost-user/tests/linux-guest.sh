@@ -347,7 +347,8 @@ resize_case() {
     fi
 }
 
-# The block daemon killed (SIGKILL) and restarted 20 times while the guest
+# The block daemon (with --direct: O_DIRECT on the image) killed (SIGKILL)
+# and restarted 20 times while the guest
 # writes and verifies; QEMU reconnects (reconnect=1). Every write must
 # complete without an error, and the image must hold the last pass of every
 # record afterwards.
@@ -356,7 +357,7 @@ daemon_kill_case() {
     mark="VVU-dk-$RANDOM"
     local sock="$WORK/dk.sock" img="$WORK/dk.img" dlog="$WORK/dk.log" dpid
     rm -f "$img"; truncate -s 64M "$img"; : >"$dlog"
-    "$BIN" --socket "$sock" block --file "$img" 2>>"$dlog" & dpid=$!
+    "$BIN" --socket "$sock" block --file "$img" --direct 2>>"$dlog" & dpid=$!
     for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
     : >"$con"; rm -f "$WORK/$name.qemu.pid"
     timeout "$BOOT_TIMEOUT" qemu-system-x86_64 \
@@ -379,7 +380,7 @@ daemon_kill_case() {
         sleep "0.$((RANDOM % 9 + 1))"
         kill -9 "$dpid" 2>/dev/null; wait "$dpid" 2>/dev/null
         kills=$((kills + 1))
-        "$BIN" --socket "$sock" block --file "$img" 2>>"$dlog" & dpid=$!
+        "$BIN" --socket "$sock" block --file "$img" --direct 2>>"$dlog" & dpid=$!
         # Wait until QEMU is back on the new daemon before the next kill.
         for _ in $(seq 1 50); do grep -c "frontend connected" "$dlog" | grep -qx "$((kills + 1))" && break; sleep 0.1; done
         sleep 0.5
