@@ -317,41 +317,71 @@ unsafe fn place<T>(
     rc(r)
 }
 
-macro_rules! storage_fn {
-    ($(#[$m:meta])* $name:ident, $t:ty) => {
-        $(#[$m])*
-        ///
-        /// Writes the size and alignment to the non-null pointers;
-        /// `VIO_EINVAL` if both are NULL.
-        ///
-        /// # Safety
-        /// Each pointer is null or valid for writing a `size_t`.
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name(size: *mut usize, align: *mut usize) -> c_int {
-            // SAFETY: the caller's contract.
-            unsafe { report::<$t>(size, align) }
-        }
-    };
+/// Storage for an entropy device: writes its size and alignment to the non-null
+/// pointers; `VIO_EINVAL` if both are NULL.
+///
+/// # Safety
+/// Each pointer is null or valid for writing a `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vio_rng_storage(size: *mut usize, align: *mut usize) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe { report::<DevObj<RngBody>>(size, align) }
 }
 
-storage_fn!(
-    /// Storage for an entropy device.
-    vio_rng_storage, DevObj<RngBody>);
-storage_fn!(
-    /// Storage for a block device.
-    vio_block_storage, DevObj<BlockBody>);
-storage_fn!(
-    /// Storage for a console device.
-    vio_console_storage, DevObj<ConsoleBody>);
-storage_fn!(
-    /// Storage for an I2C adapter device.
-    vio_i2c_storage, DevObj<I2cBody>);
-storage_fn!(
-    /// Storage for a GPIO device.
-    vio_gpio_storage, DevObj<GpioBody>);
-storage_fn!(
-    /// Storage for a generic device.
-    vio_generic_storage, DevObj<GenericBody>);
+/// Storage for a block device: writes its size and alignment to the non-null
+/// pointers; `VIO_EINVAL` if both are NULL.
+///
+/// # Safety
+/// Each pointer is null or valid for writing a `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vio_block_storage(size: *mut usize, align: *mut usize) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe { report::<DevObj<BlockBody>>(size, align) }
+}
+
+/// Storage for a console device: writes its size and alignment to the non-null
+/// pointers; `VIO_EINVAL` if both are NULL.
+///
+/// # Safety
+/// Each pointer is null or valid for writing a `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vio_console_storage(size: *mut usize, align: *mut usize) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe { report::<DevObj<ConsoleBody>>(size, align) }
+}
+
+/// Storage for an I2C adapter device: writes its size and alignment to the non-null
+/// pointers; `VIO_EINVAL` if both are NULL.
+///
+/// # Safety
+/// Each pointer is null or valid for writing a `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vio_i2c_storage(size: *mut usize, align: *mut usize) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe { report::<DevObj<I2cBody>>(size, align) }
+}
+
+/// Storage for a GPIO device: writes its size and alignment to the non-null
+/// pointers; `VIO_EINVAL` if both are NULL.
+///
+/// # Safety
+/// Each pointer is null or valid for writing a `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vio_gpio_storage(size: *mut usize, align: *mut usize) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe { report::<DevObj<GpioBody>>(size, align) }
+}
+
+/// Storage for a generic device: writes its size and alignment to the non-null
+/// pointers; `VIO_EINVAL` if both are NULL.
+///
+/// # Safety
+/// Each pointer is null or valid for writing a `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vio_generic_storage(size: *mut usize, align: *mut usize) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe { report::<DevObj<GenericBody>>(size, align) }
+}
 
 /// Reads a callback table.
 ///

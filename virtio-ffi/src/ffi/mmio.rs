@@ -90,7 +90,7 @@ pub unsafe extern "C" fn vio_mmio_init(
     out: *mut *mut vio_mmio,
 ) -> c_int {
     let r = (|| {
-        if out.is_null() {
+        if out.is_null() || !out.is_aligned() {
             return Err(VIO_EINVAL);
         }
         let p = storage::<MmioObj>(storage_ptr, storage_len)?;
