@@ -44,6 +44,25 @@ run() {
 run shm "PASS rng over shm" "PASS block over shm" "PASS"
 run mmio "PASS rng over mmio" "PASS block over mmio" "PASS generic over mmio" "PASS"
 
-size_tool=$(command -v llvm-size || command -v arm-none-eabi-size)
-echo "image sizes ($size_tool; flash = text + data, RAM = data + bss):"
-"$size_tool" "$out/shm.elf" "$out/mmio.elf"
+# The footprint image: the library with only the rng device (its own target
+# directory, so neither build invalidates the other).
+(cd "$root" && CARGO_TARGET_DIR="$target_dir/ffi-footprint" cargo build -q -p virtio-ffi \
+    --profile ffi-firmware --target thumbv7em-none-eabihf --no-default-features --features panic-handler,rng)
+lib="$target_dir/ffi-footprint/thumbv7em-none-eabihf/ffi-firmware/libvirtio_ffi.a"
+run footprint "PASS footprint"
+
+# flash = .text + .rodata + .ARM.exidx + .data (vector table apart),
+# static RAM = .data + .bss - the window (as firmware/footprint.sh counts).
+elf_size() {
+    arm-none-eabi-size -A "$1" | awk -v s="$2" '$1 == s { print $2; f = 1 } END { if (!f) print 0 }'
+}
+for name in footprint shm mmio; do
+    elf="$out/$name.elf"
+    vectors=$(elf_size "$elf" .vectors)
+    flash=$(( $(elf_size "$elf" .text) + $(elf_size "$elf" .ARM.exidx) + $(elf_size "$elf" .data) ))
+    window=$(arm-none-eabi-nm -S "$elf" | awk '$4 == "window" { print $2 }')
+    window=$(( 16#${window:-0} ))
+    ram=$(( $(elf_size "$elf" .data) + $(elf_size "$elf" .bss) - ${window:-0} ))
+    printf '%-10s flash %6d B (vectors %d B apart)  static RAM %6d B (window %d B excluded)\n' \
+        "$name" "$flash" "$vectors" "$ram" "${window:-0}"
+done

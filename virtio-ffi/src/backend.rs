@@ -10,26 +10,32 @@
 use core::ffi::{c_int, c_void};
 use core::fmt;
 
+#[cfg(feature = "i2c")]
 use embedded_hal::i2c::{
     ErrorKind, ErrorType as I2cErrorType, I2c, NoAcknowledgeSource, Operation, SevenBitAddress,
 };
+#[cfg(feature = "block")]
 use virtio_devices::block::BlockStorage;
+#[cfg(feature = "gpio")]
 use virtio_devices::gpio::{Direction, GpioBank, LineError};
 
+#[cfg(feature = "i2c")]
 use crate::{VIO_I2C_NACK, VIO_I2C_NACK_DATA};
 
 /// The C context pointer, passed back to every callback untouched.
 #[derive(Clone, Copy, Debug)]
 pub struct Ctx(pub *mut c_void);
 
-// SAFETY-free: `Ctx` is an opaque value the library never dereferences; it
-// only hands it back to the C code that gave it.
+// `Ctx` is an opaque value the library never dereferences; it only hands
+// it back to the C code that gave it.
 impl Ctx {
+    #[allow(dead_code)]
     fn get(self) -> *mut c_void {
         self.0
     }
 }
 
+#[cfg(feature = "rng")]
 /// Entropy device callbacks.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +47,7 @@ pub struct vio_rng_ops {
     pub fill: Option<extern "C" fn(ctx: *mut c_void, buf: *mut u8, len: usize) -> c_int>,
 }
 
+#[cfg(feature = "block")]
 /// Block device callbacks. Sector numbers and counts are already checked
 /// against the capacity; `len` is a non-zero multiple of 512.
 #[repr(C)]
@@ -62,6 +69,7 @@ pub struct vio_block_ops {
     pub discard: Option<extern "C" fn(ctx: *mut c_void, sector: u64, sectors: u32) -> c_int>,
 }
 
+#[cfg(feature = "console")]
 /// Console device callbacks (one port, no multiport).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -79,6 +87,7 @@ pub struct vio_console_ops {
     pub rx_ready: Option<extern "C" fn(ctx: *mut c_void) -> c_int>,
 }
 
+#[cfg(feature = "i2c")]
 /// One I2C message of a transfer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -92,6 +101,7 @@ pub struct vio_i2c_msg {
     pub flags: u32,
 }
 
+#[cfg(feature = "i2c")]
 /// I2C adapter callbacks.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -107,6 +117,7 @@ pub struct vio_i2c_ops {
     >,
 }
 
+#[cfg(feature = "gpio")]
 /// GPIO callbacks. `line` is below the `ngpio` given at init.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -123,6 +134,7 @@ pub struct vio_gpio_ops {
         Option<extern "C" fn(ctx: *mut c_void, line: u16, direction: u8, value: u8) -> c_int>,
 }
 
+#[cfg(feature = "generic")]
 /// Generic device callbacks.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -147,6 +159,7 @@ pub struct vio_generic_ops {
     pub reset: Option<extern "C" fn(ctx: *mut c_void)>,
 }
 
+#[cfg(feature = "rng")]
 /// Entropy from C.
 #[derive(Debug)]
 pub struct CRng {
@@ -166,6 +179,7 @@ impl fmt::Display for BackendError {
 
 impl core::error::Error for BackendError {}
 
+#[cfg(feature = "rng")]
 impl rand_core::TryRng for CRng {
     type Error = BackendError;
 
@@ -192,6 +206,7 @@ impl rand_core::TryRng for CRng {
     }
 }
 
+#[cfg(feature = "block")]
 /// Sectors from C.
 #[derive(Debug)]
 pub struct CBlock {
@@ -200,6 +215,7 @@ pub struct CBlock {
     pub(crate) ctx: Ctx,
 }
 
+#[cfg(feature = "block")]
 fn status(rc: c_int) -> Result<(), BackendError> {
     if rc == 0 {
         Ok(())
@@ -208,6 +224,7 @@ fn status(rc: c_int) -> Result<(), BackendError> {
     }
 }
 
+#[cfg(feature = "block")]
 impl BlockStorage for CBlock {
     type Error = BackendError;
 
@@ -240,6 +257,7 @@ impl BlockStorage for CBlock {
     }
 }
 
+#[cfg(feature = "console")]
 /// One console port in C.
 #[derive(Debug)]
 pub struct CConsole {
@@ -247,16 +265,19 @@ pub struct CConsole {
     pub(crate) ctx: Ctx,
 }
 
+#[cfg(feature = "console")]
 impl embedded_io::Error for BackendError {
     fn kind(&self) -> embedded_io::ErrorKind {
         embedded_io::ErrorKind::Other
     }
 }
 
+#[cfg(feature = "console")]
 impl embedded_io::ErrorType for CConsole {
     type Error = BackendError;
 }
 
+#[cfg(feature = "console")]
 impl embedded_io::Read for CConsole {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
         let Some(rx) = self.ops.rx else {
@@ -270,6 +291,7 @@ impl embedded_io::Read for CConsole {
     }
 }
 
+#[cfg(feature = "console")]
 impl embedded_io::ReadReady for CConsole {
     fn read_ready(&mut self) -> Result<bool, Self::Error> {
         match (self.ops.rx_ready, self.ops.rx) {
@@ -280,6 +302,7 @@ impl embedded_io::ReadReady for CConsole {
     }
 }
 
+#[cfg(feature = "console")]
 impl embedded_io::Write for CConsole {
     fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
         let Some(tx) = self.ops.tx else {
@@ -301,11 +324,14 @@ impl embedded_io::Write for CConsole {
     }
 }
 
+#[cfg(feature = "i2c")]
 /// Most messages of one I2C transaction handed to C.
 pub const I2C_MSGS: usize = 8;
+#[cfg(feature = "i2c")]
 /// Most bytes of one I2C transaction.
 pub const I2C_BYTES: usize = 256;
 
+#[cfg(feature = "i2c")]
 /// An I2C bus in C.
 #[derive(Debug)]
 pub struct CI2c {
@@ -313,10 +339,12 @@ pub struct CI2c {
     pub(crate) ctx: Ctx,
 }
 
+#[cfg(feature = "i2c")]
 /// How a C transfer failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct I2cFailure(c_int);
 
+#[cfg(feature = "i2c")]
 impl embedded_hal::i2c::Error for I2cFailure {
     fn kind(&self) -> ErrorKind {
         match self.0 {
@@ -327,10 +355,12 @@ impl embedded_hal::i2c::Error for I2cFailure {
     }
 }
 
+#[cfg(feature = "i2c")]
 impl I2cErrorType for CI2c {
     type Error = I2cFailure;
 }
 
+#[cfg(feature = "i2c")]
 impl I2c<SevenBitAddress> for CI2c {
     fn transaction(
         &mut self,
@@ -373,6 +403,7 @@ impl I2c<SevenBitAddress> for CI2c {
     }
 }
 
+#[cfg(feature = "gpio")]
 /// GPIO lines in C.
 #[derive(Debug)]
 pub struct CGpio {
@@ -383,6 +414,7 @@ pub struct CGpio {
     pub(crate) ctx: Ctx,
 }
 
+#[cfg(feature = "gpio")]
 impl CGpio {
     fn check(&self, line: u16) -> Result<(), LineError> {
         if line < self.lines {
@@ -393,6 +425,7 @@ impl CGpio {
     }
 }
 
+#[cfg(feature = "gpio")]
 impl GpioBank for CGpio {
     fn set_direction(
         &mut self,

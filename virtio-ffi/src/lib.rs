@@ -170,7 +170,25 @@ pub const VIO_SHM_STORAGE_SIZE: usize = 8192;
 /// Bytes that hold a `vio_drv` (feature `driver`).
 pub const VIO_DRV_STORAGE_SIZE: usize = 1024;
 
-#[cfg(test)]
+#[cfg(not(any(
+    feature = "rng",
+    feature = "block",
+    feature = "console",
+    feature = "i2c",
+    feature = "gpio",
+    feature = "generic"
+)))]
+compile_error!("virtio-ffi needs at least one device feature");
+
+#[cfg(all(
+    test,
+    feature = "rng",
+    feature = "block",
+    feature = "console",
+    feature = "i2c",
+    feature = "gpio",
+    feature = "generic"
+))]
 mod tests;
 
 #[cfg(all(feature = "panic-handler", target_os = "none"))]

@@ -6,7 +6,8 @@
     clippy::undocumented_unsafe_blocks,
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
-    clippy::unwrap_used
+    clippy::unwrap_used,
+    clippy::expect_used
 )]
 
 use core::ffi::{c_int, c_void};

@@ -10,22 +10,38 @@ use virtio_core::device::FeaturesError;
 use virtio_core::device::{DeviceQueues, MalformedChain, VirtioDevice};
 use virtio_core::memory::GuestMemory;
 use virtio_core::spec::{DeviceId, Features};
+#[cfg(feature = "block")]
 use virtio_devices::block::{Block, BlockOptions, RangeCommand};
+#[cfg(feature = "console")]
 use virtio_devices::console::Console;
+#[cfg(feature = "gpio")]
 use virtio_devices::gpio::Gpio;
+#[cfg(feature = "i2c")]
 use virtio_devices::i2c::I2cAdapter;
+#[cfg(feature = "rng")]
 use virtio_devices::rng::Rng;
 
+#[cfg(feature = "generic")]
 use super::generic::{GenericBody, vio_generic_cfg};
 use super::{Tagged, handle, put, rc, report, storage};
-use crate::backend::{
-    CBlock, CConsole, CGpio, CI2c, CRng, Ctx, I2C_BYTES, I2C_MSGS, vio_block_ops, vio_console_ops,
-    vio_gpio_ops, vio_i2c_ops, vio_rng_ops,
-};
-use crate::{
-    VIO_BLOCK_READ_ONLY, VIO_EBADF, VIO_EBUSY, VIO_EINVAL, VIO_ERANGE, VIO_GPIO_MAX_LINES,
-    VIO_GPIO_PLATFORM_EVENTS, VIO_MAX_QUEUE_SIZE, VIO_OK,
-};
+#[cfg(feature = "block")]
+use crate::VIO_BLOCK_READ_ONLY;
+#[cfg(any(feature = "block", feature = "gpio"))]
+use crate::VIO_ERANGE;
+use crate::backend::Ctx;
+#[cfg(feature = "block")]
+use crate::backend::{CBlock, vio_block_ops};
+#[cfg(feature = "console")]
+use crate::backend::{CConsole, vio_console_ops};
+#[cfg(feature = "gpio")]
+use crate::backend::{CGpio, vio_gpio_ops};
+#[cfg(feature = "i2c")]
+use crate::backend::{CI2c, I2C_BYTES, I2C_MSGS, vio_i2c_ops};
+#[cfg(feature = "rng")]
+use crate::backend::{CRng, vio_rng_ops};
+use crate::{VIO_EBADF, VIO_EBUSY, VIO_EINVAL, VIO_MAX_QUEUE_SIZE, VIO_OK};
+#[cfg(feature = "gpio")]
+use crate::{VIO_GPIO_MAX_LINES, VIO_GPIO_PLATFORM_EVENTS};
 
 /// A device of any kind (opaque).
 #[allow(non_camel_case_types)]
@@ -36,6 +52,7 @@ pub struct vio_dev {
 /// Which device a `vio_dev` is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
+#[allow(dead_code)] // the kinds whose feature is off
 pub(crate) enum Kind {
     Rng = 1,
     Block,
@@ -76,10 +93,15 @@ pub(crate) struct DevObj<T> {
     body: UnsafeCell<T>,
 }
 
+#[cfg(feature = "rng")]
 pub(crate) type RngBody = Rng<CRng>;
+#[cfg(feature = "block")]
 pub(crate) type BlockBody = Block<CBlock>;
+#[cfg(feature = "console")]
 pub(crate) type ConsoleBody = Console<CConsole, 1>;
+#[cfg(feature = "i2c")]
 pub(crate) type I2cBody = I2cAdapter<CI2c, I2C_MSGS, I2C_BYTES>;
+#[cfg(feature = "gpio")]
 pub(crate) type GpioBody = Gpio<CGpio, { VIO_GPIO_MAX_LINES as usize }>;
 
 /// A claimed device: the transport that holds it has exclusive use of the
@@ -88,11 +110,17 @@ pub(crate) type GpioBody = Gpio<CGpio, { VIO_GPIO_MAX_LINES as usize }>;
 /// under its own lock).
 #[derive(Debug)]
 pub(crate) enum AnyDev {
+    #[cfg(feature = "rng")]
     Rng(NonNull<DevObj<RngBody>>),
+    #[cfg(feature = "block")]
     Block(NonNull<DevObj<BlockBody>>),
+    #[cfg(feature = "console")]
     Console(NonNull<DevObj<ConsoleBody>>),
+    #[cfg(feature = "i2c")]
     I2c(NonNull<DevObj<I2cBody>>),
+    #[cfg(feature = "gpio")]
     Gpio(NonNull<DevObj<GpioBody>>),
+    #[cfg(feature = "generic")]
     Generic(NonNull<DevObj<GenericBody>>),
 }
 
@@ -117,36 +145,42 @@ macro_rules! with_dev {
         // device's claim flag; the transport holding it calls in under its
         // own lock, one call at a time, so this is the only reference.
         match $self {
+            #[cfg(feature = "rng")]
             AnyDev::Rng(p) => {
                 // SAFETY: see the macro: the claim makes this the only
                 // reference to the body.
                 let $d = unsafe { body(*p) };
                 $e
             }
+            #[cfg(feature = "block")]
             AnyDev::Block(p) => {
                 // SAFETY: see the macro: the claim makes this the only
                 // reference to the body.
                 let $d = unsafe { body(*p) };
                 $e
             }
+            #[cfg(feature = "console")]
             AnyDev::Console(p) => {
                 // SAFETY: see the macro: the claim makes this the only
                 // reference to the body.
                 let $d = unsafe { body(*p) };
                 $e
             }
+            #[cfg(feature = "i2c")]
             AnyDev::I2c(p) => {
                 // SAFETY: see the macro: the claim makes this the only
                 // reference to the body.
                 let $d = unsafe { body(*p) };
                 $e
             }
+            #[cfg(feature = "gpio")]
             AnyDev::Gpio(p) => {
                 // SAFETY: see the macro: the claim makes this the only
                 // reference to the body.
                 let $d = unsafe { body(*p) };
                 $e
             }
+            #[cfg(feature = "generic")]
             AnyDev::Generic(p) => {
                 // SAFETY: see the macro: the claim makes this the only
                 // reference to the body.
@@ -160,11 +194,17 @@ macro_rules! with_dev {
 impl AnyDev {
     fn header(&self) -> &DevHeader {
         let p = match self {
+            #[cfg(feature = "rng")]
             Self::Rng(p) => p.cast::<DevHeader>(),
+            #[cfg(feature = "block")]
             Self::Block(p) => p.cast(),
+            #[cfg(feature = "console")]
             Self::Console(p) => p.cast(),
+            #[cfg(feature = "i2c")]
             Self::I2c(p) => p.cast(),
+            #[cfg(feature = "gpio")]
             Self::Gpio(p) => p.cast(),
+            #[cfg(feature = "generic")]
             Self::Generic(p) => p.cast(),
         };
         // SAFETY: every device object is `repr(C)` with the header first,
@@ -177,8 +217,10 @@ impl AnyDev {
         self.header().claimed.store(false, Ordering::Release);
     }
 
+    #[cfg(feature = "gpio")]
     /// Delivers edges `vio_gpio_irq` recorded.
     fn drain_gpio(&mut self) {
+        #[allow(irrefutable_let_patterns)]
         let AnyDev::Gpio(p) = self else { return };
         let p = *p;
         // SAFETY: as in `header`.
@@ -250,10 +292,12 @@ impl VirtioDevice for AnyDev {
         queue: u16,
         queues: &mut DeviceQueues<'_, M, S>,
     ) {
+        #[cfg(feature = "gpio")]
         self.drain_gpio();
         with_dev!(self, d => d.queue_notify(queue, queues));
     }
     fn poll<M: GuestMemory, const S: usize>(&mut self, queues: &mut DeviceQueues<'_, M, S>) {
+        #[cfg(feature = "gpio")]
         self.drain_gpio();
         with_dev!(self, d => d.poll(queues));
     }
@@ -271,12 +315,24 @@ pub(crate) unsafe fn claim(dev: *mut vio_dev) -> Result<AnyDev, c_int> {
     }
     let p = NonNull::from(hdr);
     Ok(match hdr.kind {
+        #[cfg(feature = "rng")]
         Kind::Rng => AnyDev::Rng(p.cast()),
+        #[cfg(feature = "block")]
         Kind::Block => AnyDev::Block(p.cast()),
+        #[cfg(feature = "console")]
         Kind::Console => AnyDev::Console(p.cast()),
+        #[cfg(feature = "i2c")]
         Kind::I2c => AnyDev::I2c(p.cast()),
+        #[cfg(feature = "gpio")]
         Kind::Gpio => AnyDev::Gpio(p.cast()),
+        #[cfg(feature = "generic")]
         Kind::Generic => AnyDev::Generic(p.cast()),
+        // A kind whose feature is off has no init function: never reached.
+        #[allow(unreachable_patterns)]
+        _ => {
+            hdr.unclaim();
+            return Err(VIO_EBADF);
+        }
     })
 }
 
@@ -317,6 +373,7 @@ unsafe fn place<T>(
     rc(r)
 }
 
+#[cfg(feature = "rng")]
 /// Storage for an entropy device: writes its size and alignment to the non-null
 /// pointers; `VIO_EINVAL` if both are NULL.
 ///
@@ -328,6 +385,7 @@ pub unsafe extern "C" fn vio_rng_storage(size: *mut usize, align: *mut usize) ->
     unsafe { report::<DevObj<RngBody>>(size, align) }
 }
 
+#[cfg(feature = "block")]
 /// Storage for a block device: writes its size and alignment to the non-null
 /// pointers; `VIO_EINVAL` if both are NULL.
 ///
@@ -339,6 +397,7 @@ pub unsafe extern "C" fn vio_block_storage(size: *mut usize, align: *mut usize) 
     unsafe { report::<DevObj<BlockBody>>(size, align) }
 }
 
+#[cfg(feature = "console")]
 /// Storage for a console device: writes its size and alignment to the non-null
 /// pointers; `VIO_EINVAL` if both are NULL.
 ///
@@ -350,6 +409,7 @@ pub unsafe extern "C" fn vio_console_storage(size: *mut usize, align: *mut usize
     unsafe { report::<DevObj<ConsoleBody>>(size, align) }
 }
 
+#[cfg(feature = "i2c")]
 /// Storage for an I2C adapter device: writes its size and alignment to the non-null
 /// pointers; `VIO_EINVAL` if both are NULL.
 ///
@@ -361,6 +421,7 @@ pub unsafe extern "C" fn vio_i2c_storage(size: *mut usize, align: *mut usize) ->
     unsafe { report::<DevObj<I2cBody>>(size, align) }
 }
 
+#[cfg(feature = "gpio")]
 /// Storage for a GPIO device: writes its size and alignment to the non-null
 /// pointers; `VIO_EINVAL` if both are NULL.
 ///
@@ -372,6 +433,7 @@ pub unsafe extern "C" fn vio_gpio_storage(size: *mut usize, align: *mut usize) -
     unsafe { report::<DevObj<GpioBody>>(size, align) }
 }
 
+#[cfg(feature = "generic")]
 /// Storage for a generic device: writes its size and alignment to the non-null
 /// pointers; `VIO_EINVAL` if both are NULL.
 ///
@@ -398,6 +460,7 @@ unsafe fn ops<T: Copy>(ops: *const T) -> Result<T, c_int> {
     Ok(unsafe { p.as_ptr().read() })
 }
 
+#[cfg(feature = "rng")]
 /// An entropy device (virtio-rng, ID 4) whose bytes come from `ops->fill`.
 /// The table is copied. `ctx` is passed to every callback.
 ///
@@ -435,6 +498,7 @@ pub unsafe extern "C" fn vio_rng_init(
     }
 }
 
+#[cfg(feature = "block")]
 /// What a block device offers.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -448,6 +512,7 @@ pub struct vio_block_cfg {
     pub id: [u8; 20],
 }
 
+#[cfg(feature = "block")]
 /// A block device (virtio-blk, ID 2) over `ops`. `FLUSH` is offered when
 /// `ops->flush` is set, `DISCARD` when `ops->discard` is, `RO` with
 /// `VIO_BLOCK_READ_ONLY` (or when `ops->write` is NULL). Both tables are
@@ -505,6 +570,7 @@ pub unsafe extern "C" fn vio_block_init(
     }
 }
 
+#[cfg(feature = "console")]
 /// A console device (virtio-console, ID 3, one port): what the driver
 /// sends goes to `ops->tx`; input is taken from `ops->rx` when the driver
 /// has a receive buffer posted and at each transport poll (call
@@ -541,6 +607,7 @@ pub unsafe extern "C" fn vio_console_init(
     }
 }
 
+#[cfg(feature = "i2c")]
 /// An I2C adapter device (virtio-i2c, ID 34, 7-bit addresses): each
 /// transaction the driver sends reaches `ops->transfer` as one message
 /// list (at most 8 messages, 256 bytes together; more is answered
@@ -576,6 +643,7 @@ pub unsafe extern "C" fn vio_i2c_init(
     }
 }
 
+#[cfg(feature = "gpio")]
 /// A GPIO device (virtio-gpio, ID 41) with interrupts (`F_IRQ`). It
 /// reports `VIO_GPIO_MAX_LINES` lines; `lines` (1 ..= that) are served by
 /// the callbacks, the others answer errors. Edges come from
@@ -635,6 +703,7 @@ pub unsafe extern "C" fn vio_gpio_init(
     }
 }
 
+#[cfg(feature = "gpio")]
 /// Reports that GPIO `line` is now at `level` (0 or non-zero), e.g. from
 /// the pin's interrupt handler. Lock-free: callable from any interrupt,
 /// also while a transport is inside a call. The edge is delivered (to an
@@ -690,6 +759,7 @@ pub unsafe extern "C" fn vio_dev_deinit(dev: *mut vio_dev) -> c_int {
     rc(r)
 }
 
+#[cfg(feature = "generic")]
 /// The generic device's init, here so all device kinds share `place`.
 ///
 /// # Safety

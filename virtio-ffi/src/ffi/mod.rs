@@ -25,6 +25,7 @@ use crate::{VIO_EBADF, VIO_EBUSY, VIO_EFAULT, VIO_EINVAL, VIO_ENOSPC, VIO_OK};
 mod dev;
 #[cfg(feature = "driver")]
 mod drv;
+#[cfg(feature = "generic")]
 mod generic;
 mod memory;
 mod mmio;
@@ -33,6 +34,7 @@ mod shm;
 pub use dev::*;
 #[cfg(feature = "driver")]
 pub use drv::*;
+#[cfg(feature = "generic")]
 pub use generic::*;
 pub use memory::*;
 pub use mmio::*;
@@ -185,11 +187,17 @@ const fn fits<T>(bound: usize) -> bool {
 }
 
 const _: () = assert!(fits::<MemObj>(crate::VIO_MEM_STORAGE_SIZE));
+#[cfg(feature = "rng")]
 const _: () = assert!(fits::<DevObj<RngBody>>(crate::VIO_RNG_STORAGE_SIZE));
+#[cfg(feature = "block")]
 const _: () = assert!(fits::<DevObj<BlockBody>>(crate::VIO_BLOCK_STORAGE_SIZE));
+#[cfg(feature = "console")]
 const _: () = assert!(fits::<DevObj<ConsoleBody>>(crate::VIO_CONSOLE_STORAGE_SIZE));
+#[cfg(feature = "i2c")]
 const _: () = assert!(fits::<DevObj<I2cBody>>(crate::VIO_I2C_STORAGE_SIZE));
+#[cfg(feature = "gpio")]
 const _: () = assert!(fits::<DevObj<GpioBody>>(crate::VIO_GPIO_STORAGE_SIZE));
+#[cfg(feature = "generic")]
 const _: () = assert!(fits::<DevObj<GenericBody>>(crate::VIO_GENERIC_STORAGE_SIZE));
 const _: () = assert!(fits::<MmioObj>(crate::VIO_MMIO_STORAGE_SIZE));
 const _: () = assert!(fits::<ShmObj>(crate::VIO_SHM_STORAGE_SIZE));
