@@ -55,6 +55,12 @@ fn sizes() {
         assert_eq!(unsafe { f(null_mut(), null_mut()) }, VIO_EINVAL);
         assert_eq!(unsafe { f(&mut s, null_mut()) }, VIO_OK);
     }
+    #[cfg(feature = "driver")]
+    {
+        assert_eq!(unsafe { vio_drv_storage(&mut s, &mut a) }, VIO_OK);
+        println!("drv: {s} align {a}");
+        assert!(s <= VIO_DRV_STORAGE_SIZE);
+    }
 }
 
 const BASE: u64 = 0x1000;

@@ -16,3 +16,8 @@ cc="${CC:-cc}"
     -DVIO_FEATURE_DRIVER -I "$root/virtio-ffi/include" \
     "$here/test_api.c" "$lib" -lpthread -ldl -lm -o "$out/test_api"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 "$out/test_api"
+# The header also compiles as C++ (extern "C" guards).
+printf '#include "virtio_backend.h"\nint main() { uint32_t v; return vio_version(&v); }\n' |
+    "${CXX:-c++}" -x c++ -std=c++17 -Wall -Wextra -Werror -fsyntax-only -DVIO_FEATURE_DRIVER \
+        -I "$root/virtio-ffi/include" -
+echo "header compiles as C++"
