@@ -477,7 +477,7 @@ typedef struct vio_generic_ops {
 } vio_generic_ops;
 
 /**
- * One region of a memory table.
+ * One region of a memory table (`vio_mem_init_table`, feature `mem-table`).
  */
 typedef struct vio_region {
   /**

@@ -187,7 +187,8 @@ compile_error!("virtio-ffi needs at least one device feature");
     feature = "console",
     feature = "i2c",
     feature = "gpio",
-    feature = "generic"
+    feature = "generic",
+    feature = "mem-table"
 ))]
 mod tests;
 

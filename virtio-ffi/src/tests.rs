@@ -740,6 +740,7 @@ fn console_i2c_gpio_come_up() {
     assert_eq!(unsafe { vio_mmio_deinit(t) }, VIO_OK);
 }
 
+#[cfg(feature = "mem-table")]
 #[test]
 fn memory_table() {
     let mut a = vec![0u64; 64];

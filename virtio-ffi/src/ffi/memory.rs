@@ -3,10 +3,14 @@
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use virtio_core::memory::{MultiRegion, Region, RegionError};
+#[cfg(feature = "mem-table")]
+use virtio_core::memory::MultiRegion;
+use virtio_core::memory::{Region, RegionError};
 
 use super::{Tagged, handle, put, rc, report, storage};
-use crate::mem::{FfiMem, MAX_REGIONS};
+use crate::mem::FfiMem;
+#[cfg(feature = "mem-table")]
+use crate::mem::MAX_REGIONS;
 use crate::{VIO_EBUSY, VIO_EINVAL, VIO_ENOSPC, VIO_ERANGE, VIO_OK};
 
 /// Guest memory: one window or a table of regions (opaque).
@@ -15,7 +19,7 @@ pub struct vio_mem {
     _opaque: [u8; 0],
 }
 
-/// One region of a memory table.
+/// One region of a memory table (`vio_mem_init_table`, feature `mem-table`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 #[allow(non_camel_case_types)]
@@ -145,6 +149,7 @@ pub unsafe extern "C" fn vio_mem_init_window(
     rc(r)
 }
 
+#[cfg(feature = "mem-table")]
 /// Guest memory of `count` regions (1 ..= `VIO_MAX_REGIONS`), which must
 /// not overlap. The table is copied; it need not outlive the call, the
 /// regions must.
