@@ -1125,3 +1125,136 @@ fn gpio_irq_report_reaches_the_eventq() {
     assert_eq!(s, [1], "IRQ_STATUS_VALID");
     assert_eq!(unsafe { vio_mmio_deinit(t) }, VIO_OK);
 }
+
+static mut CON_INPUT: &[u8] = b"";
+
+extern "C" fn con_rx(_: *mut c_void, buf: *mut u8, len: usize) -> c_int {
+    let input = unsafe { CON_INPUT };
+    let n = input.len().min(len);
+    unsafe { core::ptr::copy_nonoverlapping(input.as_ptr(), buf, n) };
+    unsafe { CON_INPUT = &input[n..] };
+    n as c_int
+}
+
+extern "C" fn con_ready(_: *mut c_void) -> c_int {
+    c_int::from(!unsafe { CON_INPUT }.is_empty())
+}
+
+/// Records the message list of a transfer and fills reads with 0xa5.
+extern "C" fn i2c_record(ctx: *mut c_void, addr: u16, msgs: *mut vio_i2c_msg, n: usize) -> c_int {
+    let seen = unsafe { &mut *ctx.cast::<Vec<(u16, u32, u32, u8)>>() };
+    for m in unsafe { core::slice::from_raw_parts(msgs, n) } {
+        let first = if m.len > 0 { unsafe { *m.buf } } else { 0 };
+        if m.flags & VIO_I2C_MSG_READ != 0 {
+            unsafe { core::ptr::write_bytes(m.buf, 0xa5, m.len as usize) };
+        }
+        seen.push((addr, m.len, m.flags, first));
+    }
+    0
+}
+
+#[test]
+fn console_input_and_i2c_message_list() {
+    let g = guest(0x4000);
+    // Console: a receive buffer is held until input arrives, then filled
+    // at the next poll.
+    let cops = vio_console_ops {
+        tx: Some(con_tx),
+        rx: Some(con_rx),
+        rx_ready: Some(con_ready),
+    };
+    let mut s1 = store(VIO_CONSOLE_STORAGE_SIZE);
+    let mut c = null_mut();
+    assert_eq!(
+        unsafe {
+            vio_console_init(
+                s1.as_mut_ptr().cast(),
+                VIO_CONSOLE_STORAGE_SIZE,
+                &cops,
+                null_mut(),
+                &mut c,
+            )
+        },
+        VIO_OK
+    );
+    let (_s, t) = mmio(c, &g, None);
+    let mut d = MmioDrv::up(t, &g, 2, BASE);
+    let rx = BASE + 0x2000;
+    d.q[0]
+        .add(&g.view, &[], &[Segment { addr: rx, len: 16 }])
+        .unwrap();
+    d.q[0].publish_avail(&g.view).unwrap();
+    assert_eq!(unsafe { vio_mmio_write(t, QUEUE_NOTIFY, 4, 0) }, VIO_OK);
+    assert!(d.q[0].pop_used(&g.view).unwrap().is_none(), "no input yet");
+    unsafe { CON_INPUT = b"typed" };
+    assert_eq!(unsafe { vio_mmio_poll(t) }, VIO_OK);
+    let used = d.q[0].pop_used(&g.view).unwrap().expect("input delivered");
+    assert_eq!(used.len, 5);
+    let mut got = [0u8; 5];
+    g.view.read(rx, &mut got).unwrap();
+    assert_eq!(&got, b"typed");
+    assert_eq!(unsafe { vio_mmio_deinit(t) }, VIO_OK);
+
+    // I2C: a write of the word address then a read, one transaction.
+    let mut seen: Vec<(u16, u32, u32, u8)> = Vec::new();
+    let iops = vio_i2c_ops {
+        transfer: Some(i2c_record),
+    };
+    let mut s2 = store(VIO_I2C_STORAGE_SIZE);
+    let mut i = null_mut();
+    assert_eq!(
+        unsafe {
+            vio_i2c_init(
+                s2.as_mut_ptr().cast(),
+                VIO_I2C_STORAGE_SIZE,
+                &iops,
+                (&raw mut seen).cast(),
+                &mut i,
+            )
+        },
+        VIO_OK
+    );
+    let (_s, t) = mmio(i, &g, None);
+    let mut d = MmioDrv::up_with(t, &g, 1, BASE, 1);
+    let (h1, h2, wb, rb, st) = (
+        BASE + 0x2000,
+        BASE + 0x2010,
+        BASE + 0x2100,
+        BASE + 0x2200,
+        BASE + 0x2300,
+    );
+    // addr 0x50 << 1, flags: FAIL_NEXT (bit 0) on the first, M_RD (bit 1) on the second.
+    g.view.write(h1, &[0xa0, 0, 0, 0, 1, 0, 0, 0]).unwrap();
+    g.view.write(h2, &[0xa0, 0, 0, 0, 2, 0, 0, 0]).unwrap();
+    g.view.write(wb, &[0x0c]).unwrap();
+    g.view.write(st, &[0xff, 0xff]).unwrap();
+    let q = &mut d.q[0];
+    q.add(
+        &g.view,
+        &[Segment { addr: h1, len: 8 }, Segment { addr: wb, len: 1 }],
+        &[Segment { addr: st, len: 1 }],
+    )
+    .unwrap();
+    q.add(
+        &g.view,
+        &[Segment { addr: h2, len: 8 }],
+        &[
+            Segment { addr: rb, len: 4 },
+            Segment {
+                addr: st + 1,
+                len: 1,
+            },
+        ],
+    )
+    .unwrap();
+    q.publish_avail(&g.view).unwrap();
+    assert_eq!(unsafe { vio_mmio_write(t, QUEUE_NOTIFY, 4, 0) }, VIO_OK);
+    assert_eq!(seen, [(0x50, 1, 0, 0x0c), (0x50, 4, VIO_I2C_MSG_READ, 0)]);
+    let mut back = [0u8; 4];
+    g.view.read(rb, &mut back).unwrap();
+    assert_eq!(back, [0xa5; 4]);
+    let mut s = [0xffu8; 2];
+    g.view.read(st, &mut s).unwrap();
+    assert_eq!(s, [0, 0], "both answered VIRTIO_I2C_MSG_OK");
+    assert_eq!(unsafe { vio_mmio_deinit(t) }, VIO_OK);
+}
