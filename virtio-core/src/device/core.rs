@@ -7,7 +7,7 @@ use super::{
     OPT_IN_RING_FEATURES, RING_FEATURES, Service, VirtioDevice,
 };
 use crate::memory::GuestMemory;
-use crate::queue::{NotificationData, Queue, QueueConfig, RingArea, RingPosition};
+use crate::queue::{NotificationData, Queue, QueueConfig, RingArea};
 use crate::spec::{DeviceId, DeviceStatus, Features, MAX_QUEUE_SIZE};
 
 /// What the device is given a turn for.
@@ -759,6 +759,7 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> DeviceCore
 fn ring_base<const S: usize>(engine: &Queue<S>) -> u16 {
     match engine {
         Queue::Split(q) => q.next_avail(),
+        #[cfg(feature = "packed")]
         Queue::Packed(q) => q.next_avail().to_u16(),
     }
 }
@@ -781,8 +782,9 @@ fn resume_at<M: GuestMemory, const S: usize>(
                 .unwrap_or(base);
             q.set_indices(base, used);
         }
+        #[cfg(feature = "packed")]
         Queue::Packed(q) => {
-            let at = RingPosition::from_u16(base);
+            let at = crate::queue::RingPosition::from_u16(base);
             q.set_positions(at, at);
         }
     }
