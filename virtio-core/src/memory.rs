@@ -378,8 +378,12 @@ impl<'a> Region<'a> {
                     let p = dst
                         .wrapping_add(i.wrapping_mul(size_of::<$t>()))
                         .cast::<$t>();
-                    let mut word = [0u8; size_of::<$t>()];
-                    word.copy_from_slice(src);
+                    // Always a whole word (`chunks_exact`); a conversion
+                    // rather than `copy_from_slice` leaves no length-mismatch
+                    // panic in a firmware image.
+                    let Ok(word) = <[u8; size_of::<$t>()]>::try_from(src) else {
+                        continue;
+                    };
                     // SAFETY: in bounds and aligned as in `copy_out`; the
                     // constructor's contract makes the region valid for
                     // writes.
