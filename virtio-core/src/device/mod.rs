@@ -295,9 +295,10 @@ pub fn read_config_bytes(config: &[u8], offset: u32, data: &mut [u8]) {
     let Some(src) = config.get(start..) else {
         return;
     };
-    let n = src.len().min(data.len());
-    if let (Some(dst), Some(src)) = (data.get_mut(..n), src.get(..n)) {
-        dst.copy_from_slice(src);
+    // A zip, not `copy_from_slice`: no length-mismatch panic path in a
+    // firmware image.
+    for (dst, src) in data.iter_mut().zip(src) {
+        *dst = *src;
     }
 }
 
