@@ -113,7 +113,8 @@ echo "minimal image, flash by origin (symbol sizes; inlined code counts where it
         size = $2 + 0; name = $4
         for (i = 5; i <= NF; i++) name = name " " $i
         sub(/^_\$LT\$/, "", name)
-        if (name ~ /^DefaultHandler/) g = "interrupt handler: shm message handling, DeviceCore setters (inlined)"
+        if (name ~ /^DefaultHandler/) g = "interrupt handler: DeviceEnd::process, the message ring loop"
+        else if (name ~ /^virtio_transport_shm(::|\.\.)bus(::|\.\.)DeviceEnd.*::message/) g = "shm message handling: parse, answer, DeviceCore setters (inlined)"
         else if (name ~ /queue_notify/) g = "device queue_notify: ring pop/walk, chain, writer (inlined)"
         else if (name ~ /^virtio_core(::|\.\.)queue/) g = "virtio-core ring engine (split)"
         else if (name ~ /^virtio_core(::|\.\.)device/) g = "virtio-core DeviceCore (run, build, setters)"
