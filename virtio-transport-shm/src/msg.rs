@@ -522,7 +522,13 @@ impl Builder {
             .min(crate::MAX_MSG_SIZE);
         // `end - len` bytes, at most `bytes.len()`; a zip rather than
         // `copy_from_slice` leaves no length-mismatch panic path in firmware.
-        for (dst, src) in self.buf.get_mut(self.len..end).unwrap_or_default().iter_mut().zip(bytes) {
+        for (dst, src) in self
+            .buf
+            .get_mut(self.len..end)
+            .unwrap_or_default()
+            .iter_mut()
+            .zip(bytes)
+        {
             *dst = *src;
         }
         self.len = end;

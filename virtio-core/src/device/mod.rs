@@ -107,7 +107,10 @@ use crate::queue::Queue;
 /// ([`OPT_IN_RING_FEATURES`]).
 pub const RING_FEATURES: Features = Features::RING_RESET
     .union(Features::NOTIFICATION_DATA)
-    .union(compiled(cfg!(feature = "indirect"), Features::INDIRECT_DESC))
+    .union(compiled(
+        cfg!(feature = "indirect"),
+        Features::INDIRECT_DESC,
+    ))
     .union(compiled(cfg!(feature = "event-idx"), Features::EVENT_IDX))
     .union(compiled(cfg!(feature = "packed"), Features::RING_PACKED));
 

@@ -9,9 +9,9 @@ use zerocopy::IntoBytes;
 
 use super::*;
 use crate::memory::Region;
-use crate::queue::TakeChain;
 #[cfg(feature = "driver")]
 use crate::queue::Segment;
+use crate::queue::TakeChain;
 use crate::queue::{AccessError, Chain, NotificationData, Queue};
 use crate::spec::PvirtqDesc;
 
