@@ -433,7 +433,8 @@ impl<const Q: usize> PackedDriver<Q> {
 }
 
 // Against the device-side packed engine.
-#[cfg(all(test, feature = "packed"))]
+#[cfg(test)]
+#[cfg(feature = "packed")]
 #[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use std::vec;
