@@ -419,7 +419,7 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> DeviceCore
     /// transports that stop and restart rings without a device reset
     /// (vhost-user's `SET_VRING_BASE`, a resumed migration). `base` is the
     /// next available index for a split ring and `slot | wrap << 15`
-    /// ([`RingPosition::to_u16`]) for a packed one.
+    /// ([`RingPosition::to_u16`](crate::queue::RingPosition::to_u16)) for a packed one.
     ///
     /// A split ring resumes its used index from the ring's `used.idx` in
     /// guest memory (what the driver has seen), a packed ring its used
