@@ -10,6 +10,8 @@
 #   block    src/bin/footprint_block.rs  rng + RAM block device on one device end
 #   i2c      src/bin/footprint_i2c.rs    I2C adapter over an embedded-hal bus
 #                                        (the EEPROM model)
+#   c-abi    ../examples/c-firmware/footprint.c, the same job as minimal in C
+#            through virtio-ffi (when examples/c-firmware/run.sh built it)
 #
 #   flash      = .text + .rodata + .data   (.vector_table reported apart)
 #   static RAM = .data + .bss - the window (the largest .bss object)
@@ -59,9 +61,14 @@ measure() {
     rodata=$(section .rodata)
     data=$(section .data)
     bss=$(section .bss)
-    # The window: the largest object in .bss (singleton VARs: size + flag).
-    read -r window < <("$nm" -S --size-sort --radix=d "$elf" |
-        awk '$3 == "b" || $3 == "B" { size = $2 + 0 } END { print size + 0 }')
+    # The window: the largest object in .bss (singleton VARs: size + flag),
+    # or the object named by a third argument.
+    if [[ -n ${3:-} ]]; then
+        read -r window < <("$nm" -S --radix=d "$elf" | awk -v w="$3" '$4 == w { print $2 + 0 }')
+    else
+        read -r window < <("$nm" -S --size-sort --radix=d "$elf" |
+            awk '$3 == "b" || $3 == "B" { size = $2 + 0 } END { print size + 0 }')
+    fi
     # The block image's RAM disk (8 sectors): the second-largest .bss object.
     disk=0
     if [[ $name == block ]]; then
@@ -95,6 +102,14 @@ echo "|----------|--------|--------|--------|--------|--------|--------|"
 measure minimal "$elf_dir/footprint"
 measure block "$elf_dir/footprint-block"
 measure i2c "$elf_dir/footprint-i2c"
+# The C ABI's minimal image (examples/c-firmware/footprint.c: rng over the
+# shm device end through virtio-ffi, built by examples/c-firmware/run.sh).
+c_elf=../examples/c-firmware/build/footprint.elf
+if [[ -f $c_elf ]]; then
+    measure c-abi "$c_elf" window
+else
+    echo "| c-abi    | (not built: run examples/c-firmware/run.sh first)     |"
+fi
 echo
 echo "anchors (vendor figures): NXP RPMsg-Lite 2.9 KB flash / 352 B RAM; OpenAMP rpmsg 5.5 KB / 456 B"
 echo "targets: minimal <= $target_flash B flash, <= $target_ram B static RAM; rng + block + I2C <= 10240 B"
@@ -144,6 +159,8 @@ done
 
 # The shortfall against the target, function by function: the
 # largest functions that together are what must go (or shrink) to fit.
+# (awk reads to the end rather than exiting: an early exit would SIGPIPE
+# the sort, and with pipefail fail the script at random.)
 flash=${FLASH[minimal]}
 ram=${RAM[minimal]}
 echo
@@ -152,7 +169,7 @@ if ((flash > target_flash)); then
     echo "minimal image: $flash B flash, $over B above the $target_flash B target; the largest functions cover it:"
     "$nm" -S --size-sort --radix=d -C "$elf_dir/footprint" |
         awk '$3 == "t" || $3 == "T" { print $2 + 0, $4 }' | sort -rn |
-        awk -v over="$over" '{ acc += $1; printf "  %6d  (cumulative %6d)  %s\n", $1, acc, $2; if (acc >= over) exit }' | clean
+        awk -v over="$over" 'done { next } { acc += $1; printf "  %6d  (cumulative %6d)  %s\n", $1, acc, $2; if (acc >= over) done = 1 }' | clean
 else
     echo "minimal image: $flash B flash, within the $target_flash B target"
 fi
