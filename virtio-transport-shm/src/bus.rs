@@ -294,6 +294,12 @@ impl<'w, W: GuestMemory, S: DeviceSet, B: Doorbell> DeviceEnd<'w, W, S, B> {
     }
 
     /// Handles one message; true if an answer was sent.
+    ///
+    /// Out of line: inlined into `process` (and so into a firmware's
+    /// doorbell interrupt handler) the message handling cost the minimal
+    /// image 384 B more flash; one call per message costs nothing
+    /// measurable on the host.
+    #[inline(never)]
     fn message(&mut self, bytes: &[u8]) -> bool {
         let max = usize::from(self.layout.slot_size());
         let msg = match Message::parse(bytes, max) {

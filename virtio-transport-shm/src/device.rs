@@ -242,8 +242,11 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> ShmDevice<
         }
         let mut features = self.core.driver_features().bits();
         for (i, word) in (0u32..).zip(data.chunks_exact(4)) {
-            let mut w = [0u8; 4];
-            w.copy_from_slice(word);
+            // `chunks_exact(4)`: always 4 bytes (a conversion, not
+            // `copy_from_slice`, so no length-mismatch panic path).
+            let Ok(w) = <[u8; 4]>::try_from(word) else {
+                continue;
+            };
             let value = u32::from_le_bytes(w);
             match b.block_index.get().checked_add(i) {
                 Some(0) => features = (features & !0xffff_ffff) | u64::from(value),

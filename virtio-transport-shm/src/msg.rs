@@ -520,9 +520,16 @@ impl Builder {
             .len
             .saturating_add(bytes.len())
             .min(crate::MAX_MSG_SIZE);
-        let n = end.saturating_sub(self.len);
-        if let (Some(dst), Some(src)) = (self.buf.get_mut(self.len..end), bytes.get(..n)) {
-            dst.copy_from_slice(src);
+        // `end - len` bytes, at most `bytes.len()`; a zip rather than
+        // `copy_from_slice` leaves no length-mismatch panic path in firmware.
+        for (dst, src) in self
+            .buf
+            .get_mut(self.len..end)
+            .unwrap_or_default()
+            .iter_mut()
+            .zip(bytes)
+        {
+            *dst = *src;
         }
         self.len = end;
     }

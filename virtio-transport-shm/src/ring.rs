@@ -68,13 +68,16 @@ pub enum Direction {
     ToDriver,
 }
 
+/// Where one ring lives in the window. Offsets, not addresses: the window
+/// is at most 4 GiB (`Layout` keeps u32 offsets) and the index fields sit
+/// in the first 64 bytes, so the state is 12 bytes, not 32.
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
-    slots_at: u64,
+    slots_at: u32,
     slots: u16,
     slot_size: u16,
-    prod_at: u64,
-    cons_at: u64,
+    prod_at: u8,
+    cons_at: u8,
 }
 
 impl Geometry {
@@ -91,21 +94,32 @@ impl Geometry {
                 offset::TO_DRIVER_CONS,
             ),
         };
+        // A layout's offsets fit (it checks the window against u32); were
+        // one not to, the ring would point outside the window and every
+        // access would fail its bounds check.
+        let narrow = |v: u64| u8::try_from(v).unwrap_or(u8::MAX);
         Self {
-            slots_at,
+            slots_at: u32::try_from(slots_at).unwrap_or(u32::MAX),
             slots: layout.slots(),
             slot_size: layout.slot_size(),
-            prod_at,
-            cons_at,
+            prod_at: narrow(prod_at),
+            cons_at: narrow(cons_at),
         }
+    }
+
+    fn prod_at(&self) -> u64 {
+        u64::from(self.prod_at)
+    }
+
+    fn cons_at(&self) -> u64 {
+        u64::from(self.cons_at)
     }
 
     fn slot_addr(&self, index: u16) -> u64 {
         // slots is a power of two, so the mask is the modulo; the product
         // is below the window length, which fits a u32.
         let i = u64::from(index & self.slots.wrapping_sub(1));
-        self.slots_at
-            .wrapping_add(i.wrapping_mul(u64::from(self.slot_size)))
+        u64::from(self.slots_at).wrapping_add(i.wrapping_mul(u64::from(self.slot_size)))
     }
 }
 
@@ -132,7 +146,7 @@ impl Producer {
     /// [`RingError::Corrupt`] if the consumer's index is impossible, or a
     /// memory error.
     pub fn free<W: GuestMemory>(&self, window: &W) -> Result<u16, RingError> {
-        let cons = window.load_u16_acquire(self.g.cons_at)?;
+        let cons = window.load_u16_acquire(self.g.cons_at())?;
         let used = self.prod.wrapping_sub(cons);
         if used > self.g.slots {
             return Err(RingError::Corrupt {
@@ -158,7 +172,7 @@ impl Producer {
         }
         window.write(self.g.slot_addr(self.prod), msg)?;
         self.prod = self.prod.wrapping_add(1);
-        window.store_u16_release(self.g.prod_at, self.prod)?;
+        window.store_u16_release(self.g.prod_at(), self.prod)?;
         Ok(())
     }
 }
@@ -226,7 +240,7 @@ impl Consumer {
     /// # Errors
     /// [`RingError::Corrupt`] or a memory error.
     pub fn pending<W: GuestMemory>(&self, window: &W) -> Result<u16, RingError> {
-        let prod = window.load_u16_acquire(self.g.prod_at)?;
+        let prod = window.load_u16_acquire(self.g.prod_at())?;
         let avail = prod.wrapping_sub(self.cons);
         if avail > self.g.slots {
             return Err(RingError::Corrupt {
@@ -253,7 +267,7 @@ impl Consumer {
             Ok(n) => n,
             Err(RingError::Corrupt { peer, ours }) => {
                 self.cons = peer;
-                window.store_u16_release(self.g.cons_at, peer)?;
+                window.store_u16_release(self.g.cons_at(), peer)?;
                 return Err(RingError::Corrupt { peer, ours });
             }
             Err(e) => return Err(e),
@@ -266,7 +280,7 @@ impl Consumer {
         window.read(self.g.slot_addr(self.cons), buf)?;
         out.len = len;
         self.cons = self.cons.wrapping_add(1);
-        window.store_u16_release(self.g.cons_at, self.cons)?;
+        window.store_u16_release(self.g.cons_at(), self.cons)?;
         Ok(Some(Popped {
             was_full: avail == self.g.slots,
         }))

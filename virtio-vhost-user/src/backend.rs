@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
 
 use vhost::VhostUserMemoryRegionBase;
 use vhost::vhost_user::message::{
@@ -82,6 +83,9 @@ pub struct VhostUserDevice<D: VirtioDevice> {
     owner: bool,
     /// Whether regions may come from unsealed files.
     unsealed: UnsealedMemory,
+    /// The frontend's socket for our requests (`BACKEND_REQ`), over which a
+    /// configuration change is announced.
+    backend_channel: Option<UnixStream>,
 }
 
 /// A request the handler refuses: the `vhost` crate answers it with a
@@ -107,7 +111,31 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
             kick_generation: 0,
             owner: false,
             unsealed: UnsealedMemory::Refuse,
+            backend_channel: None,
         }
+    }
+
+    /// Takes the frontend's backend request channel (`SET_BACKEND_REQ_FD`).
+    ///
+    /// # Errors
+    /// `BACKEND_REQ` was not negotiated.
+    pub fn set_backend_channel(&mut self, channel: UnixStream) -> Result<(), &'static str> {
+        if !self
+            .protocol_features
+            .contains(VhostUserProtocolFeatures::BACKEND_REQ)
+        {
+            return Err("BACKEND_REQ was not negotiated");
+        }
+        self.backend_channel = Some(channel);
+        Ok(())
+    }
+
+    /// The device's configuration changed (a block image resized): bump
+    /// the configuration generation and tell the frontend, which re-reads
+    /// the configuration space (`GET_CONFIG`) and interrupts the guest.
+    pub fn config_changed(&mut self) {
+        self.core.config_changed();
+        self.signal();
     }
 
     /// Whether memory regions may come from files not sealed against
@@ -205,11 +233,38 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
             }
         }
         if status & INTERRUPT_CONFIG_CHANGE != 0 {
-            // vhost-user has no config-change notification without the
-            // backend request channel, which is not offered.
             self.core.ack_interrupt(INTERRUPT_CONFIG_CHANGE);
             if let Some(cause) = self.core.needs_reset_cause() {
                 log::warn!("device needs reset: {cause}");
+            } else {
+                self.announce_config_change();
+            }
+        }
+    }
+
+    /// Sends `CONFIG_CHANGE_MSG` (backend request 2, no payload, no reply
+    /// asked) if the frontend gave a channel and negotiated `CONFIG`; a
+    /// channel that fails is dropped.
+    fn announce_config_change(&mut self) {
+        if !self
+            .protocol_features
+            .contains(VhostUserProtocolFeatures::CONFIG)
+        {
+            return;
+        }
+        let Some(channel) = self.backend_channel.as_mut() else {
+            log::info!("configuration changed, but the frontend gave no backend channel");
+            return;
+        };
+        let mut message = [0u8; 12];
+        for (chunk, value) in message.chunks_exact_mut(4).zip([2u32, 0x1, 0]) {
+            chunk.copy_from_slice(&value.to_le_bytes());
+        }
+        match channel.write_all(&message) {
+            Ok(()) => log::info!("configuration changed: told the frontend"),
+            Err(e) => {
+                log::warn!("backend channel failed, dropped: {e}");
+                self.backend_channel = None;
             }
         }
     }
@@ -507,7 +562,7 @@ impl<D: VirtioDevice> VhostUserBackendReqHandlerMut for VhostUserDevice<D> {
             | VhostUserProtocolFeatures::RESET_DEVICE
             | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
         if self.core.config_len() > 0 {
-            features |= VhostUserProtocolFeatures::CONFIG;
+            features |= VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::BACKEND_REQ;
         }
         Ok(features)
     }

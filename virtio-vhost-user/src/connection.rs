@@ -91,16 +91,17 @@ fn lock<D: VirtioDevice>(shared: &Shared<D>) -> io::Result<MutexGuard<'_, VhostU
 pub trait HostEvents<D> {
     /// The descriptors to wait on, each with a token of the source's
     /// choosing.
-    fn fds<'a>(&self, device: &'a D) -> Vec<(usize, BorrowedFd<'a>)>;
+    fn fds<'a>(&'a self, device: &'a D) -> Vec<(usize, BorrowedFd<'a>)>;
 
     /// The descriptors with these tokens are ready: read them and act on
     /// the device. Must not block, and must consume what made them ready
-    /// (or fail): the next round waits on them again.
+    /// (or fail): the next round waits on them again. `true` when the
+    /// device's configuration changed (the frontend is then told).
     ///
     /// # Errors
     /// A host failure; it ends the connection (a descriptor that stays
     /// ready but cannot be read would otherwise spin the loop).
-    fn ready(&mut self, device: &mut D, tokens: &[usize]) -> io::Result<()>;
+    fn ready(&mut self, device: &mut D, tokens: &[usize]) -> io::Result<bool>;
 }
 
 /// No host events: the loop waits on the socket and the kicks only.
@@ -108,12 +109,12 @@ pub trait HostEvents<D> {
 pub struct NoEvents;
 
 impl<D> HostEvents<D> for NoEvents {
-    fn fds<'a>(&self, _device: &'a D) -> Vec<(usize, BorrowedFd<'a>)> {
+    fn fds<'a>(&'a self, _device: &'a D) -> Vec<(usize, BorrowedFd<'a>)> {
         Vec::new()
     }
 
-    fn ready(&mut self, _device: &mut D, _tokens: &[usize]) -> io::Result<()> {
-        Ok(())
+    fn ready(&mut self, _device: &mut D, _tokens: &[usize]) -> io::Result<bool> {
+        Ok(false)
     }
 }
 
@@ -172,7 +173,9 @@ pub fn serve_with_events<D: VirtioDevice + Send, E: HostEvents<D>>(
             let (message, kicked, ready) = wait(&peer, &kicks, &host, !work_left)?;
             drop(host);
             if !ready.is_empty() {
-                events.ready(dev.device_mut(), &ready)?;
+                if events.ready(dev.device_mut(), &ready)? {
+                    dev.config_changed();
+                }
                 work_left |= dev.poll().work_left();
             }
             (message, kicked)
@@ -180,7 +183,7 @@ pub fn serve_with_events<D: VirtioDevice + Send, E: HostEvents<D>>(
         for queue in kicked {
             work_left |= lock(&shared)?.kick(queue).work_left();
         }
-        if message && let Some(ended) = handle_message(&mut handler, &peer)? {
+        if message && let Some(ended) = handle_message(&mut handler, &shared, &peer)? {
             return Ok(ended);
         }
         if work_left {
@@ -239,6 +242,7 @@ fn wait(
 /// Handles one message; `Some` when the connection is over.
 fn handle_message<D: VirtioDevice + Send>(
     handler: &mut BackendReqHandler<Mutex<VhostUserDevice<D>>>,
+    shared: &Shared<D>,
     peer: &UnixStream,
 ) -> io::Result<Option<Ended>> {
     // Look at the header first, to answer a message the library refuses.
@@ -251,9 +255,12 @@ fn handle_message<D: VirtioDevice + Send>(
     if peeked == 0 {
         return Ok(Some(Ended::Closed));
     }
-    let result = handler.handle_request();
     let [a, b, c, d, ..] = header;
     let request = u32::from_le_bytes([a, b, c, d]);
+    if request == SET_BACKEND_REQ_FD && peeked == HEADER_LEN {
+        return take_backend_channel(shared, peer, &header);
+    }
+    let result = handler.handle_request();
     if log::log_enabled!(log::Level::Debug) {
         let name = FrontendReq::try_from(request)
             .map_or_else(|_| format!("request {request}"), |r| format!("{r:?}"));
@@ -284,6 +291,79 @@ fn handle_message<D: VirtioDevice + Send>(
             Ok(Some(Ended::Protocol(error)))
         }
     }
+}
+
+/// `SET_BACKEND_REQ_FD`, handled here rather than by the `vhost` crate,
+/// whose backend channel cannot send `CONFIG_CHANGE_MSG`: the frontend's
+/// socket for requests from us (one descriptor, no payload).
+const SET_BACKEND_REQ_FD: u32 = 21;
+
+/// Receives `SET_BACKEND_REQ_FD` and its descriptor, gives the channel to
+/// the device and acknowledges it if asked; a malformed one (a payload, no
+/// or several descriptors, not a stream socket, the feature not
+/// negotiated) ends the connection.
+fn take_backend_channel<D: VirtioDevice + Send>(
+    shared: &Shared<D>,
+    peer: &UnixStream,
+    header: &[u8; HEADER_LEN],
+) -> io::Result<Option<Ended>> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, recvmsg};
+    let mut bytes = [0u8; HEADER_LEN];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+    let received = recvmsg(
+        peer,
+        &mut [io::IoSliceMut::new(&mut bytes)],
+        &mut ancillary,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut fds: Vec<std::os::fd::OwnedFd> = Vec::new();
+    for message in ancillary.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = message {
+            fds.extend(rights);
+        }
+    }
+    let size = header
+        .get(8..12)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(u32::MAX, u32::from_le_bytes);
+    let socket = match (received.bytes, size, fds.pop(), fds.is_empty()) {
+        (HEADER_LEN, 0, Some(fd), true)
+            if rustix::fs::fstat(&fd).is_ok_and(|st| {
+                rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket
+            }) =>
+        {
+            UnixStream::from(fd)
+        }
+        _ => {
+            nack_if_wanted(peer, header);
+            let _ = peer.shutdown(std::net::Shutdown::Both);
+            return Ok(Some(Ended::Protocol(VhostError::InvalidMessage)));
+        }
+    };
+    let accepted = lock(shared)?.set_backend_channel(socket);
+    if let Err(e) = &accepted {
+        log::warn!("SET_BACKEND_REQ_FD refused: {e}");
+    } else {
+        log::debug!("SET_BACKEND_REQ_FD: ok");
+    }
+    let flags = header
+        .get(4..8)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_le_bytes);
+    if flags & NEED_REPLY != 0 {
+        let mut reply = [0u8; HEADER_LEN + 8];
+        let fields = [SET_BACKEND_REQ_FD, VERSION_1 | REPLY, 8];
+        for (chunk, value) in reply.chunks_exact_mut(4).zip(fields) {
+            chunk.copy_from_slice(&value.to_le_bytes());
+        }
+        if let Some(status) = reply.get_mut(HEADER_LEN..) {
+            status.copy_from_slice(&u64::from(accepted.is_err()).to_le_bytes());
+        }
+        let mut out = peer;
+        out.write_all(&reply)?;
+    }
+    Ok(None)
 }
 
 /// True when the frontend has closed its end and nothing is left to read.

@@ -25,7 +25,7 @@ use virtio_vhost_user::host::{HostI2c, open_spidev};
 use virtio_vhost_user::memory::UnsealedMemory;
 use virtio_vhost_user::rpmb_file;
 use virtio_vhost_user::sim::{FLASH_BYTES, FlashSpi, SharedFlash, TracedBus};
-use virtio_vhost_user::storage::FileStorage;
+use virtio_vhost_user::storage::{FileStorage, ResizeTrigger};
 use virtio_vhost_user::watchdog_host::{CommandAction, HostWatchdog, StdClock, Ticks};
 
 const AFTER_HELP: &str = "\
@@ -45,6 +45,11 @@ struct Cli {
     /// Listen here (a stale socket file is replaced; one in use is an error).
     #[arg(long, visible_alias = "socket-path", value_name = "PATH")]
     socket: PathBuf,
+    /// Listen on N sockets, PATH0 .. PATH(N-1), each serving its own device
+    /// instance on its own thread (a frontend that misbehaves closes only its
+    /// own connection).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    socket_count: u16,
     /// Exit after the first connection ends (status 0 if it ended cleanly).
     #[arg(long)]
     once: bool,
@@ -60,7 +65,7 @@ struct Cli {
     device: DeviceCmd,
 }
 
-#[derive(Subcommand)]
+#[derive(Clone, Subcommand)]
 enum DeviceCmd {
     /// Entropy device (virtio id 4) fed from /dev/urandom.
     #[command(
@@ -69,7 +74,7 @@ enum DeviceCmd {
     Rng,
     /// Block device (virtio id 2) over a disk image file.
     #[command(
-        after_help = "QEMU: -chardev socket,id=c0,path=PATH -device vhost-user-blk-pci,chardev=c0\n(QEMU asks for one request queue per vCPU unless num-queues is given; all are served\nby the connection's thread)"
+        after_help = "QEMU: -chardev socket,id=c0,path=PATH -device vhost-user-blk-pci,chardev=c0\n(QEMU asks for one request queue per vCPU unless num-queues is given; all are served\nby the connection's thread)\nResize: truncate -s NEW IMAGE, then kill -HUP the daemon: the guest sees the new capacity."
     )]
     Block {
         /// Most request queues offered (VIRTIO_BLK_F_MQ above 1); QEMU's
@@ -82,6 +87,10 @@ enum DeviceCmd {
         /// Offer VIRTIO_BLK_F_RO and refuse writes.
         #[arg(long)]
         read_only: bool,
+        /// Open the image with O_DIRECT: guest I/O bypasses the host's page
+        /// cache (not on tmpfs, which refuses it).
+        #[arg(long)]
+        direct: bool,
     },
     /// I2C adapter (virtio id 34): a simulated EEPROM or a host I2C bus.
     #[command(
@@ -126,7 +135,7 @@ enum DeviceCmd {
     },
 }
 
-#[derive(Args)]
+#[derive(Clone, Args)]
 #[group(required = true, multiple = false)]
 struct I2cArgs {
     /// A simulated 24C02 EEPROM (256 bytes, 8-byte pages, erased to 0xff on
@@ -138,7 +147,7 @@ struct I2cArgs {
     dev: Option<PathBuf>,
 }
 
-#[derive(Args)]
+#[derive(Clone, Args)]
 struct GpioArgs {
     /// N simulated lines (8, 16 or 32) named loop0..; output line k drives
     /// input line k+1, so writes raise interrupts.
@@ -159,7 +168,7 @@ struct GpioArgs {
     lines: Option<LineSelection>,
 }
 
-#[derive(Args)]
+#[derive(Clone, Args)]
 struct SpiArgs {
     /// A simulated 64 KiB NOR flash (JEDEC ID ef 40 18; read, page program,
     /// sector erase) kept across connections.
@@ -253,9 +262,14 @@ impl Server {
                 file,
                 read_only,
                 queues,
+                direct,
             } => Self::Block(
-                FileStorage::open(&file, read_only)
-                    .map_err(|e| format!("cannot open disk image {}: {e}", file.display()))?,
+                if direct {
+                    FileStorage::open_direct(&file, read_only)
+                } else {
+                    FileStorage::open(&file, read_only)
+                }
+                .map_err(|e| format!("cannot open disk image {}: {e}", file.display()))?,
                 queues,
             ),
             DeviceCmd::I2c(I2cArgs {
@@ -318,9 +332,10 @@ impl Server {
         match self {
             Self::Rng => "rng".into(),
             Self::Block(disk, queues) => format!(
-                "block ({} sectors{}, up to {queues} queues)",
+                "block ({} sectors{}{}, up to {queues} queues)",
                 virtio_devices::block::BlockStorage::capacity(disk),
-                if disk.read_only() { ", read-only" } else { "" }
+                if disk.read_only() { ", read-only" } else { "" },
+                if disk.direct() { ", O_DIRECT" } else { "" }
             ),
             Self::I2cSim(addr) => format!("i2c (simulated 24C02 EEPROM at {addr:#04x})"),
             Self::I2cHost(path) => format!("i2c (host bus {})", path.display()),
@@ -374,7 +389,7 @@ impl Server {
                     queues: *queues,
                     ..BlockOptions::default()
                 };
-                serve(stream, Block::new(storage, options), unsealed)
+                serve_resizable(stream, Block::new(storage, options), unsealed)?
             }
             Self::I2cSim(addr) => {
                 let adapter: I2cAdapter<_> =
@@ -445,6 +460,24 @@ fn serve<D: VirtioDevice + Send>(
     )
 }
 
+/// Serves a block device on one connection; SIGHUP makes it re-read the
+/// image's size and announce a change to the frontend.
+fn serve_resizable(
+    stream: UnixStream,
+    block: Block<FileStorage>,
+    unsealed: UnsealedMemory,
+) -> Result<std::io::Result<Ended>, String> {
+    let (trigger, pull) =
+        UnixStream::pair().map_err(|e| format!("cannot make the resize trigger: {e}"))?;
+    let events = ResizeTrigger::new(trigger).map_err(|e| e.to_string())?;
+    let id = signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, pull)
+        .map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
+    let device = VhostUserDevice::new(block).with_unsealed_memory(unsealed);
+    let ended = connection::serve_with_events(stream, device, events);
+    signal_hook::low_level::unregister(id);
+    Ok(ended)
+}
+
 /// Serves a GPIO loopback of `N` lines on one connection.
 fn serve_loopback<const N: usize>(
     stream: UnixStream,
@@ -471,39 +504,154 @@ fn listen(path: &Path) -> Result<UnixListener, String> {
     UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))
 }
 
-/// Serves connections one after another; returns after the first with
-/// `--once`.
+/// The socket paths: PATH alone, or PATH0 .. PATH(N-1).
+fn socket_paths(path: &Path, count: u16) -> Vec<PathBuf> {
+    if count <= 1 {
+        return vec![path.to_owned()];
+    }
+    (0..count)
+        .map(|i| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(i.to_string());
+            PathBuf::from(name)
+        })
+        .collect()
+}
+
+/// Serves every socket on its own thread; returns when all have ended
+/// (with `--once`, after each one's first connection), or exits the process
+/// on SIGTERM / SIGINT after removing the sockets and flushing the images.
 fn run(cli: Cli) -> Result<(), String> {
-    let server = Server::prepare(cli.device)?;
-    let listener = listen(&cli.socket)?;
-    info!("serving {} on {}", server.describe(), cli.socket.display());
+    if cli.socket_count > 1
+        && matches!(
+            cli.device,
+            DeviceCmd::Block {
+                read_only: false,
+                ..
+            }
+        )
+    {
+        return Err(
+            "a writable image can back one socket only (guests writing one image corrupt it): \
+             use --socket-count 1, or --read-only"
+                .into(),
+        );
+    }
+    let unsealed = if cli.allow_unsealed_memory {
+        UnsealedMemory::Accept
+    } else {
+        UnsealedMemory::Refuse
+    };
+    let paths = socket_paths(&cli.socket, cli.socket_count);
+    let mut sockets = Vec::new();
+    let mut images = Vec::new();
+    for path in &paths {
+        let server = Server::prepare(cli.device.clone())?;
+        if let Server::Block(disk, _) = &server {
+            images.push(
+                disk.try_clone()
+                    .map_err(|e| format!("cannot reopen disk image: {e}"))?,
+            );
+        }
+        let listener = listen(path)?;
+        info!("serving {} on {}", server.describe(), path.display());
+        sockets.push((path.clone(), server, listener));
+    }
+    shutdown_on_signals(paths, images)?;
+    let threads: Vec<_> = sockets
+        .into_iter()
+        .map(|(path, server, listener)| {
+            let once = cli.once;
+            std::thread::spawn(move || accept_loop(&path, &server, &listener, once, unsealed))
+        })
+        .collect();
+    let mut result = Ok(());
+    for thread in threads {
+        let ended = thread
+            .join()
+            .unwrap_or_else(|_| Err("a socket's thread panicked".into()));
+        if let Err(e) = ended {
+            error!("{e}");
+            result = Err("a socket did not end cleanly".into());
+        }
+    }
+    result
+}
+
+/// One socket's connections, one after another; returns after the first
+/// with `once`.
+fn accept_loop(
+    path: &Path,
+    server: &Server,
+    listener: &UnixListener,
+    once: bool,
+    unsealed: UnsealedMemory,
+) -> Result<(), String> {
+    let name = path.display();
     let mut number = 0u64;
     loop {
         let (stream, _) = listener
             .accept()
-            .map_err(|e| format!("accept failed: {e}"))?;
+            .map_err(|e| format!("{name}: accept failed: {e}"))?;
         number = number.wrapping_add(1);
-        info!("connection {number}: frontend connected");
-        let unsealed = if cli.allow_unsealed_memory {
-            UnsealedMemory::Accept
-        } else {
-            UnsealedMemory::Refuse
-        };
+        info!("{name}: connection {number}: frontend connected");
         let ended = server.serve(stream, unsealed)?;
         let clean = matches!(ended, Ok(Ended::Closed));
         match ended {
-            Ok(how @ Ended::Closed) => info!("connection {number}: {how}"),
-            Ok(how) => warn!("connection {number}: {how}"),
-            Err(e) => error!("connection {number}: host error: {e}"),
+            Ok(how @ Ended::Closed) => info!("{name}: connection {number}: {how}"),
+            Ok(how) => warn!("{name}: connection {number}: {how}"),
+            Err(e) => error!("{name}: connection {number}: host error: {e}"),
         }
-        if cli.once {
+        if once {
             return if clean {
                 Ok(())
             } else {
-                Err(format!("connection {number} did not end cleanly (--once)"))
+                Err(format!(
+                    "{name}: connection {number} did not end cleanly (--once)"
+                ))
             };
         }
     }
+}
+
+/// On SIGTERM or SIGINT: the socket files are removed (no frontend finds a
+/// dead socket), the images flushed (`fdatasync`: every write a guest saw
+/// completed is on disk), and the process exits with status 0. Connections
+/// in progress end with it; their frontends see the socket close.
+fn shutdown_on_signals(sockets: Vec<PathBuf>, mut images: Vec<FileStorage>) -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    // SIGHUP resizes (each block connection watches it); with no connection
+    // it must not kill the daemon.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGHUP,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let name = if signal == SIGTERM {
+                "SIGTERM"
+            } else {
+                "SIGINT"
+            };
+            info!("{name}: shutting down");
+            for path in &sockets {
+                if let Err(e) = std::fs::remove_file(path) {
+                    warn!("cannot remove {}: {e}", path.display());
+                }
+            }
+            for image in &mut images {
+                if let Err(e) = virtio_devices::block::BlockStorage::flush(image) {
+                    error!("flushing the image failed: {e}");
+                    std::process::exit(1);
+                }
+            }
+            std::process::exit(0);
+        }
+    });
+    Ok(())
 }
 
 fn main() -> ExitCode {

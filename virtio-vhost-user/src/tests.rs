@@ -590,3 +590,58 @@ fn watchdog_over_vhost_user_runs_its_command_when_pings_stop() {
     assert!(matches!(server.join().unwrap(), Ok(Ended::Closed)));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_resized_image_reaches_the_frontend_as_a_config_change() {
+    use crate::storage::ResizeTrigger;
+    let (path, image) = temp_file("resize", 8 * 512);
+    let storage = FileStorage::from_file(image.try_clone().unwrap(), false).unwrap();
+    let (front, back) = UnixStream::pair().unwrap();
+    let (trigger, pull) = UnixStream::pair().unwrap();
+    let events = ResizeTrigger::new(trigger).unwrap();
+    let device = crate::backend::VhostUserDevice::new(Block::new(storage, BlockOptions::default()));
+    let server = thread::spawn(move || connection::serve_with_events(back, device, events));
+    let mut fe = Frontend::from_stream(front, 1);
+    fe.set_owner().unwrap();
+    let offered = fe.get_features().unwrap();
+    fe.set_features(Features::VERSION_1.bits() | (offered & (1 << 30)))
+        .unwrap();
+    let pf = fe.get_protocol_features().unwrap();
+    assert!(
+        pf.contains(VhostUserProtocolFeatures::BACKEND_REQ | VhostUserProtocolFeatures::CONFIG)
+    );
+    fe.set_protocol_features(
+        VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::BACKEND_REQ
+            | VhostUserProtocolFeatures::REPLY_ACK,
+    )
+    .unwrap();
+    // The frontend's end of the backend channel.
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+    fe.set_backend_request_fd(&ours).unwrap();
+    fe.set_hdr_flags(VhostUserHeaderFlag::empty());
+    drop(ours);
+    let capacity = |fe: &mut Frontend| {
+        let (_, config) = fe
+            .get_config(0, 8, VhostUserConfigFlags::WRITABLE, &[0u8; 8])
+            .unwrap();
+        u64::from_le_bytes(config.try_into().unwrap())
+    };
+    assert_eq!(capacity(&mut fe), 8);
+    // The host grows the image and pokes the daemon (SIGHUP in the binary).
+    image.set_len(64 * 512).unwrap();
+    (&pull).write_all(&[1]).unwrap();
+    let mut message = [0u8; 12];
+    theirs
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    theirs.read_exact(&mut message).unwrap();
+    let word = |i: usize| u32::from_le_bytes(message[i..i + 4].try_into().unwrap());
+    // VHOST_USER_BACKEND_CONFIG_CHANGE_MSG, version 1, no payload.
+    assert_eq!((word(0), word(4), word(8)), (2, 1, 0));
+    assert_eq!(capacity(&mut fe), 64);
+    drop(fe);
+    assert!(matches!(server.join().unwrap(), Ok(Ended::Closed)));
+    std::fs::remove_file(path).unwrap();
+}

@@ -145,11 +145,11 @@ impl HostWatchdog {
 pub struct Ticks;
 
 impl HostEvents<HostWatchdog> for Ticks {
-    fn fds<'a>(&self, device: &'a HostWatchdog) -> Vec<(usize, BorrowedFd<'a>)> {
+    fn fds<'a>(&'a self, device: &'a HostWatchdog) -> Vec<(usize, BorrowedFd<'a>)> {
         vec![(0, device.tick.as_fd())]
     }
 
-    fn ready(&mut self, device: &mut HostWatchdog, _tokens: &[usize]) -> io::Result<()> {
+    fn ready(&mut self, device: &mut HostWatchdog, _tokens: &[usize]) -> io::Result<bool> {
         let mut buf = [0u8; 64];
         loop {
             match device.tick.read(&mut buf) {
@@ -162,7 +162,8 @@ impl HostEvents<HostWatchdog> for Ticks {
         // The loop's poll that follows runs the deadline check; this makes
         // it explicit for a device that is not live (no driver yet).
         device.dog.check();
-        Ok(())
+        // No configuration space, so nothing to tell the frontend.
+        Ok(false)
     }
 }
 

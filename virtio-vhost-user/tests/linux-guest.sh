@@ -29,7 +29,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="${WORK:-/tmp/vvu-e2e}"
-CASES="${CASES:-split packed event_idx-off packed-event_idx-off split-qs16 packed-qs16 split-qs8 packed-qs8 mq-smp4 reset kill-reconnect}"
+CASES="${CASES:-split packed event_idx-off packed-event_idx-off split-qs16 packed-qs16 split-qs8 packed-qs8 mq-smp4 reset resize daemon-kill kill-reconnect}"
 BOOT_TIMEOUT="${BOOT_TIMEOUT:-120}"
 MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk virtio-rng"
 
@@ -176,6 +176,33 @@ reset)
     check_rng; check_blk ;;
 loop)
     io_loop; echo "VVU IO-LOOP running"; while :; do sleep 1; done ;;
+wloop)
+    # Writes 64 KiB records (marker, record number, pass) with O_DIRECT and
+    # reads each back, for as long as the host keeps killing the block
+    # daemon; then every record is read back once more.
+    echo "VVU WLOOP start"
+    i=0; bad=0; end=$(( $(cut -d. -f1 /proc/uptime) + 45 ))
+    while [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ] || [ "$i" -lt 64 ]; do
+        r=$((i % 256))
+        awk -v m="$MARK" -v r="$r" -v i="$i" 'BEGIN { for (k = 0; k < 1024; k++) printf "%-63s\n", "W" m "-" r "-" i }' >/tmp/w
+        dd if=/tmp/w of=/dev/vda bs=65536 seek=$((256 + r)) count=1 oflag=direct 2>/tmp/w.err || { echo "VVU WLOOP-FAIL write $i: $(cat /tmp/w.err)"; bad=1; break; }
+        dd if=/dev/vda of=/tmp/wb bs=65536 skip=$((256 + r)) count=1 iflag=direct 2>/dev/null
+        cmp -s /tmp/w /tmp/wb || { echo "VVU WLOOP-FAIL readback $i"; bad=1; break; }
+        i=$((i + 1))
+    done
+    echo "VVU WLOOP wrote $i"
+    [ "$bad" = 0 ] && echo "VVU WLOOP-OK $i" ;;
+resize)
+    # The host grows the image and sends the daemon SIGHUP; the new size
+    # must reach the guest (a config change through QEMU).
+    old=$(cat /sys/block/vda/size); echo "VVU RESIZE-WAIT $old"
+    for i in $(seq 1 600); do new=$(cat /sys/block/vda/size); [ "$new" != "$old" ] && break; sleep 0.1; done
+    if [ "$new" != "$old" ]; then
+        dd if=/dev/vda of=/dev/null bs=512 skip=$((new - 1)) count=1 iflag=direct 2>/dev/null && r=readable || r=unreadable
+        echo "VVU RESIZE-OK $old -> $new, last sector $r"
+    else
+        echo "VVU RESIZE-FAIL still $old sectors"
+    fi ;;
 esac
 echo "VVU DONE"
 poweroff -f
@@ -296,6 +323,93 @@ run_case() {
     verdict "$name" "$mark" "$mode"
 }
 
+# The image grows under a running guest: truncate, SIGHUP to the block
+# daemon, and the guest sees the capacity (then the image is put back).
+resize_case() {
+    local t0=$SECONDS con="$WORK/resize.console" why=""
+    boot resize resize x "packed=off"
+    for _ in $(seq 1 "$BOOT_TIMEOUT"); do
+        grep -q "VVU RESIZE-WAIT" "$con" && break
+        kill -0 "$QEMU_PID" 2>/dev/null || break
+        sleep 1
+    done
+    truncate -s 96M "$IMG"
+    kill -HUP "${PIDS[1]}"
+    wait "$QEMU_PID" || true
+    QEMU_PID=""
+    truncate -s 64M "$IMG"
+    log "resize: guest ran $((SECONDS - t0)) s"
+    grep -q "VVU RESIZE-OK 131072 -> 196608, last sector readable" "$con" || why="$why guest"
+    grep -qiE "I/O error" "$con" && why="$why guest-io-error"
+    daemons_alive || why="$why daemon-died"
+    if [ -z "$why" ]; then echo "PASS resize"; else
+        echo "FAIL resize:$why (console: $con)"; sed -n '/VVU/p' "$con" | tail -n 3 | sed 's/^/    /'; return 1
+    fi
+}
+
+# The block daemon (with --direct: O_DIRECT on the image) killed (SIGKILL)
+# and restarted 20 times while the guest
+# writes and verifies; QEMU reconnects (reconnect=1). Every write must
+# complete without an error, and the image must hold the last pass of every
+# record afterwards.
+daemon_kill_case() {
+    local t0=$SECONDS name=daemon-kill con="$WORK/daemon-kill.console" why="" mark kills=0
+    mark="VVU-dk-$RANDOM"
+    local sock="$WORK/dk.sock" img="$WORK/dk.img" dlog="$WORK/dk.log" dpid
+    rm -f "$img"; truncate -s 64M "$img"; : >"$dlog"
+    "$BIN" --socket "$sock" block --file "$img" --direct 2>>"$dlog" & dpid=$!
+    for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
+    : >"$con"; rm -f "$WORK/$name.qemu.pid"
+    timeout "$BOOT_TIMEOUT" qemu-system-x86_64 \
+        -machine pc,memory-backend=mem -m 256M -smp 1 -cpu max \
+        -object memory-backend-memfd,id=mem,size=256M,share=on \
+        -kernel "$KERNEL" -initrd "$INITRD" \
+        -append "console=ttyS0 quiet panic=-1 vvu.mode=wloop vvu.mark=$mark" \
+        -chardev socket,id=rng0,path="$RNG_SOCK" -device vhost-user-rng-pci,chardev=rng0 \
+        -chardev socket,id=blk0,path="$sock",reconnect=1 \
+        -device vhost-user-blk-pci,chardev=blk0,num-queues=1 \
+        -display none -monitor none -serial "file:$con" \
+        -nic none -no-reboot -pidfile "$WORK/$name.qemu.pid" >"$WORK/$name.qemu.log" 2>&1 &
+    QEMU_PID=$!
+    for _ in $(seq 1 "$BOOT_TIMEOUT"); do
+        grep -q "VVU WLOOP start" "$con" && break
+        kill -0 "$QEMU_PID" 2>/dev/null || break
+        sleep 1
+    done
+    while [ "$kills" -lt 20 ] && kill -0 "$QEMU_PID" 2>/dev/null && ! grep -q "VVU WLOOP wrote" "$con"; do
+        sleep "0.$((RANDOM % 9 + 1))"
+        kill -9 "$dpid" 2>/dev/null; wait "$dpid" 2>/dev/null
+        kills=$((kills + 1))
+        "$BIN" --socket "$sock" block --file "$img" --direct 2>>"$dlog" & dpid=$!
+        # Wait until QEMU is back on the new daemon before the next kill.
+        for _ in $(seq 1 50); do grep -c "frontend connected" "$dlog" | grep -qx "$((kills + 1))" && break; sleep 0.1; done
+        sleep 0.5
+    done
+    wait "$QEMU_PID" || true
+    QEMU_PID=""
+    kill "$dpid" 2>/dev/null; wait "$dpid" 2>/dev/null
+    log "$name: $kills kills, guest ran $((SECONDS - t0)) s"
+    [ "$kills" -ge 20 ] || why="$why only-$kills-kills"
+    grep -q "VVU WLOOP-OK" "$con" || why="$why guest"
+    grep -qiE "I/O error|blk_update_request" "$con" && why="$why guest-io-error"
+    # The image: each of the 256 records holds its last pass, whole.
+    local n; n=$(sed -n 's/^VVU WLOOP wrote //p' "$con" | tr -d '\r')
+    if [ -n "$n" ]; then
+        dd if="$img" of="$WORK/dk.slice" bs=65536 skip=256 count=256 2>/dev/null
+        local r last want got
+        for r in $(seq 0 255); do
+            [ "$r" -lt "$n" ] || break
+            last=$(( (n - 1 - r) / 256 * 256 + r ))
+            want="W$mark-$r-$last"
+            got=$(dd if="$WORK/dk.slice" bs=65536 skip="$r" count=1 2>/dev/null | grep -ac "^$want *\$")
+            [ "$got" = 1024 ] || { why="$why image(record $r: $got of 1024 lines are $want)"; break; }
+        done
+    fi
+    if [ -z "$why" ]; then echo "PASS $name ($kills kills, $n writes verified)"; else
+        echo "FAIL $name:$why (console: $con, daemon log: $dlog)"; sed -n '/VVU/p' "$con" | tail -n 3 | sed 's/^/    /'; return 1
+    fi
+}
+
 kill_reconnect() {
     local t0=$SECONDS
     boot kill-loop loop x "packed=off"
@@ -328,6 +442,8 @@ for c in $CASES; do
         split-qs8) run_case split-qs8 "packed=off" check "queue-size=8" || FAILED=1 ;;
         packed-qs8) run_case packed-qs8 "packed=on" check "queue-size=8" || FAILED=1 ;;
         reset) run_case reset "packed=off" reset || FAILED=1 ;;
+        resize) resize_case || FAILED=1 ;;
+        daemon-kill) daemon_kill_case || FAILED=1 ;;
         # QEMU's default num-queues (one per vCPU) with 4 vCPUs
         mq-smp4) run_case mq-smp4 "packed=off" check "" 4 || FAILED=1 ;;
         kill-reconnect) kill_reconnect || FAILED=1 ;;

@@ -14,6 +14,7 @@
 )]
 
 pub mod clauses;
+pub mod ffi_header;
 pub mod markers;
 pub mod matrix;
 pub mod tex;

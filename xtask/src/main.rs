@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use xtask::{clauses, markers, matrix};
+use xtask::{clauses, ffi_header, markers, matrix};
 
 const USAGE: &str = "\
 usage: cargo run -p xtask -- <task> [options]
@@ -23,6 +23,9 @@ tasks:
       conformance/reasons.tsv. --check: fail if CONFORMANCE.md is stale, if a
       MUST of an implemented chapter has neither a test nor a reason, or if a
       marker or reason names an id that does not exist.
+  ffi-header [--check]
+      Write virtio-ffi/include/virtio_backend.h with cbindgen from the
+      virtio-ffi sources. --check: fail if the committed header differs.
 ";
 
 fn root() -> PathBuf {
@@ -150,6 +153,18 @@ fn conformance(root: &Path, check: bool) -> Result<(), Vec<String>> {
     }
 }
 
+fn ffi_header(root: &Path, check: bool) -> Result<(), Vec<String>> {
+    let text = ffi_header::generate(root).map_err(|e| vec![e])?;
+    write_or_check(
+        root,
+        "virtio-ffi/include/virtio_backend.h",
+        &text,
+        check,
+        "cargo run -p xtask -- ffi-header",
+    )
+    .map_err(|e| vec![e])
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let check = args.iter().any(|a| a == "--check");
@@ -173,6 +188,7 @@ fn main() -> ExitCode {
     let result = match rest.as_slice() {
         ["spec-clauses"] => spec_clauses(&root, spec, check),
         ["conformance"] if spec.is_none() => conformance(&root, check),
+        ["ffi-header"] if spec.is_none() => ffi_header(&root, check),
         ["help"] | ["--help"] | ["-h"] => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

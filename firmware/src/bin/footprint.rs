@@ -24,7 +24,11 @@ type Data = DataArea<'static, Region<'static>>;
 type Device =
     DeviceEnd<'static, Region<'static>, (ShmDevice<Rng<XorShift>, Data, 1, 8>,), NvicDoorbell>;
 
-static DEVICE: Mutex<RefCell<Option<Device>>> = Mutex::new(RefCell::new(None));
+/// The device end lives in a `singleton!` (uninitialised `.bss` until
+/// `main` fills it); the handler reaches it through this pointer-sized
+/// slot. A `static Option<Device>` would sit in `.data`, its initial image
+/// costing as much flash as the device end has RAM.
+static DEVICE: Mutex<RefCell<Option<&'static mut Device>>> = Mutex::new(RefCell::new(None));
 
 /// The driver's doorbell (an interrupt on the driver's core in a real
 /// system; here another NVIC line).
@@ -43,8 +47,13 @@ fn main() -> ! {
         let devices = (ShmDevice::new(rng, data),);
         if let Ok(device) =
             DeviceEnd::create(window, LAYOUT, devices, NvicDoorbell(DRIVER_DOORBELL))
+            && let Some(device) = cortex_m::singleton!(: Device = device)
         {
-            cortex_m::interrupt::free(|cs| DEVICE.borrow(cs).replace(Some(device)));
+            cortex_m::interrupt::free(|cs| {
+                if let Ok(mut slot) = DEVICE.borrow(cs).try_borrow_mut() {
+                    *slot = Some(device);
+                }
+            });
             common::enable_doorbell();
         }
     }
@@ -57,7 +66,9 @@ fn main() -> ! {
 unsafe fn DefaultHandler(irqn: i16) {
     if irqn == DOORBELL.0 as i16 {
         cortex_m::interrupt::free(|cs| {
-            if let Some(device) = DEVICE.borrow(cs).borrow_mut().as_mut()
+            // try_borrow_mut: no already-borrowed panic path in the image.
+            if let Ok(mut device) = DEVICE.borrow(cs).try_borrow_mut()
+                && let Some(device) = device.as_mut()
                 && device.process().work_left()
             {
                 NVIC::pend(DOORBELL);

@@ -7,7 +7,7 @@ use super::{
     OPT_IN_RING_FEATURES, RING_FEATURES, Service, VirtioDevice,
 };
 use crate::memory::GuestMemory;
-use crate::queue::{NotificationData, Queue, QueueConfig, RingArea, RingPosition};
+use crate::queue::{NotificationData, Queue, QueueConfig, RingArea};
 use crate::spec::{DeviceId, DeviceStatus, Features, MAX_QUEUE_SIZE};
 
 /// What the device is given a turn for.
@@ -419,7 +419,7 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> DeviceCore
     /// transports that stop and restart rings without a device reset
     /// (vhost-user's `SET_VRING_BASE`, a resumed migration). `base` is the
     /// next available index for a split ring and `slot | wrap << 15`
-    /// ([`RingPosition::to_u16`]) for a packed one.
+    /// ([`RingPosition::to_u16`](crate::queue::RingPosition::to_u16)) for a packed one.
     ///
     /// A split ring resumes its used index from the ring's `used.idx` in
     /// guest memory (what the driver has seen), a packed ring its used
@@ -759,6 +759,7 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> DeviceCore
 fn ring_base<const S: usize>(engine: &Queue<S>) -> u16 {
     match engine {
         Queue::Split(q) => q.next_avail(),
+        #[cfg(feature = "packed")]
         Queue::Packed(q) => q.next_avail().to_u16(),
     }
 }
@@ -781,8 +782,9 @@ fn resume_at<M: GuestMemory, const S: usize>(
                 .unwrap_or(base);
             q.set_indices(base, used);
         }
+        #[cfg(feature = "packed")]
         Queue::Packed(q) => {
-            let at = RingPosition::from_u16(base);
+            let at = crate::queue::RingPosition::from_u16(base);
             q.set_positions(at, at);
         }
     }

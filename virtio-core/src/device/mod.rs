@@ -96,16 +96,28 @@ use crate::spec::{DeviceId, Features};
 use crate::queue::Queue;
 
 /// The device-independent ring features [`DeviceCore`] offers to every
-/// driver, besides `VERSION_1`: exactly what the queue engines honour.
+/// driver, besides `VERSION_1`: exactly what the queue engines of this
+/// build honour. `RING_RESET` and `NOTIFICATION_DATA` always;
+/// `INDIRECT_DESC`, `EVENT_IDX` and `RING_PACKED` only with the cargo
+/// features `indirect`, `event-idx` and `packed` (all on by default), so a
+/// build without one never offers what it cannot serve.
 ///
 /// `IN_ORDER` is not here: it makes the *device* complete buffers in order,
 /// so a device opts in by offering it from [`VirtioDevice::features`]
 /// ([`OPT_IN_RING_FEATURES`]).
-pub const RING_FEATURES: Features = Features::INDIRECT_DESC
-    .union(Features::EVENT_IDX)
-    .union(Features::RING_PACKED)
-    .union(Features::RING_RESET)
-    .union(Features::NOTIFICATION_DATA);
+pub const RING_FEATURES: Features = Features::RING_RESET
+    .union(Features::NOTIFICATION_DATA)
+    .union(compiled(
+        cfg!(feature = "indirect"),
+        Features::INDIRECT_DESC,
+    ))
+    .union(compiled(cfg!(feature = "event-idx"), Features::EVENT_IDX))
+    .union(compiled(cfg!(feature = "packed"), Features::RING_PACKED));
+
+/// `bits` when the capability is compiled in, else nothing.
+const fn compiled(on: bool, bits: Features) -> Features {
+    if on { bits } else { Features::empty() }
+}
 
 /// Ring features a device may add to its offer when it honours what they
 /// ask of the device (`IN_ORDER`: buffers completed in the order popped).
@@ -286,8 +298,51 @@ pub fn read_config_bytes(config: &[u8], offset: u32, data: &mut [u8]) {
     let Some(src) = config.get(start..) else {
         return;
     };
-    let n = src.len().min(data.len());
-    if let (Some(dst), Some(src)) = (data.get_mut(..n), src.get(..n)) {
-        dst.copy_from_slice(src);
+    // A zip, not `copy_from_slice`: no length-mismatch panic path in a
+    // firmware image.
+    for (dst, src) in data.iter_mut().zip(src) {
+        *dst = *src;
+    }
+}
+
+#[cfg(test)]
+mod build_tests {
+    use super::RING_FEATURES;
+    use crate::memory::Region;
+    use crate::queue::{ConfigError, Queue, QueueConfig};
+    use crate::spec::Features;
+
+    /// The core offers exactly the ring capabilities compiled in.
+    #[test]
+    fn offered_ring_features_follow_the_cargo_features() {
+        for (on, bit) in [
+            (cfg!(feature = "packed"), Features::RING_PACKED),
+            (cfg!(feature = "indirect"), Features::INDIRECT_DESC),
+            (cfg!(feature = "event-idx"), Features::EVENT_IDX),
+            (true, Features::RING_RESET),
+            (true, Features::NOTIFICATION_DATA),
+        ] {
+            assert_eq!(RING_FEATURES.contains(bit), on, "{bit:?}");
+        }
+    }
+
+    /// Without the packed engine a packed configuration is refused, not
+    /// served as split.
+    #[test]
+    fn a_packed_ring_needs_the_packed_engine() {
+        let mut ram = [0u64; 512];
+        let mem = Region::new(0, zerocopy::IntoBytes::as_mut_bytes(&mut ram[..])).unwrap();
+        let config = QueueConfig {
+            size: 4,
+            desc_addr: 0,
+            driver_addr: 0x100,
+            device_addr: 0x200,
+        };
+        let built = Queue::<4>::new(&mem, config, Features::RING_PACKED);
+        if cfg!(feature = "packed") {
+            assert!(built.unwrap().is_packed());
+        } else {
+            assert!(matches!(built, Err(ConfigError::PackedNotCompiled)));
+        }
     }
 }

@@ -7,10 +7,14 @@ use std::vec::Vec;
 use zerocopy::IntoBytes;
 
 use super::*;
-use crate::driver::{PackedDriver, SplitDriver};
+#[cfg(feature = "packed")]
+use crate::driver::PackedDriver;
+use crate::driver::SplitDriver;
 use crate::memory::Region;
 use crate::queue::{Chain, QueueConfig, RingArea, Segment};
-use crate::spec::{DeviceStatus, VirtqDesc};
+use crate::spec::DeviceStatus;
+#[cfg(feature = "indirect")]
+use crate::spec::VirtqDesc;
 
 const BASE: u64 = 0x10_0000;
 const MEM: usize = 0x20000;
@@ -206,7 +210,8 @@ fn features_ok_refused_without_version_1_or_on_device_veto() {
         },
         |core, _mem| {
             core.set_status(1 | 2);
-            core.set_driver_features(Features::EVENT_IDX);
+            // Offered in every build, but not VERSION_1.
+            core.set_driver_features(Features::RING_RESET);
             core.set_status(1 | 2 | 8);
             assert_eq!(core.features_error(), Some(FeaturesError::Version1Missing));
             assert!(!core.status().contains(DeviceStatus::FEATURES_OK));
@@ -574,6 +579,7 @@ fn used_notifications_are_reported_per_queue() {
 }
 
 #[test]
+#[cfg(feature = "event-idx")]
 fn event_idx_keeps_the_driver_notifying() {
     let features = v1() | Features::EVENT_IDX;
     with_core(Echo::default(), |core, mem| {
@@ -687,6 +693,7 @@ fn a_device_that_gives_up_enters_needs_reset() {
 }
 
 #[test]
+#[cfg(feature = "indirect")]
 fn indirect_chains_are_served() {
     let features = v1() | Features::INDIRECT_DESC;
     with_core(Echo::default(), |core, mem| {
@@ -717,6 +724,7 @@ fn indirect_chains_are_served() {
 }
 
 #[test]
+#[cfg(all(feature = "packed", feature = "event-idx"))]
 fn a_packed_ring_of_any_size_is_built_from_the_negotiated_features() {
     // virtio 1.4 §"Packed Virtqueues": the queue size need not be a power
     // of two; the format is chosen by VIRTIO_F_RING_PACKED at FEATURES_OK.
@@ -797,6 +805,7 @@ fn a_stopped_split_ring_resumes_where_it_stopped() {
 }
 
 #[test]
+#[cfg(feature = "packed")]
 fn a_stopped_packed_ring_resumes_at_slot_and_wrap_counter() {
     let features = v1() | Features::RING_PACKED;
     with_core(Echo::default(), |core, mem| {
@@ -835,6 +844,7 @@ fn a_stopped_packed_ring_resumes_at_slot_and_wrap_counter() {
 }
 
 /// `avail_event` of a split ring at `layout` (after the used ring).
+#[cfg(feature = "event-idx")]
 fn avail_event(mem: &Region<'_>, layout: QueueConfig) -> u16 {
     mem.load_u16_acquire(layout.device_addr + 4 + 8 * u64::from(layout.size))
         .unwrap()
@@ -847,6 +857,7 @@ fn avail_event(mem: &Region<'_>, layout: QueueConfig) -> u16 {
 // would never notify again.
 // spec: split.available-buffer-notification-suppression.4
 #[test]
+#[cfg(feature = "event-idx")]
 fn every_queue_the_device_popped_from_is_re_armed() {
     let features = v1() | Features::EVENT_IDX;
     with_core(

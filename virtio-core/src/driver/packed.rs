@@ -432,7 +432,9 @@ impl<const Q: usize> PackedDriver<Q> {
     }
 }
 
+// Against the device-side packed engine.
 #[cfg(test)]
+#[cfg(feature = "packed")]
 #[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use std::vec;
@@ -490,6 +492,7 @@ mod tests {
     // buffer notification; DESC (EVENT_IDX) means notify when the named
     // descriptor is made available.
     #[test]
+    #[cfg(feature = "event-idx")]
     fn packed_kick_decision_follows_the_device() {
         with_ring(F, |mem, drv, dev| {
             drv.add(mem, &[seg(0x4000, 1)], &[]).unwrap();

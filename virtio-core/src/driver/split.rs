@@ -496,6 +496,7 @@ mod tests {
     // SHOULD NOT if it is 1; with EVENT_IDX it notifies when avail idx
     // passes avail_event.
     #[test]
+    #[cfg(feature = "event-idx")]
     fn kick_decision_follows_the_device() {
         with_ring(Features::empty(), |mem, drv, dev| {
             drv.add(mem, &[seg(0x4000, 1)], &[]).unwrap();

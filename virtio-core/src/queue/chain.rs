@@ -226,6 +226,7 @@ impl<const N: usize> Chain<N> {
 
     /// Sets the id once the walk found it (packed: the last descriptor's).
     #[inline]
+    #[cfg(feature = "packed")]
     pub(crate) fn set_id(&mut self, id: u16) {
         self.head.id = id;
     }

@@ -50,6 +50,11 @@ pub enum ConfigError {
         /// The memory error.
         error: MemoryError,
     },
+    /// The driver negotiated `RING_PACKED` but this build has no packed
+    /// engine (cargo feature `packed` off; the device core does not offer
+    /// the bit then, so only a direct caller of [`super::Queue::new`] sees
+    /// this).
+    PackedNotCompiled,
 }
 
 impl fmt::Display for ConfigError {
@@ -68,6 +73,7 @@ impl fmt::Display for ConfigError {
                 write!(f, "{area:?} area at {addr:#x} is misaligned")
             }
             Self::OutOfMemory { area, error } => write!(f, "{area:?} area: {error}"),
+            Self::PackedNotCompiled => f.write_str("packed ring not compiled in"),
         }
     }
 }

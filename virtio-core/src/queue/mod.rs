@@ -37,12 +37,16 @@
 mod chain;
 mod error;
 mod inflight;
+#[cfg(feature = "packed")]
 mod packed;
+mod position;
 mod split;
 
 pub use chain::{AccessError, Chain, Head, Reader, Salvage, Segment, Writer};
 pub use error::{ChainError, ChainErrorKind, ConfigError, QueueError, RingArea};
-pub use packed::{PackedQueue, RingPosition};
+#[cfg(feature = "packed")]
+pub use packed::PackedQueue;
+pub use position::RingPosition;
 pub use split::SplitQueue;
 
 use crate::memory::GuestMemory;
@@ -54,13 +58,17 @@ use crate::spec::Features;
 /// A device holds a `Queue` per virtqueue and never needs to know which
 /// format it is: [`Queue::new`] picks the engine from
 /// [`Features::RING_PACKED`], and every method forwards to it (enum
-/// dispatch, no trait objects). `S` sizes the in-flight table that makes
+/// dispatch, no trait objects). Without the `packed` cargo feature there is
+/// only the split engine (the packed one is not compiled or linked) and
+/// [`Queue::new`] refuses `RING_PACKED` ([`ConfigError::PackedNotCompiled`]). `S` sizes the in-flight table that makes
 /// every completion checked: three bytes per descriptor.
 #[derive(Clone, Debug)]
 pub enum Queue<const S: usize> {
     /// A split ring (virtio 1.4 §"Split Virtqueues").
     Split(SplitQueue<S>),
-    /// A packed ring (virtio 1.4 §"Packed Virtqueues").
+    /// A packed ring (virtio 1.4 §"Packed Virtqueues"); cargo feature
+    /// `packed`.
+    #[cfg(feature = "packed")]
     Packed(PackedQueue<S>),
 }
 
@@ -69,6 +77,7 @@ macro_rules! dispatch {
     ($self:expr, $q:ident => $call:expr) => {
         match $self {
             Queue::Split($q) => $call,
+            #[cfg(feature = "packed")]
             Queue::Packed($q) => $call,
         }
     };
@@ -85,7 +94,10 @@ impl<const S: usize> Queue<S> {
         features: Features,
     ) -> Result<Self, ConfigError> {
         if features.contains(Features::RING_PACKED) {
-            PackedQueue::new(mem, config, features).map(Self::Packed)
+            #[cfg(feature = "packed")]
+            return PackedQueue::new(mem, config, features).map(Self::Packed);
+            #[cfg(not(feature = "packed"))]
+            return Err(ConfigError::PackedNotCompiled);
         } else {
             SplitQueue::new(mem, config, features).map(Self::Split)
         }
@@ -165,13 +177,17 @@ impl<const S: usize> Queue<S> {
     pub fn has_available<M: GuestMemory>(&self, mem: &M) -> Result<bool, QueueError> {
         match self {
             Self::Split(q) => Ok(q.pending(mem)? > 0),
+            #[cfg(feature = "packed")]
             Self::Packed(q) => q.has_available(mem),
         }
     }
 
     /// True for a packed ring.
     pub fn is_packed(&self) -> bool {
-        matches!(self, Self::Packed(_))
+        #[cfg(feature = "packed")]
+        return matches!(self, Self::Packed(_));
+        #[cfg(not(feature = "packed"))]
+        return false;
     }
 
     /// Forgets all ring state (queue or device reset).
@@ -301,4 +317,6 @@ macro_rules! take_chain {
     )+};
 }
 #[cfg(test)]
-take_chain!(SplitQueue, PackedQueue, Queue);
+take_chain!(SplitQueue, Queue);
+#[cfg(all(test, feature = "packed"))]
+take_chain!(PackedQueue);

@@ -28,12 +28,12 @@
 use super::chain::{Chain, Head};
 use super::error::{ChainError, ChainErrorKind, ConfigError, QueueError, RingArea};
 use super::inflight::InFlight;
-use super::{NotificationData, QueueConfig, check_areas, vring_need_event, walk_limit};
+use super::position::RingPosition;
+use super::{QueueConfig, vring_need_event, walk_limit};
 use crate::memory::{GuestMemory, MemoryError};
 use crate::spec::{
-    DescFlags, Features, Le16, Le32, MAX_QUEUE_SIZE, PACKED_DESC_ALIGN, PACKED_EVENT_ALIGN,
-    PvirtqDesc, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
-    packed_desc_ring_size,
+    DescFlags, Features, Le16, Le32, PvirtqDesc, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE,
+    RING_EVENT_FLAGS_ENABLE,
 };
 
 const DESC_SIZE: u64 = 16;
@@ -44,103 +44,6 @@ const DESC_FLAGS: u64 = 14;
 /// Offsets inside a `pvirtq_event_suppress`.
 const EVENT_OFF_WRAP: u64 = 0;
 const EVENT_FLAGS: u64 = 2;
-/// Bit 15 of `off_wrap` and of a packed position: the wrap counter.
-const WRAP_BIT: u16 = 1 << 15;
-
-impl QueueConfig {
-    /// Checks this configuration for a packed ring: the size is in
-    /// `1..=32768` (any value, not only powers of two), the descriptor ring
-    /// is 16-aligned, the two event suppression structures 4-aligned, and
-    /// each area is wholly in `mem` (virtio 1.4 §"Structure Size and
-    /// Alignment").
-    ///
-    /// # Errors
-    /// The first rule broken, as a [`ConfigError`].
-    pub fn check_packed<M: GuestMemory>(&self, mem: &M) -> Result<(), ConfigError> {
-        let size = self.size;
-        if size == 0 {
-            return Err(ConfigError::ZeroSize);
-        }
-        if size > MAX_QUEUE_SIZE {
-            return Err(ConfigError::SizeTooLarge(size));
-        }
-        let areas = [
-            (
-                RingArea::Descriptors,
-                self.desc_addr,
-                PACKED_DESC_ALIGN,
-                packed_desc_ring_size(size),
-            ),
-            (RingArea::Driver, self.driver_addr, PACKED_EVENT_ALIGN, 4),
-            (RingArea::Device, self.device_addr, PACKED_EVENT_ALIGN, 4),
-        ];
-        check_areas(mem, &areas)
-    }
-}
-
-/// A position in a packed ring: a slot and the wrap counter that goes with
-/// it. Encoded as `slot | wrap << 15`, the form of `off_wrap`, of
-/// `NOTIFICATION_DATA` and of vhost-user's packed ring base.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct RingPosition {
-    /// Slot in the descriptor ring, `0..size`.
-    pub slot: u16,
-    /// The wrap counter (starts `true`).
-    pub wrap: bool,
-}
-
-impl RingPosition {
-    /// Where both sides start: slot 0, wrap counter 1.
-    pub const START: Self = Self {
-        slot: 0,
-        wrap: true,
-    };
-
-    /// Decodes `slot | wrap << 15`.
-    pub const fn from_u16(value: u16) -> Self {
-        Self {
-            slot: value & !WRAP_BIT,
-            wrap: value & WRAP_BIT != 0,
-        }
-    }
-
-    /// Encodes as `slot | wrap << 15`.
-    pub const fn to_u16(self) -> u16 {
-        (self.slot & !WRAP_BIT) | if self.wrap { WRAP_BIT } else { 0 }
-    }
-
-    /// This position moved on by `n` slots in a ring of `size` (`slot <
-    /// size`), flipping the wrap counter once per lap completed.
-    fn advance(self, n: u16, size: u16) -> Self {
-        // slot < size <= 32768, so the sum fits in a u32 easily.
-        let next = u32::from(self.slot).wrapping_add(u32::from(n));
-        let size = u32::from(size);
-        if next < size {
-            return Self {
-                slot: next as u16,
-                ..self
-            };
-        }
-        let laps = next.checked_div(size).unwrap_or(0);
-        Self {
-            // The remainder is below size, so it fits in a u16.
-            slot: next.checked_rem(size).unwrap_or(0) as u16,
-            wrap: self.wrap ^ (laps % 2 == 1),
-        }
-    }
-}
-
-impl NotificationData {
-    /// For a packed ring: the position of the next descriptor the driver
-    /// has not yet made available (`next_off` and `next_wrap`).
-    pub const fn packed_position(self) -> RingPosition {
-        RingPosition {
-            slot: self.next_off & !WRAP_BIT,
-            wrap: self.next_wrap,
-        }
-    }
-}
 
 /// Device side of one packed virtqueue of up to `S` descriptors.
 ///
@@ -243,6 +146,22 @@ impl<const S: usize> PackedQueue<S> {
     /// Chains popped and not yet returned.
     pub fn in_flight(&self) -> u16 {
         self.inflight.count()
+    }
+
+    /// `INDIRECT_DESC` negotiated and compiled in (cargo feature
+    /// `indirect`; without it the table walk is not linked and an indirect
+    /// descriptor is refused as not negotiated).
+    #[inline(always)]
+    fn indirect(&self) -> bool {
+        cfg!(feature = "indirect") && self.indirect
+    }
+
+    /// `EVENT_IDX` negotiated and compiled in (cargo feature `event-idx`;
+    /// without it the event paths are not linked and the queue behaves as
+    /// without the feature).
+    #[inline(always)]
+    fn event_idx(&self) -> bool {
+        cfg!(feature = "event-idx") && self.event_idx
     }
 
     /// The queue size.
@@ -457,7 +376,7 @@ impl<const S: usize> PackedQueue<S> {
     ) {
         // §"Indirect Flag": WRITE on this descriptor is ignored; it must not
         // be part of a NEXT list.
-        let table_error = if !self.indirect {
+        let table_error = if !self.indirect() {
             Some(ChainErrorKind::IndirectNotNegotiated)
         } else if flags.contains(DescFlags::NEXT) || slots > 1 {
             Some(ChainErrorKind::IndirectWithNext)
@@ -613,7 +532,7 @@ impl<const S: usize> PackedQueue<S> {
         let (off_wrap, event_flags) = self.read_driver_event(mem)?;
         Ok(match event_flags {
             RING_EVENT_FLAGS_DISABLE => false,
-            RING_EVENT_FLAGS_DESC if self.event_idx => {
+            RING_EVENT_FLAGS_DESC if self.event_idx() => {
                 self.crossed(RingPosition::from_u16(off_wrap), self.next_used, moved)
             }
             // ENABLE, DESC without EVENT_IDX and the reserved value: notify,
@@ -683,7 +602,7 @@ impl<const S: usize> PackedQueue<S> {
     /// # Errors
     /// [`QueueError::Ring`] if the ring or structure is unreachable.
     pub fn enable_notification<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, QueueError> {
-        if self.event_idx {
+        if self.event_idx() {
             self.write_device_event(mem, self.next_avail.to_u16(), RING_EVENT_FLAGS_DESC)?;
         } else {
             self.write_device_event(mem, 0, RING_EVENT_FLAGS_ENABLE)?;

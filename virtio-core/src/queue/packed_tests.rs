@@ -9,8 +9,10 @@ use zerocopy::IntoBytes;
 
 use super::*;
 use crate::memory::Region;
+#[cfg(feature = "driver")]
+use crate::queue::Segment;
 use crate::queue::TakeChain;
-use crate::queue::{AccessError, Chain, NotificationData, Queue, Segment};
+use crate::queue::{AccessError, Chain, NotificationData, Queue};
 use crate::spec::PvirtqDesc;
 
 const Q: u16 = 5;
@@ -21,6 +23,7 @@ const DATA: u64 = 0x4000;
 const MEM: usize = 0x10000;
 const NEXT: u16 = 1;
 const WRITE: u16 = 2;
+#[cfg(feature = "indirect")]
 const INDIRECT: u16 = 4;
 const AVAIL: u16 = 1 << 7;
 const USED: u16 = 1 << 15;
@@ -54,6 +57,7 @@ fn put(mem: &Region, slot: u16, addr: u64, len: u32, id: u16, flags: u16, wrap: 
 }
 
 /// An indirect table entry.
+#[cfg(feature = "indirect")]
 fn put_table(mem: &Region, table: u64, i: u16, addr: u64, len: u32, flags: u16) {
     let d = PvirtqDesc {
         addr: addr.into(),
@@ -344,6 +348,7 @@ fn packed_in_order_writes_one_used_descriptor_per_batch() {
 // packed descriptors of which only WRITE is valid (NEXT and id are ignored),
 // and WRITE on the INDIRECT descriptor itself is ignored.
 #[test]
+#[cfg(feature = "indirect")]
 fn packed_indirect_table_is_walked_with_only_write_honoured() {
     with_queue(Features::RING_PACKED | Features::INDIRECT_DESC, |mem, q| {
         let table = DATA + 0x1000;
@@ -373,6 +378,7 @@ fn packed_indirect_table_is_walked_with_only_write_honoured() {
 // MUST NOT write direct descriptors with INDIRECT in a list linked by NEXT —
 // neither as its head nor further down. The chain is still returned whole.
 #[test]
+#[cfg(feature = "indirect")]
 fn packed_rejects_indirect_inside_a_next_list() {
     with_queue(Features::RING_PACKED | Features::INDIRECT_DESC, |mem, q| {
         let table = DATA + 0x1000;
@@ -395,6 +401,7 @@ fn packed_rejects_indirect_inside_a_next_list() {
 // negotiated, nor any flag but WRITE inside a table; a table must hold
 // whole descriptors and be in memory.
 #[test]
+#[cfg(feature = "indirect")]
 fn packed_rejects_bad_indirect_tables() {
     with_queue(Features::RING_PACKED, |mem, q| {
         put(mem, 0, DATA + 0x1000, 16, 1, INDIRECT, true);
@@ -581,6 +588,7 @@ fn packed_rejects_list_wrapping_onto_itself() {
 // used (the copy inside the 16-byte read is ignored); the later slots'
 // flags are taken from their one read, which the head's acquire orders.
 #[test]
+#[cfg(feature = "indirect")]
 fn packed_every_descriptor_is_read_exactly_once() {
     use core::cell::RefCell;
     use std::collections::HashMap;
@@ -637,6 +645,7 @@ fn packed_every_descriptor_is_read_exactly_once() {
     });
 }
 
+#[cfg(feature = "event-idx")]
 fn set_driver_event(mem: &Region, off_wrap: u16, flags: u16) {
     mem.store_u16_release(DRV_EVT, off_wrap).unwrap();
     mem.store_u16_release(DRV_EVT + 2, flags).unwrap();
@@ -661,6 +670,7 @@ fn cycle(mem: &Region, q: &mut PackedQueue<64>, n: u16) -> bool {
 // DISABLE does not, and DESC (only with EVENT_IDX) notifies when the
 // descriptor at the given offset and wrap counter is used.
 #[test]
+#[cfg(feature = "event-idx")]
 fn packed_used_notification_follows_driver_event_suppression() {
     with_queue(Features::RING_PACKED, |mem, q| {
         assert!(cycle(mem, q, 1), "ENABLE (zeroed) notifies");
@@ -691,6 +701,7 @@ fn packed_used_notification_follows_driver_event_suppression() {
 // notifications; DESC mode only with EVENT_IDX. Re-enabling re-checks the
 // ring so a buffer added meanwhile is not missed.
 #[test]
+#[cfg(feature = "event-idx")]
 fn packed_device_event_suppression_and_enable_recheck() {
     let read_dev = |mem: &Region| {
         (

@@ -156,6 +156,22 @@ impl<const S: usize> SplitQueue<S> {
         })
     }
 
+    /// `INDIRECT_DESC` negotiated and compiled in (cargo feature
+    /// `indirect`; without it the table walk is not linked and an indirect
+    /// descriptor is refused as not negotiated).
+    #[inline(always)]
+    fn indirect(&self) -> bool {
+        cfg!(feature = "indirect") && self.indirect
+    }
+
+    /// `EVENT_IDX` negotiated and compiled in (cargo feature `event-idx`;
+    /// without it the event paths are not linked and the queue behaves as
+    /// without the feature).
+    #[inline(always)]
+    fn event_idx(&self) -> bool {
+        cfg!(feature = "event-idx") && self.event_idx
+    }
+
     /// The queue size.
     pub fn size(&self) -> u16 {
         self.size
@@ -393,7 +409,7 @@ impl<const S: usize> SplitQueue<S> {
         mut buffers: u32,
     ) -> Result<(), WalkError> {
         // virtio 1.4 §"Indirect Descriptors": the WRITE flag of this descriptor is ignored.
-        let kind = if !self.indirect {
+        let kind = if !self.indirect() {
             Some(ChainErrorKind::IndirectNotNegotiated)
         } else if flags.contains(DescFlags::NEXT) {
             Some(ChainErrorKind::IndirectWithNext)
@@ -558,7 +574,7 @@ impl<const S: usize> SplitQueue<S> {
         // The index store must be visible before we read the driver's
         // suppression state, or both sides could skip the notification.
         mem.fence();
-        if self.event_idx {
+        if self.event_idx() {
             let used_event = self.read_avail_u16(mem, self.used_event_offset())?;
             Ok(vring_need_event(used_event, new, old))
         } else {
@@ -584,7 +600,7 @@ impl<const S: usize> SplitQueue<S> {
     /// # Errors
     /// [`QueueError::Ring`] if the used ring is unreachable.
     pub fn disable_notification<M: GuestMemory>(&mut self, mem: &M) -> Result<(), QueueError> {
-        if self.event_idx {
+        if self.event_idx() {
             return Ok(());
         }
         mem.store_u16_release(self.used.wrapping_add(USED_FLAGS), VIRTQ_USED_F_NO_NOTIFY)
@@ -602,7 +618,7 @@ impl<const S: usize> SplitQueue<S> {
     /// # Errors
     /// As for [`Self::pending`].
     pub fn enable_notification<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, QueueError> {
-        if self.event_idx {
+        if self.event_idx() {
             let avail_event = self
                 .used
                 .wrapping_add(USED_RING)
@@ -870,6 +886,7 @@ mod tests {
 
     // Same rule inside an indirect table.
     #[test]
+    #[cfg(feature = "indirect")]
     fn rejects_loop_inside_indirect_table() {
         with_queue(Features::INDIRECT_DESC, |mem, q| {
             let table = DATA + 0x1000;
@@ -882,6 +899,7 @@ mod tests {
     }
 
     /// An indirect table of `n` one-byte buffers at descriptor 0.
+    #[cfg(feature = "indirect")]
     fn offer_indirect(mem: &Region, n: u16) {
         let table = DATA + 0x1000;
         for i in 0..n {
@@ -899,6 +917,7 @@ mod tests {
     // tolerance) and reads no more than max(queue size, N) descriptors.
     // spec: split.message-framing.2
     #[test]
+    #[cfg(feature = "indirect")]
     fn indirect_chain_longer_than_queue_is_served_up_to_capacity() {
         with_queue(Features::INDIRECT_DESC, |mem, q| {
             offer_indirect(mem, Q + 1);
@@ -921,6 +940,7 @@ mod tests {
     // A chain of direct descriptors then an indirect table also counts
     // every buffer towards the limit.
     #[test]
+    #[cfg(feature = "indirect")]
     fn direct_plus_indirect_counts_towards_the_limit() {
         let setup = |mem: &Region| {
             let table = DATA + 0x1000;
@@ -966,6 +986,7 @@ mod tests {
 
     // virtio 1.4 §"Indirect Descriptors": the table holds len/16 entries.
     #[test]
+    #[cfg(feature = "indirect")]
     fn rejects_next_out_of_range_in_indirect_table() {
         with_queue(Features::INDIRECT_DESC, |mem, q| {
             let table = DATA + 0x1000;
@@ -985,6 +1006,7 @@ mod tests {
     // virtio 1.4 §"Indirect Descriptors" (driver normative): a driver MUST
     // NOT set both VIRTQ_DESC_F_INDIRECT and VIRTQ_DESC_F_NEXT.
     #[test]
+    #[cfg(feature = "indirect")]
     fn rejects_indirect_with_next() {
         with_queue(Features::INDIRECT_DESC, |mem, q| {
             set_desc(mem, DESC, 0, DATA + 0x1000, 16, INDIRECT | NEXT, 1);
@@ -999,6 +1021,7 @@ mod tests {
     // virtio 1.4 §"Indirect Descriptors" (driver normative): the driver MUST
     // NOT set VIRTQ_DESC_F_INDIRECT within an indirect descriptor.
     #[test]
+    #[cfg(feature = "indirect")]
     fn rejects_nested_indirect() {
         with_queue(Features::INDIRECT_DESC, |mem, q| {
             let table = DATA + 0x1000;
@@ -1027,6 +1050,7 @@ mod tests {
     // virtio 1.4 §"Indirect Descriptors": the table is `struct virtq_desc
     // desc[len / 16]`; a length of 0 or not a multiple of 16 is no table.
     #[test]
+    #[cfg(feature = "indirect")]
     fn rejects_bad_indirect_table_length() {
         for len in [0u32, 24, 15] {
             with_queue(Features::INDIRECT_DESC, |mem, q| {
@@ -1041,6 +1065,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "indirect")]
     fn rejects_indirect_table_outside_memory() {
         with_queue(Features::INDIRECT_DESC, |mem, q| {
             let table = MEM as u64 - 16;
@@ -1074,6 +1099,7 @@ mod tests {
     // Also when the writable descriptor is empty, and across the switch from
     // the ring into an indirect table.
     #[test]
+    #[cfg(feature = "indirect")]
     fn rejects_readable_after_empty_writable_and_into_indirect_table() {
         with_queue(Features::INDIRECT_DESC, |mem, q| {
             let table = DATA + 0x1000;
@@ -1231,6 +1257,7 @@ mod tests {
     // indirect descriptor.
     // spec: split.indirect-descriptors.1, split.indirect-descriptors.2
     #[test]
+    #[cfg(feature = "indirect")]
     fn direct_descriptors_then_indirect_table() {
         with_queue(Features::INDIRECT_DESC, |mem, q| {
             let table = DATA + 0x1000;
@@ -1310,6 +1337,7 @@ mod tests {
     // notify when the used idx that placed the entry equals used_event.
     // spec: split.used-buffer-notification-suppression.4, split.used-buffer-notification-suppression.5, split.used-buffer-notification-suppression.6
     #[test]
+    #[cfg(feature = "event-idx")]
     fn event_idx_notifies_exactly_when_used_event_is_crossed() {
         with_queue(Features::EVENT_IDX, |mem, q| {
             set_desc(mem, DESC, 0, DATA, 1, WRITE, 0);
@@ -1355,6 +1383,7 @@ mod tests {
     // avail_event instead.
     // spec: split.available-buffer-notification-suppression.3, split.available-buffer-notification-suppression.4
     #[test]
+    #[cfg(feature = "event-idx")]
     fn event_idx_enable_publishes_avail_event_and_keeps_flags_zero() {
         with_queue(Features::EVENT_IDX, |mem, q| {
             set_desc(mem, DESC, 0, DATA, 1, 0, 0);
@@ -1565,6 +1594,7 @@ mod tests {
     // once per pop, so a driver rewriting a descriptor after it was checked
     // cannot change what the device uses (no double fetch).
     #[test]
+    #[cfg(feature = "indirect")]
     fn every_descriptor_is_read_exactly_once() {
         use core::cell::RefCell;
         use std::collections::HashMap;

@@ -648,11 +648,11 @@ impl<C: ChipLines> GpioBank for ChipBank<C> {
 pub struct ChipEvents;
 
 impl<C: ChipLines, const N: usize> HostEvents<Gpio<ChipBank<C>, N>> for ChipEvents {
-    fn fds<'a>(&self, device: &'a Gpio<ChipBank<C>, N>) -> Vec<(usize, BorrowedFd<'a>)> {
+    fn fds<'a>(&'a self, device: &'a Gpio<ChipBank<C>, N>) -> Vec<(usize, BorrowedFd<'a>)> {
         device.bank().event_fds()
     }
 
-    fn ready(&mut self, device: &mut Gpio<ChipBank<C>, N>, tokens: &[usize]) -> io::Result<()> {
+    fn ready(&mut self, device: &mut Gpio<ChipBank<C>, N>, tokens: &[usize]) -> io::Result<bool> {
         let mut levels = Vec::new();
         for &token in tokens {
             if let Ok(line) = u16::try_from(token) {
@@ -669,7 +669,7 @@ impl<C: ChipLines, const N: usize> HostEvents<Gpio<ChipBank<C>, N>> for ChipEven
             }
             device.input_changed(line, level);
         }
-        Ok(())
+        Ok(false)
     }
 }
 
