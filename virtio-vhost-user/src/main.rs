@@ -528,12 +528,12 @@ fn run(cli: Cli) -> Result<(), String> {
             DeviceCmd::Block {
                 read_only: false,
                 ..
-            }
+            } | DeviceCmd::Rpmb { .. }
         )
     {
         return Err(
-            "a writable image can back one socket only (guests writing one image corrupt it): \
-             use --socket-count 1, or --read-only"
+            "a writable image can back one socket only (guests writing one image corrupt it; \
+             an RPMB image's counter would fork): use --socket-count 1, or --read-only"
                 .into(),
         );
     }
