@@ -14,7 +14,7 @@ for tool in arm-none-eabi-gcc qemu-system-arm; do
     command -v "$tool" >/dev/null || { echo "run.sh: $tool missing (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)" >&2; exit 1; }
 done
 
-(cd "$root" && cargo build -q -p virtio-ffi --profile ffi-firmware --target thumbv7em-none-eabihf \
+(cd "$root" && cargo build -q -p virtio-backend-ffi --profile ffi-firmware --target thumbv7em-none-eabihf \
     --features panic-handler,driver)
 lib="$target_dir/thumbv7em-none-eabihf/ffi-firmware/libvirtio_ffi.a"
 
@@ -46,7 +46,7 @@ run mmio "PASS rng over mmio" "PASS block over mmio" "PASS generic over mmio" "P
 
 # The footprint image: the library with only the rng device (its own target
 # directory, so neither build invalidates the other).
-(cd "$root" && CARGO_TARGET_DIR="$target_dir/ffi-footprint" cargo build -q -p virtio-ffi \
+(cd "$root" && CARGO_TARGET_DIR="$target_dir/ffi-footprint" cargo build -q -p virtio-backend-ffi \
     --profile ffi-firmware --target thumbv7em-none-eabihf --no-default-features --features panic-handler,rng)
 lib="$target_dir/ffi-footprint/thumbv7em-none-eabihf/ffi-firmware/libvirtio_ffi.a"
 run footprint "PASS footprint"

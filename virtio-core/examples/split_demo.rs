@@ -2,7 +2,7 @@
 //! prints what happened: direct and indirect chains, a malformed chain that
 //! is rejected and still returned, and the notification decisions.
 //!
-//! Run with `cargo run -p virtio-core --features driver --example split_demo`.
+//! Run with `cargo run -p virtio-backend-core --features driver --example split_demo`.
 // An example program, not library code: it may stop on its own setup errors.
 #![allow(
     clippy::unwrap_used,

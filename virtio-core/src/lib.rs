@@ -1,5 +1,7 @@
 //! The device side of virtio: wire formats, guest memory and virtqueues.
 //!
+//! `cargo add virtio-backend-core` (the library is `virtio_core`).
+//!
 //! This crate is the foundation the rest of the family builds on. Its layers,
 //! from the wire up:
 //!

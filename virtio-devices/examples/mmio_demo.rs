@@ -2,7 +2,7 @@
 //! transport and lets the published `virtio-drivers` crate (a driver stack
 //! we did not write) drive them, printing what happened.
 //!
-//! Run with `cargo run -p virtio-devices --example mmio_demo`.
+//! Run with `cargo run -p virtio-backend-devices --example mmio_demo`.
 // An example program, not library code: it may stop on its own setup errors.
 #![allow(
     clippy::unwrap_used,

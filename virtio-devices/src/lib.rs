@@ -1,5 +1,7 @@
 //! Virtio device models over the ecosystem's backend traits.
 //!
+//! `cargo add virtio-backend-devices` (the library is `virtio_devices`).
+//!
 //! Each device implements [`virtio_core::device::VirtioDevice`]: it is
 //! handed validated chains by [`virtio_core::device::DeviceCore`], parses
 //! each request once through the chain's reader, calls its backend, and

@@ -1,6 +1,8 @@
 //! A C ABI over the virtio device side, for C RTOS firmware (Zephyr,
 //! NuttX, bare metal).
 //!
+//! `cargo add virtio-backend-ffi` (the library is `virtio_ffi`).
+//!
 //! C code gets the whole device side: device models whose backends are C
 //! callbacks (entropy, block, console, I2C, GPIO, and a *generic* device
 //! for a protocol the project does not ship), the virtio-mmio register

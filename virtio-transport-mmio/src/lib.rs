@@ -1,6 +1,8 @@
 //! virtio-mmio, version 2, as a pure state machine over
 //! [`virtio_core::device::DeviceCore`].
 //!
+//! `cargo add virtio-backend-mmio` (the library is `virtio_transport_mmio`).
+//!
 //! A hypervisor traps the guest's accesses to the device's MMIO window and
 //! calls [`MmioTransport::read`] / [`MmioTransport::write`] with the offset
 //! and width; the transport translates the register protocol

@@ -6,7 +6,7 @@
 //! each device up through the full virtio-msg sequence, does real I/O, and
 //! then measures request throughput on the block device.
 //!
-//! Run with `cargo run --release -p virtio-transport-shm --example loopback`.
+//! Run with `cargo run --release -p virtio-backend-shm --example loopback`.
 // An example program, not library code: it may stop on its own setup errors.
 #![allow(
     clippy::unwrap_used,

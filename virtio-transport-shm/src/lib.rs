@@ -1,5 +1,7 @@
 //! virtio-msg over one shared-memory window: the minimal-memory profile.
 //!
+//! `cargo add virtio-backend-shm` (the library is `virtio_transport_shm`).
+//!
 //! Two agents — a device end (a safety-island core, a VM, a thread) and a
 //! driver end — share **one window of memory and a doorbell in each
 //! direction, and nothing else**. The control plane is the virtio-msg draft

@@ -1,5 +1,7 @@
 //! A vhost-user daemon serving our virtio devices to QEMU.
 //!
+//! `cargo add virtio-backend-vhost-user` (the library is `virtio_vhost_user`).
+//!
 //! QEMU (or any vhost-user frontend) owns the guest and its PCI transport;
 //! this daemon is the device. It speaks the vhost-user protocol through
 //! rust-vmm's `vhost` crate (its backend request handler), and everything

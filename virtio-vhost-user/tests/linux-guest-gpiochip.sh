@@ -57,7 +57,7 @@ KERNEL="${GUEST_KERNEL:-$("$SHARED/tools/guest-kernel.sh" | tail -n1)}"
 
 # ---- the test binary ------------------------------------------------------------
 log "building the virtio-vhost-user tests"
-TESTBIN=$(cd "$ROOT" && cargo test -q -p virtio-vhost-user --lib --no-run --message-format=json 2>/dev/null \
+TESTBIN=$(cd "$ROOT" && cargo test -q -p virtio-backend-vhost-user --lib --no-run --message-format=json 2>/dev/null \
     | grep -o '"executable":"[^"]*"' | sed 's/"executable":"\(.*\)"/\1/' | grep virtio_vhost_user | tail -n1)
 [ -x "$TESTBIN" ] || { log "no test binary"; exit 1; }
 
@@ -104,7 +104,7 @@ if [ -n "${VVU_BIN:-}" ]; then
     BIN="$VVU_BIN"
 else
     log "building virtio-vhost-user"
-    (cd "$ROOT" && cargo build -q -p virtio-vhost-user)
+    (cd "$ROOT" && cargo build -q -p virtio-backend-vhost-user)
     BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/virtio-vhost-user"
 fi
 SOCK="$WORK/gpio.sock"

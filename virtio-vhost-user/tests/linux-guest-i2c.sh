@@ -147,7 +147,7 @@ if [ -n "${VVU_BIN:-}" ]; then
     BIN="$VVU_BIN"
 else
     log "building virtio-vhost-user"
-    (cd "$ROOT" && cargo build -q -p virtio-vhost-user)
+    (cd "$ROOT" && cargo build -q -p virtio-backend-vhost-user)
     BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/virtio-vhost-user"
 fi
 SOCK="$WORK/i2c.sock"

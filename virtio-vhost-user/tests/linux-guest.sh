@@ -215,7 +215,7 @@ if [ -n "${VVU_BIN:-}" ]; then
     BIN="$VVU_BIN"
 else
     log "building virtio-vhost-user"
-    (cd "$ROOT" && cargo build -q -p virtio-vhost-user)
+    (cd "$ROOT" && cargo build -q -p virtio-backend-vhost-user)
     BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/virtio-vhost-user"
 fi
 IMG="$WORK/disk.img"

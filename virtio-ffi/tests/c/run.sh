@@ -6,7 +6,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
-(cd "$root" && cargo build -q -p virtio-ffi --features driver)
+(cd "$root" && cargo build -q -p virtio-backend-ffi --features driver)
 lib="$target_dir/debug/libvirtio_ffi.a"
 out="$target_dir/ffi-host-test"
 mkdir -p "$out"
