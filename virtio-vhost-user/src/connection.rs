@@ -323,11 +323,12 @@ fn take_backend_channel<D: VirtioDevice + Send>(
             fds.extend(rights);
         }
     }
-    let size = header
-        .get(8..12)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(u32::MAX, u32::from_le_bytes);
-    let socket = match (received.bytes, size, fds.pop(), fds.is_empty()) {
+    let socket = match (
+        received.bytes,
+        header_word(header, 8),
+        fds.pop(),
+        fds.is_empty(),
+    ) {
         (HEADER_LEN, 0, Some(fd), true)
             if rustix::fs::fstat(&fd).is_ok_and(|st| {
                 rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket
@@ -347,22 +348,7 @@ fn take_backend_channel<D: VirtioDevice + Send>(
     } else {
         log::debug!("SET_BACKEND_REQ_FD: ok");
     }
-    let flags = header
-        .get(4..8)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(0, u32::from_le_bytes);
-    if flags & NEED_REPLY != 0 {
-        let mut reply = [0u8; HEADER_LEN + 8];
-        let fields = [SET_BACKEND_REQ_FD, VERSION_1 | REPLY, 8];
-        for (chunk, value) in reply.chunks_exact_mut(4).zip(fields) {
-            chunk.copy_from_slice(&value.to_le_bytes());
-        }
-        if let Some(status) = reply.get_mut(HEADER_LEN..) {
-            status.copy_from_slice(&u64::from(accepted.is_err()).to_le_bytes());
-        }
-        let mut out = peer;
-        out.write_all(&reply)?;
-    }
+    ack_if_wanted(peer, header, accepted.is_err())?;
     Ok(None)
 }
 
@@ -376,25 +362,33 @@ fn hung_up(peer: &UnixStream) -> bool {
 }
 
 /// Sends a negative `REPLY_ACK` for `header` if its sender asked for one.
-fn nack_if_wanted(mut peer: &UnixStream, header: &[u8; HEADER_LEN]) {
-    let word = |i: usize| {
-        header
-            .get(i..i.saturating_add(4))
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map_or(0, u32::from_le_bytes)
-    };
-    let (request, flags) = (word(0), word(4));
-    if flags & NEED_REPLY == 0 {
-        return;
+fn nack_if_wanted(peer: &UnixStream, header: &[u8; HEADER_LEN]) {
+    // Best effort: the connection closes right after.
+    let _ = ack_if_wanted(peer, header, true);
+}
+
+/// Sends the `REPLY_ACK` for `header` (status 1 when `failed`, else 0) if
+/// its sender asked for one.
+fn ack_if_wanted(mut peer: &UnixStream, header: &[u8; HEADER_LEN], failed: bool) -> io::Result<()> {
+    if header_word(header, 4) & NEED_REPLY == 0 {
+        return Ok(());
     }
     let mut reply = [0u8; HEADER_LEN + 8];
-    let fields = [request, VERSION_1 | REPLY, 8];
+    let fields = [header_word(header, 0), VERSION_1 | REPLY, 8];
     for (chunk, value) in reply.chunks_exact_mut(4).zip(fields) {
         chunk.copy_from_slice(&value.to_le_bytes());
     }
     if let Some(status) = reply.get_mut(HEADER_LEN..) {
-        status.copy_from_slice(&1u64.to_le_bytes());
+        status.copy_from_slice(&u64::from(failed).to_le_bytes());
     }
-    // Best effort: the connection closes right after.
-    let _ = peer.write_all(&reply);
+    peer.write_all(&reply)
+}
+
+/// The little-endian word at byte `at` of a message header (request,
+/// flags, payload size).
+fn header_word(header: &[u8; HEADER_LEN], at: usize) -> u32 {
+    header
+        .get(at..at.saturating_add(4))
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_le_bytes)
 }

@@ -467,10 +467,11 @@ fn serve_resizable(
     block: Block<FileStorage>,
     unsealed: UnsealedMemory,
 ) -> Result<std::io::Result<Ended>, String> {
-    let (trigger, pull) =
+    // SIGHUP writes a byte into `on_signal`; the loop watches `watched`.
+    let (watched, on_signal) =
         UnixStream::pair().map_err(|e| format!("cannot make the resize trigger: {e}"))?;
-    let events = ResizeTrigger::new(trigger).map_err(|e| e.to_string())?;
-    let id = signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, pull)
+    let events = ResizeTrigger::new(watched).map_err(|e| e.to_string())?;
+    let id = signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, on_signal)
         .map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
     let device = VhostUserDevice::new(block).with_unsealed_memory(unsealed);
     let ended = connection::serve_with_events(stream, device, events);
