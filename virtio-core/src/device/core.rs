@@ -1,6 +1,7 @@
 //! [`DeviceCore`]: the status state machine every transport drives.
 
 use super::error::{FeaturesError, NeedsResetCause, QueueSetupError};
+use super::journal::{Journal, NoJournal};
 use super::queues::{DeviceQueues, QueueSlot, Signals};
 use super::{
     DEFAULT_BUDGET, DEVICE_FEATURE_MASK, INTERRUPT_CONFIG_CHANGE, INTERRUPT_USED_BUFFER,
@@ -44,9 +45,15 @@ const DRIVER_STATUS_BITS: DeviceStatus = DeviceStatus::ACKNOWLEDGE
 /// `S` bounds the queue sizes the driver may choose (each queue keeps an
 /// in-flight table of three bytes per descriptor); [`Self::queue_max_size`]
 /// never reports more.
+///
+/// `J` is a record of the chains in flight kept for a restart
+/// ([`Journal`]; vhost-user's inflight tracking); the default,
+/// [`NoJournal`], keeps none and costs nothing.
 #[derive(Debug)]
-pub struct DeviceCore<D, M, const Q: usize, const S: usize = DEFAULT_QUEUE_CAPACITY> {
+pub struct DeviceCore<D, M, const Q: usize, const S: usize = DEFAULT_QUEUE_CAPACITY, J = NoJournal>
+{
     device: D,
+    journal: J,
     mem: M,
     budget: u32,
     status: DeviceStatus,
@@ -70,6 +77,15 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> DeviceCore
     /// A device in reset state, serving queues from `mem`. Only the first
     /// `Q` of the device's queues exist, each at most `S` descriptors.
     pub fn new(device: D, mem: M) -> Self {
+        DeviceCore::with_journal(device, mem, NoJournal)
+    }
+}
+
+impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize, J: Journal>
+    DeviceCore<D, M, Q, S, J>
+{
+    /// [`Self::new`] with a record of the chains in flight ([`Journal`]).
+    pub fn with_journal(device: D, mem: M, journal: J) -> Self {
         let own = device.features() & (DEVICE_FEATURE_MASK | OPT_IN_RING_FEATURES);
         let offered = Features::VERSION_1 | RING_FEATURES | own;
         let num_queues = device
@@ -83,6 +99,7 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> DeviceCore
         }
         Self {
             device,
+            journal,
             mem,
             budget: DEFAULT_BUDGET,
             status: DeviceStatus::empty(),
@@ -96,6 +113,17 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> DeviceCore
             needs_reset: None,
             features_error: None,
         }
+    }
+
+    /// The record of chains in flight.
+    pub fn journal(&self) -> &J {
+        &self.journal
+    }
+
+    /// The record of chains in flight, e.g. to give it the region a
+    /// restarted frontend kept (change it only while no queue runs).
+    pub fn journal_mut(&mut self) -> &mut J {
+        &mut self.journal
     }
 
     /// The device model.
@@ -702,6 +730,7 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> DeviceCore
             slots,
             signals: &mut signals,
             budget,
+            journal: self.journal.active(),
         };
         let device = &mut self.device;
         match turn {
@@ -736,6 +765,9 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> DeviceCore
                     Ok(n) => {
                         notify |= n;
                         slot.notify |= n;
+                        if let Some(journal) = self.journal.active() {
+                            journal.published(queue, engine.next_used());
+                        }
                     }
                     Err(error) => {
                         failure.get_or_insert(NeedsResetCause::Queue { queue, error });

@@ -80,6 +80,7 @@
 
 mod core;
 mod error;
+mod journal;
 mod queues;
 #[cfg(test)]
 #[cfg(feature = "driver")]
@@ -87,6 +88,7 @@ mod tests;
 
 pub use self::core::{DEFAULT_QUEUE_CAPACITY, DeviceCore};
 pub use error::{FeaturesError, NeedsResetCause, QueueSetupError};
+pub use journal::{Journal, NoJournal};
 pub use queues::DeviceQueues;
 
 use crate::memory::GuestMemory;

@@ -2,6 +2,7 @@
 
 use super::MalformedChain;
 use super::error::NeedsResetCause;
+use super::journal::Journal;
 use crate::memory::GuestMemory;
 use crate::queue::{Chain, ChainError, Head, Queue, QueueConfig, QueueError};
 
@@ -108,12 +109,23 @@ pub(crate) struct Signals {
 /// spent `pop` returns `false` although the driver may have more: the core
 /// then reports [`super::Service::WorkLeft`] to the embedder, which calls
 /// [`super::DeviceCore::poll`] again.
-#[derive(Debug)]
 pub struct DeviceQueues<'a, M, const S: usize> {
     pub(crate) mem: &'a M,
     pub(crate) slots: &'a mut [QueueSlot<S>],
     pub(crate) signals: &'a mut Signals,
     pub(crate) budget: u32,
+    /// The core's record of chains in flight, when it keeps one.
+    pub(crate) journal: Option<&'a mut dyn Journal>,
+}
+
+impl<M, const S: usize> core::fmt::Debug for DeviceQueues<'_, M, S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DeviceQueues")
+            .field("queues", &self.slots.len())
+            .field("budget", &self.budget)
+            .field("journal", &self.journal.is_some())
+            .finish()
+    }
 }
 
 impl<'a, M: GuestMemory, const S: usize> DeviceQueues<'a, M, S> {
@@ -159,10 +171,22 @@ impl<'a, M: GuestMemory, const S: usize> DeviceQueues<'a, M, S> {
         // Each chain, valid or not, spends one unit of the budget, so the
         // budget bounds the loop.
         while self.budget > 0 {
-            let error = match engine.pop(self.mem, chain) {
+            // A restarted backend's chains in flight go first, before
+            // anything newer on the ring.
+            let taken = match self.journal.as_deref_mut().and_then(|j| j.resubmit(queue)) {
+                Some(head) => match engine.resubmit(self.mem, head, chain) {
+                    Ok(false) => engine.pop(self.mem, chain),
+                    other => other,
+                },
+                None => engine.pop(self.mem, chain),
+            };
+            let error = match taken {
                 Ok(true) => {
                     self.budget = self.budget.wrapping_sub(1);
                     slot.popped = slot.popped.saturating_add(1);
+                    if let Some(journal) = self.journal.as_deref_mut() {
+                        journal.taken(queue, chain.head().id);
+                    }
                     return true;
                 }
                 Ok(false) => return false,
@@ -176,7 +200,9 @@ impl<'a, M: GuestMemory, const S: usize> DeviceQueues<'a, M, S> {
             slot.popped = slot.popped.saturating_add(1);
             slot.malformed = slot.malformed.saturating_add(1);
             slot.dirty = true;
-            if let Err(cause) = answer_malformed(self.mem, engine, slot.rule, queue, error) {
+            let journal = self.journal.as_deref_mut();
+            if let Err(cause) = answer_malformed(self.mem, engine, slot.rule, queue, error, journal)
+            {
                 self.signals.needs_reset = Some(cause);
                 return false;
             }
@@ -206,7 +232,12 @@ impl<'a, M: GuestMemory, const S: usize> DeviceQueues<'a, M, S> {
             return;
         };
         match engine.push_used(self.mem, head, written) {
-            Ok(()) => slot.dirty = true,
+            Ok(()) => {
+                slot.dirty = true;
+                if let Some(journal) = self.journal.as_deref_mut() {
+                    journal.returned(queue, head.id);
+                }
+            }
             Err(error) => {
                 self.signals.needs_reset = Some(NeedsResetCause::Queue { queue, error });
             }
@@ -251,7 +282,9 @@ fn answer_malformed<M: GuestMemory, const S: usize>(
     rule: MalformedChain,
     queue: u16,
     error: ChainError,
+    journal: Option<&mut (dyn Journal + '_)>,
 ) -> Result<(), NeedsResetCause> {
+    let head = error.head();
     let salvage = error.salvage();
     // Where the status goes and the used length that reports it: at the
     // end of the writable part, the length stays 0 (the device MAY write
@@ -295,8 +328,15 @@ fn answer_malformed<M: GuestMemory, const S: usize>(
             }
         }
     }
+    let mut journal = journal;
+    if let Some(journal) = journal.as_deref_mut() {
+        journal.taken(queue, head.id);
+    }
     engine
-        .push_used(mem, error.head(), used)
+        .push_used(mem, head, used)
         .map_err(|error| NeedsResetCause::Queue { queue, error })?;
+    if let Some(journal) = journal {
+        journal.returned(queue, head.id);
+    }
     outcome
 }

@@ -123,6 +123,40 @@ impl<const S: usize> Queue<S> {
         dispatch!(self, q => q.pop(mem, chain))
     }
 
+    /// Takes the chain at `head` again without reading the available ring
+    /// (a restarted backend's resubmission, [`crate::device::Journal`]);
+    /// see [`SplitQueue::resubmit`]. A packed ring has no descriptor table
+    /// to find a chain in by its id: `Ok(false)`, nothing taken.
+    ///
+    /// # Errors
+    /// As [`SplitQueue::resubmit`].
+    pub fn resubmit<M: GuestMemory, const N: usize>(
+        &mut self,
+        mem: &M,
+        head: u16,
+        chain: &mut Chain<N>,
+    ) -> Result<bool, QueueError> {
+        match self {
+            Queue::Split(q) => q.resubmit(mem, head, chain),
+            #[cfg(feature = "packed")]
+            Queue::Packed(_) => {
+                let _ = (mem, head, chain);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Where the next used buffer goes: split, the used index after every
+    /// push so far (after [`Self::publish_used`], the driver's `used.idx`);
+    /// packed, the used position as `slot | wrap << 15`.
+    pub fn next_used(&self) -> u16 {
+        match self {
+            Queue::Split(q) => q.next_used(),
+            #[cfg(feature = "packed")]
+            Queue::Packed(q) => q.next_used().to_u16(),
+        }
+    }
+
     /// Chains popped and not yet returned.
     pub fn in_flight(&self) -> u16 {
         dispatch!(self, q => q.in_flight())

@@ -288,6 +288,40 @@ impl<const S: usize> SplitQueue<S> {
             .read_obj::<Le16>(entry)
             .map_err(Self::ring_err(RingArea::Driver))?
             .get();
+        self.take_at(mem, head, chain, 1)
+    }
+
+    /// Takes the chain at descriptor `head` again without reading the
+    /// available ring: for a backend that restarts with chains in flight
+    /// and resubmits them from its own record (vhost-user's inflight
+    /// tracking, [`crate::device::Journal`]). The chain is walked and
+    /// validated as [`Self::pop`] does and is in flight afterwards;
+    /// `next_avail` does not move (the restarted ring already resumes past
+    /// the chains in flight).
+    ///
+    /// # Errors
+    /// As [`Self::pop`]; a head out of range or already in flight is
+    /// [`QueueError::HeadOutOfRange`] / [`QueueError::HeadInFlight`].
+    pub fn resubmit<M: GuestMemory, const N: usize>(
+        &mut self,
+        mem: &M,
+        head: u16,
+        chain: &mut Chain<N>,
+    ) -> Result<bool, QueueError> {
+        self.take_at(mem, head, chain, 0)
+    }
+
+    /// The rest of [`Self::pop`] once the head is known: validate, walk,
+    /// record in flight, and move `next_avail` by `advance` (1 for a
+    /// chain read from the available ring, 0 for a resubmitted one).
+    #[inline(always)]
+    fn take_at<M: GuestMemory, const N: usize>(
+        &mut self,
+        mem: &M,
+        head: u16,
+        chain: &mut Chain<N>,
+        advance: u16,
+    ) -> Result<bool, QueueError> {
         if head >= self.size {
             return Err(QueueError::HeadOutOfRange {
                 head,
@@ -306,7 +340,7 @@ impl<const S: usize> SplitQueue<S> {
         }
         // The chain is consumed, valid or not: it is in flight until the
         // device (or the core, for a malformed one) returns it.
-        self.next_avail = self.next_avail.wrapping_add(1);
+        self.next_avail = self.next_avail.wrapping_add(advance);
         if let Some(entry) = entry {
             self.inflight.insert_at(entry, head);
         }
@@ -784,6 +818,33 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    // Resubmission takes a chain by its head without reading the
+    // available ring, validates it as `pop` does, and refuses a head that
+    // is out of range or already in flight (a restarted backend's record
+    // naming a chain twice must not complete it twice).
+    #[test]
+    fn resubmit_takes_a_chain_by_head_and_leaves_the_avail_ring_alone() {
+        with_queue(Features::empty(), |mem, q| {
+            set_desc(mem, DESC, 5, DATA, 8, WRITE, 0);
+            let mut chain = Chain::<4>::new();
+            assert_eq!(q.resubmit(mem, 5, &mut chain), Ok(true));
+            assert_eq!(chain.id(), 5);
+            assert_eq!(q.next_avail(), 0);
+            assert_eq!(q.in_flight(), 1);
+            assert_eq!(
+                q.resubmit(mem, 5, &mut chain),
+                Err(QueueError::HeadInFlight { slot: 5 })
+            );
+            assert_eq!(
+                q.resubmit(mem, Q, &mut chain),
+                Err(QueueError::HeadOutOfRange { head: Q, size: Q })
+            );
+            q.push_used(mem, chain.head(), 8).unwrap();
+            assert!(q.publish_used(mem).unwrap());
+            assert_eq!(used_elem(mem, 0), (5, 8));
+        });
     }
 
     #[test]
