@@ -20,11 +20,14 @@ use vhost::vhost_user::{
     Backend, Error as VhostError, GpuBackend, Result as VhostResult, VhostUserBackendReqHandlerMut,
 };
 use virtio_core::device::{
-    DeviceCore, INTERRUPT_CONFIG_CHANGE, INTERRUPT_USED_BUFFER, Service, VirtioDevice,
+    DEFAULT_QUEUE_CAPACITY, DeviceCore, INTERRUPT_CONFIG_CHANGE, INTERRUPT_USED_BUFFER, Service,
+    VirtioDevice,
 };
+use virtio_core::memory::GuestMemory;
 use virtio_core::queue::RingArea;
 use virtio_core::spec::{DeviceStatus, Features};
 
+use crate::inflight::Inflight;
 use crate::memory::{GuestRam, MAX_REGIONS, MapError, MemoryTable, RegionSpec, UnsealedMemory};
 
 /// Most virtqueues a served device may have.
@@ -42,8 +45,9 @@ const PROTOCOL_FEATURES: u64 = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
 /// in the protocol version QEMU speaks here.
 const NOT_OVER_VHOST_USER: Features = Features::NOTIFICATION_DATA.union(Features::RING_RESET);
 
-/// The core this daemon runs: one device over the frontend's memory.
-pub type Core<D> = DeviceCore<D, GuestRam, MAX_QUEUES>;
+/// The core this daemon runs: one device over the frontend's memory, with
+/// the frontend's inflight region as its record of chains in flight.
+pub type Core<D> = DeviceCore<D, GuestRam, MAX_QUEUES, DEFAULT_QUEUE_CAPACITY, Inflight>;
 
 /// One virtqueue as the frontend has described it so far.
 #[derive(Debug, Default)]
@@ -101,7 +105,7 @@ fn map_err(e: MapError) -> VhostError {
 impl<D: VirtioDevice> VhostUserDevice<D> {
     /// A fresh connection's view of `device`.
     pub fn new(device: D) -> Self {
-        let core = DeviceCore::new(device, GuestRam::new());
+        let core = DeviceCore::with_journal(device, GuestRam::new(), Inflight::new());
         let vrings = (0..core.num_queues()).map(|_| Vring::default()).collect();
         Self {
             core,
@@ -287,6 +291,8 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
         }
         let base = self.core.queue_base(queue);
         let _ = self.core.set_queue_ready(queue, false);
+        // What the ring held stays in flight in the record, for its restart.
+        self.core.journal_mut().stop(queue);
         if let (Some(base), Some(vring)) = (base, self.vrings.get_mut(usize::from(queue))) {
             vring.base = base;
         }
@@ -319,6 +325,22 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
             })
         };
         let (desc, avail, used) = (guest(addrs.desc)?, guest(addrs.avail)?, guest(addrs.used)?);
+        // A split ring with an inflight record resumes past the chains the
+        // record holds, which go first (see `crate::inflight`).
+        let mut base = base;
+        if self.packed() {
+            self.core.journal_mut().stop(queue);
+        } else if self.core.journal().is_mapped() {
+            let used_idx = used
+                .checked_add(2)
+                .and_then(|at| self.core.memory().load_u16_acquire(at).ok())
+                .ok_or_else(|| {
+                    other(format!("virtqueue {queue}: used ring not in guest memory"))
+                })?;
+            if let Some(resume) = self.core.journal_mut().start_split(queue, size, used_idx) {
+                base = resume;
+            }
+        }
         let setup = |core: &mut Core<D>| {
             core.set_queue_size(queue, u32::from(size))?;
             core.set_queue_area(queue, RingArea::Descriptors, desc)?;
@@ -347,6 +369,9 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
     /// (`RESET_OWNER`, `RESET_DEVICE`).
     fn reset(&mut self) {
         self.core.reset();
+        // Chains from before a reset are nobody's: the record goes too (the
+        // frontend hands a new one over before it starts the rings again).
+        *self.core.journal_mut() = Inflight::new();
         for vring in &mut self.vrings {
             *vring = Vring::default();
         }
@@ -560,7 +585,8 @@ impl<D: VirtioDevice> VhostUserBackendReqHandlerMut for VhostUserDevice<D> {
         let mut features = VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::RESET_DEVICE
-            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+            | VhostUserProtocolFeatures::INFLIGHT_SHMFD;
         if self.core.config_len() > 0 {
             features |= VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::BACKEND_REQ;
         }
@@ -626,15 +652,42 @@ impl<D: VirtioDevice> VhostUserBackendReqHandlerMut for VhostUserDevice<D> {
         Err(other("shared objects not supported"))
     }
 
+    /// A fresh record of chains in flight for the frontend to keep
+    /// ([`crate::inflight`]).
     fn get_inflight_fd(
         &mut self,
-        _inflight: &VhostUserInflight,
+        inflight: &VhostUserInflight,
     ) -> VhostResult<(VhostUserInflight, File)> {
-        Err(other("inflight tracking not supported"))
+        let (num_queues, queue_size) = (inflight.num_queues, inflight.queue_size);
+        let (file, mmap_size) = self
+            .core
+            .journal_mut()
+            .create(num_queues, queue_size)
+            .map_err(|e| other(e.to_string()))?;
+        let reply = VhostUserInflight {
+            mmap_size,
+            mmap_offset: 0,
+            num_queues,
+            queue_size,
+        };
+        Ok((reply, file))
     }
 
-    fn set_inflight_fd(&mut self, _inflight: &VhostUserInflight, _file: File) -> VhostResult<()> {
-        Err(other("inflight tracking not supported"))
+    /// The record the frontend kept (ours, or a predecessor's after a
+    /// restart): rings started from now on recover from it.
+    fn set_inflight_fd(&mut self, inflight: &VhostUserInflight, file: File) -> VhostResult<()> {
+        let unsealed = self.unsealed;
+        self.core
+            .journal_mut()
+            .adopt(
+                &file,
+                inflight.mmap_offset,
+                inflight.mmap_size,
+                inflight.num_queues,
+                inflight.queue_size,
+                unsealed,
+            )
+            .map_err(|e| other(e.to_string()))
     }
 
     fn get_max_mem_slots(&mut self) -> VhostResult<u64> {

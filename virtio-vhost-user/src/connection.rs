@@ -183,8 +183,14 @@ pub fn serve_with_events<D: VirtioDevice + Send, E: HostEvents<D>>(
         for queue in kicked {
             work_left |= lock(&shared)?.kick(queue).work_left();
         }
-        if message && let Some(ended) = handle_message(&mut handler, &shared, &peer)? {
-            return Ok(ended);
+        if message {
+            if let Some(ended) = handle_message(&mut handler, &shared, &peer)? {
+                return Ok(ended);
+            }
+            // A message that started a ring served what it held (and a
+            // restart's resubmissions) within one budget: what is left is
+            // served here, as no kick will come for it.
+            work_left |= lock(&shared)?.core().work_left();
         }
         if work_left {
             work_left = lock(&shared)?.poll().work_left();

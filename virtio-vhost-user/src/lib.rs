@@ -17,6 +17,9 @@
 //!   `unsafe`: owning a mapping as guest memory is virtio-core's.
 //! * [`backend`] — [`backend::VhostUserDevice`]: each protocol message onto
 //!   `DeviceCore` calls.
+//! * [`inflight`] — the record of chains in flight the frontend keeps
+//!   across a restart of the daemon (`INFLIGHT_SHMFD`), as the core's
+//!   [`virtio_core::device::Journal`].
 //! * [`connection`] — one thread per connection polls the socket and the
 //!   kick eventfds; a frontend that breaks the protocol loses only its own
 //!   connection.
@@ -57,6 +60,7 @@ pub mod connection;
 pub mod entropy;
 pub mod gpiochip;
 pub mod host;
+pub mod inflight;
 pub mod memory;
 pub mod rpmb_file;
 pub mod sim;
