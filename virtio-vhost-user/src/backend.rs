@@ -687,7 +687,13 @@ impl<D: VirtioDevice> VhostUserBackendReqHandlerMut for VhostUserDevice<D> {
                 inflight.queue_size,
                 unsealed,
             )
-            .map_err(|e| other(e.to_string()))
+            .map_err(|e| other(e.to_string()))?;
+        log::info!(
+            "inflight region adopted: {} queue(s) of {}",
+            inflight.num_queues,
+            inflight.queue_size
+        );
+        Ok(())
     }
 
     fn get_max_mem_slots(&mut self) -> VhostResult<u64> {

@@ -74,7 +74,7 @@ enum DeviceCmd {
     Rng,
     /// Block device (virtio id 2) over a disk image file.
     #[command(
-        after_help = "QEMU: -chardev socket,id=c0,path=PATH -device vhost-user-blk-pci,chardev=c0\n(QEMU asks for one request queue per vCPU unless num-queues is given; all are served\nby the connection's thread)\nResize: truncate -s NEW IMAGE, then kill -HUP the daemon: the guest sees the new capacity."
+        after_help = "QEMU: -chardev socket,id=c0,path=PATH -device vhost-user-blk-pci,chardev=c0\n(QEMU asks for one request queue per vCPU unless num-queues is given; all are served\nby the connection's thread)\nResize: truncate -s NEW IMAGE, then kill -HUP the daemon: the guest sees the new capacity.\nRestart: with -chardev socket,...,reconnect=1 a new daemon on the same socket takes over QEMU's\ninflight region (INFLIGHT_SHMFD) and resubmits what the old one held."
     )]
     Block {
         /// Most request queues offered (VIRTIO_BLK_F_MQ above 1); QEMU's

@@ -12,6 +12,12 @@
 #   reset           the guest unbinds/rebinds virtio-blk (device reset) mid-I/O
 #   kill-reconnect  QEMU killed with SIGKILL mid-I/O, then a fresh QEMU boots
 #                   against the same daemons and must pass the checks
+#   daemon-kill     the block daemon killed with SIGKILL 20 times during a
+#                   guest write-and-verify loop (QEMU reconnect=1); each new
+#                   daemon takes QEMU's inflight region over (INFLIGHT_SHMFD)
+#                   and the image must hold every record's last pass, whole
+#   mq-smp4, resize -smp 4 without num-queues (MQ); an image grown under
+#                   the running guest (SIGHUP) reaching it as a capacity change
 #   split-qs16, packed-qs16, split-qs8, packed-qs8
 #                   vhost-user-blk-pci,queue-size=16 or 8: rings smaller than
 #                   the chains Linux builds for a request
@@ -390,6 +396,12 @@ daemon_kill_case() {
     kill "$dpid" 2>/dev/null; wait "$dpid" 2>/dev/null
     log "$name: $kills kills, guest ran $((SECONDS - t0)) s"
     [ "$kills" -ge 20 ] || why="$why only-$kills-kills"
+    # Every daemon after the first took QEMU's inflight region over
+    # (INFLIGHT_SHMFD), and chains it held were resubmitted from it.
+    local adopted resubmitted
+    adopted=$(grep -c "inflight region adopted" "$dlog" || true)
+    resubmitted=$(grep -c "resubmitting" "$dlog" || true)
+    [ "$adopted" -ge "$kills" ] || why="$why inflight-adopted-$adopted-times"
     grep -q "VVU WLOOP-OK" "$con" || why="$why guest"
     grep -qiE "I/O error|blk_update_request" "$con" && why="$why guest-io-error"
     # The image: each of the 256 records holds its last pass, whole.
@@ -405,7 +417,7 @@ daemon_kill_case() {
             [ "$got" = 1024 ] || { why="$why image(record $r: $got of 1024 lines are $want)"; break; }
         done
     fi
-    if [ -z "$why" ]; then echo "PASS $name ($kills kills, $n writes verified)"; else
+    if [ -z "$why" ]; then echo "PASS $name ($kills kills, $n writes verified, inflight region adopted $adopted times, $resubmitted restarts resubmitted chains)"; else
         echo "FAIL $name:$why (console: $con, daemon log: $dlog)"; sed -n '/VVU/p' "$con" | tail -n 3 | sed 's/^/    /'; return 1
     fi
 }
