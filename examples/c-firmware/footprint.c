@@ -3,7 +3,7 @@
  * device end, the library built with only the `rng` feature. The driver
  * lives on another core, so this image only creates the window and serves
  * its doorbell; run under QEMU it serves one (empty) doorbell and exits.
- * Compare with firmware/src/bin/footprint.rs (the same image in Rust).
+ * Compare with examples/firmware/src/bin/footprint.rs (the same image in Rust).
  */
 #include <stdint.h>
 

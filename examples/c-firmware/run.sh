@@ -52,7 +52,7 @@ lib="$target_dir/ffi-footprint/thumbv7em-none-eabihf/ffi-firmware/libvirtio_ffi.
 run footprint "PASS footprint"
 
 # flash = .text + .rodata + .ARM.exidx + .data (vector table apart),
-# static RAM = .data + .bss - the window (as firmware/footprint.sh counts).
+# static RAM = .data + .bss - the window (as examples/firmware/footprint.sh counts).
 elf_size() {
     arm-none-eabi-size -A "$1" | awk -v s="$2" '$1 == s { print $2; f = 1 } END { if (!f) print 0 }'
 }

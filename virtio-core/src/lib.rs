@@ -30,6 +30,10 @@
 //! serves. Malformed chains come back as typed errors that carry the head,
 //! so the device can return the buffer; a corrupt ring says it needs a
 //! reset. No heap is used; sizes are const generics.
+//!
+//! # Features
+//!
+#![doc = document_features::document_features!()]
 #![no_std]
 #![deny(unsafe_code)]
 

@@ -9,16 +9,18 @@
 //! transport; put a [`DeviceCore`](virtio_core::device::DeviceCore) around
 //! one and attach it with any transport (e.g. `virtio-transport-mmio`).
 //!
-//! | module | device | id | backend | feature |
-//! |---|---|---|---|---|
-//! | [`rng`] | entropy | 4 | [`rand_core::TryRng`] | `rng` |
-//! | [`console`] | console (with multiport) | 3 | [`embedded_io::Read`] + [`embedded_io::Write`] + [`embedded_io::ReadReady`] | `console` |
-//! | [`block`] | block | 2 | [`block::BlockStorage`] (RAM disk included) | `block` |
-//! | [`gpio`] | GPIO (with interrupts) | 41 | [`gpio::GpioBank`] ([`gpio::PinBank`] over `embedded_hal::digital` pins; a loopback with `test-utils`) | `gpio` |
-//! | [`spi`] | SPI controller | 45 | [`embedded_hal::spi::SpiBus`] + chip-select [`embedded_hal::digital::OutputPin`]s, or an [`embedded_hal::spi::SpiDevice`] per chip select | `spi` |
-//! | [`rpmb`] | RPMB (replay-protected storage, HMAC-SHA256) | 28 | [`rpmb::RpmbStorage`] + [`rpmb::KeyStore`] (RAM models with `test-utils`) | `rpmb` |
-//! | [`watchdog`] | watchdog (de-facto protocol, not in the virtio spec) | 35 | [`watchdog::Clock`] + [`watchdog::ExpiryAction`] | `watchdog` |
-//! | [`i2c`] | I2C adapter | 34 | [`embedded_hal::i2c::I2c`] (a 24C02 EEPROM model with `test-utils`) | `i2c` |
+//! Each module is behind the cargo feature of the same name (see [Features](#features)).
+//!
+//! | module | device | id | backend |
+//! |---|---|---|---|
+//! | [`rng`] | entropy | 4 | [`rand_core::TryRng`] |
+//! | [`console`] | console (with multiport) | 3 | [`embedded_io::Read`] + [`embedded_io::Write`] + [`embedded_io::ReadReady`] |
+//! | [`block`] | block | 2 | [`block::BlockStorage`] (RAM disk included) |
+//! | [`gpio`] | GPIO (with interrupts) | 41 | [`gpio::GpioBank`] ([`gpio::PinBank`] over `embedded_hal::digital` pins; a loopback with `test-utils`) |
+//! | [`spi`] | SPI controller | 45 | [`embedded_hal::spi::SpiBus`] + chip-select [`embedded_hal::digital::OutputPin`]s, or an [`embedded_hal::spi::SpiDevice`] per chip select |
+//! | [`rpmb`] | RPMB (replay-protected storage, HMAC-SHA256) | 28 | [`rpmb::RpmbStorage`] + [`rpmb::KeyStore`] (RAM models with `test-utils`) |
+//! | [`watchdog`] | watchdog (de-facto protocol, not in the virtio spec) | 35 | [`watchdog::Clock`] + [`watchdog::ExpiryAction`] |
+//! | [`i2c`] | I2C adapter | 34 | [`embedded_hal::i2c::I2c`] (a 24C02 EEPROM model with `test-utils`) |
 //!
 //! # Invariants
 //!
@@ -26,6 +28,10 @@
 //! read through bounds-checked cursors, guest-controlled numbers go through
 //! checked arithmetic, and every request is completed (with an error status
 //! where the device has one, otherwise with used length 0).
+//!
+//! # Features
+//!
+#![doc = document_features::document_features!()]
 #![no_std]
 #![forbid(unsafe_code)]
 

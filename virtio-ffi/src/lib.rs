@@ -50,6 +50,10 @@
 //! callback re-entering it) returns [`VIO_EBUSY`] and does nothing.
 //! `vio_gpio_irq` only touches atomics and may be called from any
 //! interrupt at any time.
+//!
+//! # Features
+//!
+#![doc = document_features::document_features!()]
 #![no_std]
 // `unsafe` is confined to the `ffi` module (the C boundary); everything
 // else is safe Rust. `deny` rather than `forbid` so that one module can

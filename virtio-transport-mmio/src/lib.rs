@@ -40,6 +40,10 @@
 //! Reads that name a queue or shared memory region that does not exist are
 //! not errors: `QueueSizeMax` reads 0 and `QueueReady` 0 (the spec's "not
 //! available"), `SHMLen*`/`SHMBase*` read all ones.
+//!
+//! # Features
+//!
+#![doc = document_features::document_features!()]
 #![no_std]
 #![forbid(unsafe_code)]
 

@@ -150,6 +150,10 @@
 //!
 //! [`GuestMemory`]: virtio_core::memory::GuestMemory
 //! [`DeviceCore`]: virtio_core::device::DeviceCore
+//!
+//! # Features
+//!
+#![doc = document_features::document_features!()]
 #![no_std]
 #![forbid(unsafe_code)]
 

@@ -10,7 +10,7 @@
 #   block    src/bin/footprint_block.rs  rng + RAM block device on one device end
 #   i2c      src/bin/footprint_i2c.rs    I2C adapter over an embedded-hal bus
 #                                        (the EEPROM model)
-#   c-abi    ../examples/c-firmware/footprint.c, the same job as minimal in C
+#   c-abi    ../c-firmware/footprint.c, the same job as minimal in C
 #            through virtio-ffi (when examples/c-firmware/run.sh built it)
 #
 #   flash      = .text + .rodata + .data   (.vector_table reported apart)
@@ -104,7 +104,7 @@ measure block "$elf_dir/footprint-block"
 measure i2c "$elf_dir/footprint-i2c"
 # The C ABI's minimal image (examples/c-firmware/footprint.c: rng over the
 # shm device end through virtio-ffi, built by examples/c-firmware/run.sh).
-c_elf=../examples/c-firmware/build/footprint.elf
+c_elf=../c-firmware/build/footprint.elf
 if [[ -f $c_elf ]]; then
     measure c-abi "$c_elf" window
 else
@@ -175,7 +175,7 @@ else
 fi
 if ((ram > target_ram)); then
     echo "minimal image: $ram B static RAM, $((ram - target_ram)) B above the $target_ram B target (the device end's"
-    echo "  state; per field in firmware/README.md, \"Where the RAM goes\")"
+    echo "  state; per field in examples/firmware/README.md, \"Where the RAM goes\")"
 else
     echo "minimal image: $ram B static RAM, within the $target_ram B target"
 fi

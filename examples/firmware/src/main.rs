@@ -7,7 +7,7 @@
 //! interrupt's handler. Everything is checked; results go out over
 //! semihosting and any mismatch exits non-zero.
 //!
-//! `cargo run --release` (from `firmware/`) runs it under
+//! `cargo run --release` (from `examples/firmware/`) runs it under
 //! `qemu-system-arm -M mps2-an386`.
 #![no_std]
 #![no_main]
