@@ -29,6 +29,7 @@ use virtio_core::spec::{DeviceStatus, Features};
 
 use crate::inflight::Inflight;
 use crate::memory::{GuestRam, MAX_REGIONS, MapError, MemoryTable, RegionSpec, UnsealedMemory};
+use crate::worker::{self, RingSetup, Shardable, Worker};
 
 /// Most virtqueues a served device may have.
 pub const MAX_QUEUES: usize = 16;
@@ -90,7 +91,14 @@ pub struct VhostUserDevice<D: VirtioDevice> {
     /// The frontend's socket for our requests (`BACKEND_REQ`), over which a
     /// configuration change is announced.
     backend_channel: Option<UnixStream>,
+    /// Serves a ring on a thread of its own ([`Self::with_parallel_queues`]).
+    start_worker: Option<StartWorker<D>>,
+    /// The ring each worker serves, by queue.
+    workers: Vec<Option<Worker>>,
 }
+
+/// Starts a [`Worker`] for a ring with a shard of the device.
+type StartWorker<D> = fn(&D, RingSetup) -> io::Result<Worker>;
 
 /// A request the handler refuses: the `vhost` crate answers it with a
 /// negative `REPLY_ACK` (when asked for one) and the connection goes on.
@@ -116,7 +124,63 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
             owner: false,
             unsealed: UnsealedMemory::Refuse,
             backend_channel: None,
+            start_worker: None,
+            workers: Vec::new(),
         }
+    }
+
+    /// Serves each ring on a thread of its own ([`crate::worker`]), for a
+    /// device whose queues are independent (block).
+    #[must_use]
+    pub fn with_parallel_queues(mut self) -> Self
+    where
+        D: Shardable,
+    {
+        self.start_worker = Some(worker::start::<D>);
+        self.workers = (0..self.core.num_queues()).map(|_| None).collect();
+        self
+    }
+
+    /// Whether `queue` is served by a worker thread now.
+    pub fn served_in_parallel(&self, queue: u16) -> bool {
+        self.workers
+            .get(usize::from(queue))
+            .is_some_and(Option::is_some)
+    }
+
+    /// Stops `queue`'s worker, if one runs, keeping its ring's position;
+    /// true if there was one.
+    fn stop_worker(&mut self, queue: u16) -> bool {
+        let Some(worker) = self
+            .workers
+            .get_mut(usize::from(queue))
+            .and_then(Option::take)
+        else {
+            return false;
+        };
+        let base = worker.stop();
+        if let (Some(base), Some(vring)) = (base, self.vrings.get_mut(usize::from(queue))) {
+            vring.base = base;
+        }
+        self.kick_generation = self.kick_generation.wrapping_add(1);
+        true
+    }
+
+    /// Runs `f` (a memory table change) with every worker stopped: each
+    /// maps guest memory for itself, so each restarts, at its ring's
+    /// position, over the new table.
+    fn with_workers_paused<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> VhostResult<T>,
+    ) -> VhostResult<T> {
+        let running: Vec<u16> = (0..self.core.num_queues())
+            .filter(|q| self.stop_worker(*q))
+            .collect();
+        let result = f(self);
+        for queue in running {
+            self.sync(queue)?;
+        }
+        result
     }
 
     /// Takes the frontend's backend request channel (`SET_BACKEND_REQ_FD`).
@@ -175,6 +239,9 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
     pub fn kick_fds(&self) -> io::Result<Vec<(u16, File)>> {
         let mut fds = Vec::new();
         for (queue, vring) in (0u16..).zip(&self.vrings) {
+            if self.served_in_parallel(queue) {
+                continue;
+            }
             if let Some(kick) = &vring.kick {
                 fds.push((queue, kick.try_clone()?));
             }
@@ -192,6 +259,10 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
     /// is due an interrupt. On [`Service::WorkLeft`] the caller must call
     /// [`Self::poll`] again (the guest will not kick for what is left).
     pub fn kick(&mut self, queue: u16) -> Service {
+        if self.served_in_parallel(queue) {
+            // Its worker waits on this kick itself.
+            return Service::Done;
+        }
         let Some(vring) = self.vrings.get_mut(usize::from(queue)) else {
             return Service::Done;
         };
@@ -284,8 +355,10 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
         u16::try_from(index).map_err(|_| other(format!("no virtqueue {index}")))
     }
 
-    /// Stops `queue` in the core if it runs there, keeping its position.
+    /// Stops `queue` in the core or its worker, wherever it runs, keeping
+    /// its position.
     fn stop(&mut self, queue: u16) {
+        self.stop_worker(queue);
         if !self.core.queue_ready(queue) {
             return;
         }
@@ -309,7 +382,7 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
             self.stop(queue);
             return Ok(());
         }
-        if self.core.queue_ready(queue) {
+        if self.core.queue_ready(queue) || self.served_in_parallel(queue) {
             return Ok(());
         }
         let addrs = vring
@@ -326,21 +399,58 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
         };
         let (desc, avail, used) = (guest(addrs.desc)?, guest(addrs.avail)?, guest(addrs.used)?);
         // A split ring with an inflight record resumes past the chains the
-        // record holds, which go first (see `crate::inflight`).
+        // record holds, which go first (see `crate::inflight`). A worker's
+        // record is the same region mapped again, its queue 0 being this
+        // queue.
+        let used_idx = used
+            .checked_add(2)
+            .and_then(|at| self.core.memory().load_u16_acquire(at).ok())
+            .ok_or_else(|| other(format!("virtqueue {queue}: used ring not in guest memory")))?;
+        let packed = self.packed();
         let mut base = base;
-        if self.packed() {
-            self.core.journal_mut().stop(queue);
-        } else if self.core.journal().is_mapped() {
-            let used_idx = used
-                .checked_add(2)
-                .and_then(|at| self.core.memory().load_u16_acquire(at).ok())
-                .ok_or_else(|| {
-                    other(format!("virtqueue {queue}: used ring not in guest memory"))
-                })?;
-            if let Some(resume) = self.core.journal_mut().start_split(queue, size, used_idx) {
-                base = resume;
+        let mut resume = |record: &mut Inflight, index: u16| {
+            if packed {
+                record.stop(index);
+            } else if let Some(at) = record.start_split(index, size, used_idx) {
+                base = at;
             }
+        };
+        if let Some(start) = self.start_worker {
+            let mut journal = self
+                .core
+                .journal()
+                .for_queue(queue)
+                .map_err(|e| other(format!("virtqueue {queue}: {e}")))?;
+            resume(&mut journal, 0);
+            let dup = |fd: Option<&File>, what: &str| {
+                fd.map(File::try_clone)
+                    .transpose()
+                    .map_err(|e| other(format!("virtqueue {queue}: {what} eventfd: {e}")))
+            };
+            let kick = dup(vring.kick.as_ref(), "kick")?
+                .ok_or_else(|| other(format!("virtqueue {queue} started without a kick")))?;
+            let call = dup(vring.call.as_ref(), "call")?;
+            let setup = RingSetup {
+                queue,
+                features: self.core.negotiated_features(),
+                size,
+                desc,
+                avail,
+                used,
+                base,
+                mem: self.core.memory().duplicate().map_err(map_err)?,
+                journal,
+                kick,
+                call,
+            };
+            let worker = start(self.core.device(), setup).map_err(|e| other(e.to_string()))?;
+            if let Some(slot) = self.workers.get_mut(usize::from(queue)) {
+                *slot = Some(worker);
+            }
+            self.kick_generation = self.kick_generation.wrapping_add(1);
+            return Ok(());
         }
+        resume(self.core.journal_mut(), queue);
         let setup = |core: &mut Core<D>| {
             core.set_queue_size(queue, u32::from(size))?;
             core.set_queue_area(queue, RingArea::Descriptors, desc)?;
@@ -368,6 +478,9 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
     /// Back to the state of a fresh connection, keeping guest memory
     /// (`RESET_OWNER`, `RESET_DEVICE`).
     fn reset(&mut self) {
+        for queue in 0..self.core.num_queues() {
+            self.stop_worker(queue);
+        }
         self.core.reset();
         // Chains from before a reset are nobody's: the record goes too (the
         // frontend hands a new one over before it starts the rings again).
@@ -475,7 +588,7 @@ impl<D: VirtioDevice> VhostUserBackendReqHandlerMut for VhostUserDevice<D> {
             .zip(files)
             .collect();
         let table = MemoryTable::from_regions(regions, self.unsealed).map_err(map_err)?;
-        self.core.memory().replace(table).map_err(map_err)?;
+        self.with_workers_paused(|dev| dev.core.memory().replace(table).map_err(map_err))?;
         Ok(None)
     }
 
@@ -550,6 +663,9 @@ impl<D: VirtioDevice> VhostUserBackendReqHandlerMut for VhostUserDevice<D> {
 
     fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VhostResult<()> {
         let start_enabled = !self.rings_start_disabled;
+        // A worker waits on the old descriptor: it restarts with the new.
+        self.vring(u32::from(index))?;
+        self.stop_worker(u16::from(index));
         let vring = self.vring(u32::from(index))?;
         // Without a descriptor the backend would have to poll the ring.
         let fd = fd.ok_or_else(|| {
@@ -570,8 +686,15 @@ impl<D: VirtioDevice> VhostUserBackendReqHandlerMut for VhostUserDevice<D> {
         self.sync(u16::from(index))
     }
 
+    /// QEMU changes a running ring's call eventfd (interrupt masking); a
+    /// worker signalling the old one would lose interrupts, so it restarts.
     fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> VhostResult<()> {
+        self.vring(u32::from(index))?;
+        let restart = self.stop_worker(u16::from(index));
         self.vring(u32::from(index))?.call = fd;
+        if restart {
+            self.sync(u16::from(index))?;
+        }
         Ok(())
     }
 
@@ -712,19 +835,24 @@ impl<D: VirtioDevice> VhostUserBackendReqHandlerMut for VhostUserDevice<D> {
             user_addr: region.user_addr,
             mmap_offset: region.mmap_offset,
         };
-        self.core
-            .memory()
-            .update(|table| table.add(spec, &fd, self.unsealed))
-            .map_err(map_err)?;
+        let unsealed = self.unsealed;
+        self.with_workers_paused(|dev| {
+            dev.core
+                .memory()
+                .update(|table| table.add(spec, &fd, unsealed))
+                .map_err(map_err)
+        })?;
         Ok(None)
     }
 
     fn remove_mem_region(&mut self, region: &VhostUserSingleMemoryRegion) -> VhostResult<()> {
         let guest_addr = region.guest_phys_addr;
-        self.core
-            .memory()
-            .update(|table| table.remove(guest_addr))
-            .map_err(map_err)
+        self.with_workers_paused(|dev| {
+            dev.core
+                .memory()
+                .update(|table| table.remove(guest_addr))
+                .map_err(map_err)
+        })
     }
 
     fn set_device_state_fd(
@@ -746,5 +874,14 @@ impl<D: VirtioDevice> VhostUserBackendReqHandlerMut for VhostUserDevice<D> {
 
     fn set_log_base(&mut self, _log: &VhostUserLog, _file: File) -> VhostResult<()> {
         Err(other("dirty logging not supported"))
+    }
+}
+
+impl<D: VirtioDevice> Drop for VhostUserDevice<D> {
+    /// The connection is over: every worker stops and is joined.
+    fn drop(&mut self) {
+        for queue in 0..self.core.num_queues() {
+            self.stop_worker(queue);
+        }
     }
 }

@@ -114,12 +114,20 @@ impl From<rustix::io::Errno> for InflightError {
 #[derive(Debug)]
 struct Region {
     mem: MappedMemory<1>,
+    /// The mapped file, kept to map it again ([`Inflight::for_queue`]).
+    file: File,
+    offset: u64,
+    size: u64,
     num_queues: u16,
     queue_size: u16,
+    /// The device's queue that this record's queue 0 is (0, or the queue a
+    /// worker thread serves).
+    first: u16,
 }
 
 impl Region {
     fn base(&self, queue: u16) -> Option<u64> {
+        let queue = queue.checked_add(self.first)?;
         (queue < self.num_queues)
             .then(|| u64::from(queue).wrapping_mul(queue_region_len(self.queue_size)))
     }
@@ -210,7 +218,7 @@ impl Inflight {
         rustix::fs::ftruncate(&fd, len)?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
         let file = File::from(fd);
-        self.map(&file, 0, len, num_queues, queue_size)?;
+        self.map(&file, 0, len, num_queues, queue_size, 0)?;
         Ok((file, len))
     }
 
@@ -247,7 +255,21 @@ impl Inflight {
         if unsealed == UnsealedMemory::Refuse && !seals.contains(SealFlags::SHRINK) {
             return Err(InflightError::Unsealed);
         }
-        self.map(file, offset, size, num_queues, queue_size)
+        self.map(file, offset, size, num_queues, queue_size, 0)
+    }
+
+    /// The same region mapped again as the record of one queue, `queue`,
+    /// seen as that record's queue 0: for a queue served on its own thread
+    /// by a core of one queue. Without a region, a record of nothing.
+    ///
+    /// # Errors
+    /// [`InflightError`] if the region cannot be mapped again.
+    pub fn for_queue(&self, queue: u16) -> Result<Self, InflightError> {
+        let mut record = Self::new();
+        if let Some(r) = &self.region {
+            record.map(&r.file, r.offset, r.size, r.num_queues, r.queue_size, queue)?;
+        }
+        Ok(record)
     }
 
     fn need(num_queues: u16, queue_size: u16) -> Result<u64, InflightError> {
@@ -264,6 +286,7 @@ impl Inflight {
         size: u64,
         num_queues: u16,
         queue_size: u16,
+        first: u16,
     ) -> Result<(), InflightError> {
         let len = usize::try_from(size).map_err(|_| InflightError::Geometry)?;
         let map = MmapOptions::new().offset(offset).len(len).map_raw(file)?;
@@ -272,8 +295,12 @@ impl Inflight {
             .map_err(|e| InflightError::Io(std::io::Error::other(e.to_string())))?;
         self.region = Some(Region {
             mem,
+            file: file.try_clone()?,
+            offset,
+            size,
             num_queues,
             queue_size,
+            first,
         });
         self.queues = vec![QueueState::default(); usize::from(num_queues)];
         self.counter = 0;

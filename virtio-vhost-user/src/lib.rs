@@ -66,6 +66,7 @@ pub mod rpmb_file;
 pub mod sim;
 pub mod storage;
 pub mod watchdog_host;
+pub mod worker;
 
 #[cfg(test)]
 mod tests;

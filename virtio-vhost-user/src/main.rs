@@ -74,7 +74,7 @@ enum DeviceCmd {
     Rng,
     /// Block device (virtio id 2) over a disk image file.
     #[command(
-        after_help = "QEMU: -chardev socket,id=c0,path=PATH -device vhost-user-blk-pci,chardev=c0\n(QEMU asks for one request queue per vCPU unless num-queues is given; all are served\nby the connection's thread)\nResize: truncate -s NEW IMAGE, then kill -HUP the daemon: the guest sees the new capacity.\nRestart: with -chardev socket,...,reconnect=1 a new daemon on the same socket takes over QEMU's\ninflight region (INFLIGHT_SHMFD) and resubmits what the old one held."
+        after_help = "QEMU: -chardev socket,id=c0,path=PATH -device vhost-user-blk-pci,chardev=c0\n(QEMU asks for one request queue per vCPU unless num-queues is given; each queue is\nserved on a thread of its own)\nResize: truncate -s NEW IMAGE, then kill -HUP the daemon: the guest sees the new capacity.\nRestart: with -chardev socket,...,reconnect=1 a new daemon on the same socket takes over QEMU's\ninflight region (INFLIGHT_SHMFD) and resubmits what the old one held."
     )]
     Block {
         /// Most request queues offered (VIRTIO_BLK_F_MQ above 1); QEMU's
@@ -473,7 +473,9 @@ fn serve_resizable(
     let events = ResizeTrigger::new(watched).map_err(|e| e.to_string())?;
     let id = signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, on_signal)
         .map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
-    let device = VhostUserDevice::new(block).with_unsealed_memory(unsealed);
+    let device = VhostUserDevice::new(block)
+        .with_unsealed_memory(unsealed)
+        .with_parallel_queues();
     let ended = connection::serve_with_events(stream, device, events);
     signal_hook::low_level::unregister(id);
     Ok(ended)

@@ -118,6 +118,12 @@ pub struct MemoryTable {
     mem: MappedMemory<MAX_REGIONS>,
     /// What the frontend said of each region, in the order added.
     specs: Vec<RegionSpec>,
+    /// Each region's file (a duplicate of the frontend's descriptor), so
+    /// the table can be mapped again for another thread
+    /// ([`Self::duplicate`]).
+    files: Vec<File>,
+    /// What the regions were accepted under.
+    unsealed: UnsealedMemory,
 }
 
 impl MemoryTable {
@@ -183,10 +189,13 @@ impl MemoryTable {
             .len(len)
             .map_raw(file)
             .map_err(MapError::Map)?;
+        let kept = file.try_clone().map_err(MapError::Map)?;
         self.mem
             .add(spec.guest_addr, map)
             .map_err(MapError::Region)?;
         self.specs.push(spec);
+        self.files.push(kept);
+        self.unsealed = unsealed;
         Ok(())
     }
 
@@ -198,8 +207,24 @@ impl MemoryTable {
         if !self.mem.remove(guest_addr) {
             return Err(MapError::NoSuchRegion(guest_addr));
         }
-        self.specs.retain(|s| s.guest_addr != guest_addr);
+        if let Some(i) = self.specs.iter().position(|s| s.guest_addr == guest_addr) {
+            self.specs.remove(i);
+            self.files.remove(i);
+        }
         Ok(())
+    }
+
+    /// The same regions mapped again (the same pages, a second mapping):
+    /// guest memory for a queue served on another thread.
+    ///
+    /// # Errors
+    /// [`MapError`] if a region cannot be mapped again.
+    pub fn duplicate(&self) -> Result<Self, MapError> {
+        let mut table = Self::new();
+        for (spec, file) in self.specs.iter().zip(&self.files) {
+            table.add(*spec, file, self.unsealed)?;
+        }
+        Ok(table)
     }
 
     /// The regions, in the order they were added.
@@ -259,6 +284,19 @@ impl GuestRam {
     /// ([`MemoryTable::user_to_guest`]).
     pub fn user_to_guest(&self, user_addr: u64) -> Option<u64> {
         self.table.try_borrow().ok()?.user_to_guest(user_addr)
+    }
+
+    /// The same guest memory mapped again, for a queue served on another
+    /// thread ([`MemoryTable::duplicate`]); it does not follow later
+    /// changes to this table.
+    ///
+    /// # Errors
+    /// [`MapError`].
+    pub fn duplicate(&self) -> Result<Self, MapError> {
+        let table = self.table.try_borrow().map_err(|_| MapError::Busy)?;
+        Ok(Self {
+            table: RefCell::new(table.duplicate()?),
+        })
     }
 
     /// Number of mapped regions.

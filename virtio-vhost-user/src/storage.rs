@@ -5,6 +5,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::FallocateFlags;
 use virtio_devices::block::BlockStorage;
@@ -53,7 +55,10 @@ impl std::error::Error for FileStorageError {}
 #[derive(Debug)]
 pub struct FileStorage {
     file: File,
-    sectors: u64,
+    /// The capacity in sectors, shared with the [`Self::share`]d handles
+    /// that serve the same device's other queues, so a resize seen by one
+    /// is seen by all.
+    sectors: Arc<AtomicU64>,
     read_only: bool,
     /// `O_DIRECT`: every transfer goes through this (offsets are whole
     /// sectors; the buffer is page-aligned).
@@ -117,7 +122,7 @@ impl FileStorage {
         let sectors = file.metadata()?.len() / SECTOR;
         Ok(Self {
             file,
-            sectors,
+            sectors: Arc::new(AtomicU64::new(sectors)),
             read_only,
             bounce: None,
         })
@@ -130,8 +135,7 @@ impl FileStorage {
     /// The length cannot be read.
     pub fn refresh_capacity(&mut self) -> io::Result<bool> {
         let sectors = self.file.metadata()?.len() / SECTOR;
-        let changed = sectors != self.sectors;
-        self.sectors = sectors;
+        let changed = self.sectors.swap(sectors, Ordering::Relaxed) != sectors;
         Ok(changed)
     }
 
@@ -140,14 +144,30 @@ impl FileStorage {
         self.read_only
     }
 
-    /// Another handle on the same image (one per connection).
+    /// Another handle on the same image (one per connection), with a
+    /// capacity of its own: each connection sees a resize when it refreshes.
     ///
     /// # Errors
     /// `dup` failed.
     pub fn try_clone(&self) -> io::Result<Self> {
         Ok(Self {
             file: self.file.try_clone()?,
-            sectors: self.sectors,
+            sectors: Arc::new(AtomicU64::new(self.sectors.load(Ordering::Relaxed))),
+            read_only: self.read_only,
+            bounce: self.bounce.as_ref().map(|_| bounce()),
+        })
+    }
+
+    /// Another handle for the same device (a queue served on its own
+    /// thread): positioned I/O on a duplicate of the file, its own bounce
+    /// buffer, and the capacity shared with this handle.
+    ///
+    /// # Errors
+    /// `dup` failed.
+    pub fn share(&self) -> io::Result<Self> {
+        Ok(Self {
+            file: self.file.try_clone()?,
+            sectors: Arc::clone(&self.sectors),
             read_only: self.read_only,
             bounce: self.bounce.as_ref().map(|_| bounce()),
         })
@@ -162,7 +182,7 @@ impl FileStorage {
             .ok()
             .and_then(|l| start.checked_add(l))
             .ok_or_else(|| out_of(sector, len))?;
-        let capacity = self.sectors.saturating_mul(SECTOR);
+        let capacity = self.sectors.load(Ordering::Relaxed).saturating_mul(SECTOR);
         if end > capacity {
             return Err(out_of(sector, len));
         }
@@ -174,11 +194,20 @@ fn out_of(sector: u64, len: usize) -> FileStorageError {
     FileStorageError::OutOfRange { sector, len }
 }
 
+/// Each request queue of a block device over an image is served on its own
+/// thread ([`crate::worker`]): requests on different queues are independent,
+/// and every shard does positioned I/O on its own handle of the image.
+impl crate::worker::Shardable for virtio_devices::block::Block<FileStorage> {
+    fn shard(&self) -> io::Result<Self> {
+        Ok(Self::new(self.storage().share()?, self.options()))
+    }
+}
+
 impl BlockStorage for FileStorage {
     type Error = FileStorageError;
 
     fn capacity(&self) -> u64 {
-        self.sectors
+        self.sectors.load(Ordering::Relaxed)
     }
 
     fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), FileStorageError> {

@@ -166,6 +166,12 @@ impl<S: BlockStorage> Block<S> {
         &mut self.storage
     }
 
+    /// The options the device was made with (after clamping), e.g. to make
+    /// another instance over a second handle on the same storage.
+    pub fn options(&self) -> BlockOptions {
+        self.options
+    }
+
     /// What the device did so far.
     pub fn stats(&self) -> BlockStats {
         self.stats
