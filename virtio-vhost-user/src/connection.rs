@@ -7,7 +7,11 @@
 //! that queue". A device with host-side events of its own (a host
 //! gpiochip's line edges) adds its descriptors to the same wait through
 //! [`HostEvents`] ([`serve_with_events`]). Nothing else touches the device,
-//! so no request ever races a protocol message or a host event.
+//! so no request ever races a protocol message or a host event. (A device
+//! served with parallel queues, [`crate::worker`], has each ring on a
+//! worker thread of its own instead, with its own instance of the device;
+//! this loop then waits on the socket and the host events only, and stops
+//! a worker before any message that changes what it holds.)
 //!
 //! How a connection ends is kept apart:
 //! * the frontend closed the socket (QEMU quit or was killed): [`Ended::Closed`];

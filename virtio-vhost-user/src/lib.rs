@@ -20,6 +20,8 @@
 //! * [`inflight`] — the record of chains in flight the frontend keeps
 //!   across a restart of the daemon (`INFLIGHT_SHMFD`), as the core's
 //!   [`virtio_core::device::Journal`].
+//! * [`worker`] — for a device whose queues are independent (block), each
+//!   ring served on a thread of its own with a one-queue core.
 //! * [`connection`] — one thread per connection polls the socket and the
 //!   kick eventfds; a frontend that breaks the protocol loses only its own
 //!   connection.
