@@ -873,8 +873,12 @@ fn block_queues_are_served_each_on_its_own_thread() {
     assert_ne!(offered & MQ, 0);
     fe.set_features(Features::VERSION_1.bits() | MQ | (offered & (1 << 30)))
         .unwrap();
-    fe.set_protocol_features(VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::CONFIG)
-        .unwrap();
+    fe.set_protocol_features(
+        VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::REPLY_ACK,
+    )
+    .unwrap();
     assert_eq!(fe.get_queue_num().unwrap(), 2);
     let table = |fe: &mut Frontend| {
         fe.set_mem_table(&[VhostUserMemoryRegionInfo {
@@ -941,8 +945,13 @@ fn block_queues_are_served_each_on_its_own_thread() {
     }
     // A new call eventfd on a running queue: its worker restarts and
     // signals the new one.
+    // (Acknowledged, so no kick of ours reaches the old worker first: one
+    // served before the change is signalled on the old eventfd, as it
+    // would be on a single-threaded connection.)
     let call = EventFd::new(EFD_NONBLOCK).unwrap();
+    fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
     fe.set_vring_call(0, &call).unwrap();
+    fe.set_hdr_flags(VhostUserHeaderFlag::empty());
     q0.2 = call;
     assert_eq!(block_request(q0, &mem, GPA + 0xa000, 0, 3, 512), 0);
     // A new memory table (the same RAM): the workers map it again.

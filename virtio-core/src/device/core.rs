@@ -77,15 +77,21 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize> DeviceCore
     /// A device in reset state, serving queues from `mem`. Only the first
     /// `Q` of the device's queues exist, each at most `S` descriptors.
     pub fn new(device: D, mem: M) -> Self {
-        DeviceCore::with_journal(device, mem, NoJournal)
+        DeviceCore::assemble(device, mem, NoJournal)
     }
 }
 
 impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize, J: Journal>
     DeviceCore<D, M, Q, S, J>
 {
-    /// [`Self::new`] with a record of the chains in flight ([`Journal`]).
+    /// [`Self::new`] with a record of the chains in flight ([`Journal`];
+    /// cargo feature `journal`).
+    #[cfg(feature = "journal")]
     pub fn with_journal(device: D, mem: M, journal: J) -> Self {
+        Self::assemble(device, mem, journal)
+    }
+
+    fn assemble(device: D, mem: M, journal: J) -> Self {
         let own = device.features() & (DEVICE_FEATURE_MASK | OPT_IN_RING_FEATURES);
         let offered = Features::VERSION_1 | RING_FEATURES | own;
         let num_queues = device
@@ -730,6 +736,7 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize, J: Journal
             slots,
             signals: &mut signals,
             budget,
+            #[cfg(feature = "journal")]
             journal: self.journal.active(),
         };
         let device = &mut self.device;
@@ -765,7 +772,9 @@ impl<D: VirtioDevice, M: GuestMemory, const Q: usize, const S: usize, J: Journal
                     Ok(n) => {
                         notify |= n;
                         slot.notify |= n;
-                        if let Some(journal) = self.journal.active() {
+                        if cfg!(feature = "journal")
+                            && let Some(journal) = self.journal.active()
+                        {
                             journal.published(queue, engine.next_used());
                         }
                     }

@@ -6,6 +6,22 @@ use super::journal::Journal;
 use crate::memory::GuestMemory;
 use crate::queue::{Chain, ChainError, Head, Queue, QueueConfig, QueueError};
 
+/// The record to tell, if the core keeps one (borrowing only the field):
+/// always `None` without the `journal` feature, so the calls and the
+/// resubmission path compile away.
+#[cfg(feature = "journal")]
+macro_rules! recorder {
+    ($queues:expr) => {
+        $queues.journal.as_deref_mut()
+    };
+}
+#[cfg(not(feature = "journal"))]
+macro_rules! recorder {
+    ($queues:expr) => {
+        None::<&mut dyn Journal>
+    };
+}
+
 /// One queue as the core keeps it: the driver's configuration registers and,
 /// once the device is live and the queue enabled, its ring engine.
 #[derive(Clone, Debug)]
@@ -115,6 +131,7 @@ pub struct DeviceQueues<'a, M, const S: usize> {
     pub(crate) signals: &'a mut Signals,
     pub(crate) budget: u32,
     /// The core's record of chains in flight, when it keeps one.
+    #[cfg(feature = "journal")]
     pub(crate) journal: Option<&'a mut dyn Journal>,
 }
 
@@ -123,7 +140,7 @@ impl<M, const S: usize> core::fmt::Debug for DeviceQueues<'_, M, S> {
         f.debug_struct("DeviceQueues")
             .field("queues", &self.slots.len())
             .field("budget", &self.budget)
-            .field("journal", &self.journal.is_some())
+            .field("journal", &cfg!(feature = "journal"))
             .finish()
     }
 }
@@ -173,18 +190,21 @@ impl<'a, M: GuestMemory, const S: usize> DeviceQueues<'a, M, S> {
         while self.budget > 0 {
             // A restarted backend's chains in flight go first, before
             // anything newer on the ring.
-            let taken = match self.journal.as_deref_mut().and_then(|j| j.resubmit(queue)) {
+            #[cfg(feature = "journal")]
+            let taken = match recorder!(self).and_then(|j| j.resubmit(queue)) {
                 Some(head) => match engine.resubmit(self.mem, head, chain) {
                     Ok(false) => engine.pop(self.mem, chain),
                     other => other,
                 },
                 None => engine.pop(self.mem, chain),
             };
+            #[cfg(not(feature = "journal"))]
+            let taken = engine.pop(self.mem, chain);
             let error = match taken {
                 Ok(true) => {
                     self.budget = self.budget.wrapping_sub(1);
                     slot.popped = slot.popped.saturating_add(1);
-                    if let Some(journal) = self.journal.as_deref_mut() {
+                    if let Some(journal) = recorder!(self) {
                         journal.taken(queue, chain.head().id);
                     }
                     return true;
@@ -200,9 +220,15 @@ impl<'a, M: GuestMemory, const S: usize> DeviceQueues<'a, M, S> {
             slot.popped = slot.popped.saturating_add(1);
             slot.malformed = slot.malformed.saturating_add(1);
             slot.dirty = true;
-            let journal = self.journal.as_deref_mut();
-            if let Err(cause) = answer_malformed(self.mem, engine, slot.rule, queue, error, journal)
-            {
+            let head = error.head().id;
+            if let Some(journal) = recorder!(self) {
+                journal.taken(queue, head);
+            }
+            let answered = answer_malformed(self.mem, engine, slot.rule, queue, error);
+            if let Some(journal) = recorder!(self) {
+                journal.returned(queue, head);
+            }
+            if let Err(cause) = answered {
                 self.signals.needs_reset = Some(cause);
                 return false;
             }
@@ -234,7 +260,7 @@ impl<'a, M: GuestMemory, const S: usize> DeviceQueues<'a, M, S> {
         match engine.push_used(self.mem, head, written) {
             Ok(()) => {
                 slot.dirty = true;
-                if let Some(journal) = self.journal.as_deref_mut() {
+                if let Some(journal) = recorder!(self) {
                     journal.returned(queue, head.id);
                 }
             }
@@ -282,9 +308,7 @@ fn answer_malformed<M: GuestMemory, const S: usize>(
     rule: MalformedChain,
     queue: u16,
     error: ChainError,
-    journal: Option<&mut (dyn Journal + '_)>,
 ) -> Result<(), NeedsResetCause> {
-    let head = error.head();
     let salvage = error.salvage();
     // Where the status goes and the used length that reports it: at the
     // end of the writable part, the length stays 0 (the device MAY write
@@ -328,15 +352,8 @@ fn answer_malformed<M: GuestMemory, const S: usize>(
             }
         }
     }
-    let mut journal = journal;
-    if let Some(journal) = journal.as_deref_mut() {
-        journal.taken(queue, head.id);
-    }
     engine
-        .push_used(mem, head, used)
+        .push_used(mem, error.head(), used)
         .map_err(|error| NeedsResetCause::Queue { queue, error })?;
-    if let Some(journal) = journal {
-        journal.returned(queue, head.id);
-    }
     outcome
 }

@@ -1004,12 +1004,14 @@ fn a_status_at_start_is_written_into_a_malformed_chain() {
 }
 
 /// A journal that records every call and resubmits from a list.
+#[cfg(feature = "journal")]
 #[derive(Default)]
 struct Recorder {
     events: Vec<(&'static str, u16, u16)>,
     resubmit: Vec<u16>,
 }
 
+#[cfg(feature = "journal")]
 impl Journal for Recorder {
     fn resubmit(&mut self, queue: u16) -> Option<u16> {
         (queue == 0 && !self.resubmit.is_empty()).then(|| self.resubmit.remove(0))
@@ -1025,10 +1027,12 @@ impl Journal for Recorder {
     }
 }
 
+#[cfg(feature = "journal")]
 type Journaled<'a> = DeviceCore<Echo, &'a Region<'a>, 4, DEFAULT_QUEUE_CAPACITY, Recorder>;
 
 /// Negotiates `VERSION_1`, sets queue 0 at RING0 (resuming at `base` if
 /// given) and `DRIVER_OK`.
+#[cfg(feature = "journal")]
 fn start_journaled(core: &mut Journaled<'_>, base: Option<u16>) {
     for status in [1, 1 | 2] {
         core.set_status(status);
@@ -1045,6 +1049,7 @@ fn start_journaled(core: &mut Journaled<'_>, base: Option<u16>) {
 }
 
 #[test]
+#[cfg(feature = "journal")]
 fn the_journal_sees_each_chain_taken_returned_and_published() {
     let mut ram = vec![0u64; MEM / 8];
     let mem = Region::new(BASE, ram.as_mut_bytes()).unwrap();
@@ -1081,6 +1086,7 @@ fn the_journal_sees_each_chain_taken_returned_and_published() {
 }
 
 #[test]
+#[cfg(feature = "journal")]
 fn a_restarted_core_resubmits_the_journaled_chains_before_new_ones() {
     let mut ram = vec![0u64; MEM / 8];
     let mem = Region::new(BASE, ram.as_mut_bytes()).unwrap();
