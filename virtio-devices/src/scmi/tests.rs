@@ -130,7 +130,6 @@ impl Rig {
     fn status(&mut self, protocol: u32, message: u32, params: &[u32]) -> i32 {
         let r = self.cmd(protocol, message, params);
         if r.status != SUCCESS {
-            // spec: scmi.cmdq-operation.3
             assert_eq!(r.used, 8, "a failed response carries the status only");
         }
         r.status
@@ -277,6 +276,32 @@ fn a_response_the_chain_cannot_hold_answers_protocol_error() {
     assert_eq!(used, 0);
     assert_eq!(out, vec![0xee; 6]);
     assert_eq!(r.dev().stats().no_room, 1);
+}
+
+#[test]
+fn failed_responses_carry_only_the_status() {
+    // spec: scmi.cmdq-operation.3
+    let mut r = rig();
+    // Each with room for far more than a status.
+    for (p, m, params, want) in [
+        (0x42, 0, vec![], NOT_SUPPORTED),
+        (CLOCK_P, 6, vec![9], NOT_FOUND),
+        (CLOCK_P, 6, vec![], PROTOCOL_ERROR),
+        (CLOCK_P, 4, vec![0, 9], OUT_OF_RANGE),
+        (SENSOR_P, 3, vec![7], INVALID_PARAMETERS),
+        (BASE_P, 2, vec![0x77], NOT_FOUND),
+    ] {
+        let resp = r.cmd(p, m, &params);
+        assert_eq!(resp.status, want);
+        assert_eq!(resp.used, 8, "hdr and status only");
+        assert!(resp.values.is_empty());
+    }
+    r.dev().platform_mut().fail_voltage = true;
+    let resp = r.cmd(SENSOR_P, 6, &[1, 0]);
+    assert_eq!((resp.status, resp.used), (HARDWARE_ERROR, 8));
+    // A success carries its return values.
+    let resp = r.cmd(CLOCK_P, 6, &[0]);
+    assert_eq!((resp.status, resp.used), (SUCCESS, 16));
 }
 
 #[test]
