@@ -37,8 +37,8 @@
 //! | Sensor | 0x15 | 1.0 | description get, trip point notify and config, reading get (sync and async with `SENSOR_READING_COMPLETE`) |
 //! | Reset domain | 0x16 | 1.0 | attributes, reset (autonomous, explicit assert / deassert, async with `RESET_COMPLETE`), reset notify |
 //!
-//! Performance (0x13) and voltage (0x17) are not implemented yet: they
-//! answer `NOT_SUPPORTED` and are not listed.
+//! | Performance domain | 0x13 | 2.0 | attributes, describe levels, limits set/get, level set/get, limits and level notify (no FastChannels: virtio SCMI has none) |
+//! | Voltage domain | 0x17 | 1.0 | attributes, describe levels (list and range), config set/get, level set/get |
 //!
 //! # Asynchronous commands
 //!
@@ -58,7 +58,8 @@
 //!
 //! The platform reports [`Event`]s through [`Platform::next_event`]
 //! (asked on every turn); the device sends those the agent enabled
-//! (`SENSOR_TRIP_POINT_NOTIFY`, `RESET_NOTIFY`, `POWER_STATE_NOTIFY`, for
+//! (`SENSOR_TRIP_POINT_NOTIFY`, `RESET_NOTIFY`, `POWER_STATE_NOTIFY`,
+//! `PERF_NOTIFY_LIMITS`, `PERF_NOTIFY_LEVEL`, for
 //! ids below [`NOTIFY_IDS`]) and drops the rest. A notification finding
 //! the pending queue full is dropped (counted in [`ScmiStats`]). With
 //! `BASE_NOTIFY_ERRORS` on, a command whose chain has no room for even a
@@ -249,6 +250,8 @@ pub struct Scmi<P, const E: usize = 16, const A: usize = 8> {
     notify_sensors: Bits,
     notify_resets: Bits,
     notify_power: Bits,
+    notify_perf_limits: Bits,
+    notify_perf_level: Bits,
     stats: ScmiStats,
 }
 
@@ -271,6 +274,8 @@ impl<P: Platform, const E: usize, const A: usize> Scmi<P, E, A> {
             notify_sensors: Bits::new(),
             notify_resets: Bits::new(),
             notify_power: Bits::new(),
+            notify_perf_limits: Bits::new(),
+            notify_perf_level: Bits::new(),
             stats: ScmiStats::default(),
         }
     }
@@ -325,6 +330,8 @@ impl<P: Platform, const E: usize, const A: usize> Scmi<P, E, A> {
             PROTOCOL_CLOCK => self.platform.clocks().is_some(),
             PROTOCOL_RESET => self.platform.resets().is_some(),
             PROTOCOL_POWER => self.platform.power().is_some(),
+            PROTOCOL_PERF => self.platform.perf().is_some(),
+            PROTOCOL_VOLTAGE => self.platform.voltage().is_some(),
             _ => false,
         };
         implemented && self.platform.protocol_allowed(self.agent, protocol)
@@ -335,9 +342,11 @@ impl<P: Platform, const E: usize, const A: usize> Scmi<P, E, A> {
         let mut v = heapless::Vec::new();
         for p in [
             PROTOCOL_POWER,
+            PROTOCOL_PERF,
             PROTOCOL_CLOCK,
             PROTOCOL_SENSOR,
             PROTOCOL_RESET,
+            PROTOCOL_VOLTAGE,
         ] {
             if self.present(p) {
                 let _ = v.push(p);
@@ -355,6 +364,8 @@ impl<P: Platform, const E: usize, const A: usize> Scmi<P, E, A> {
             PROTOCOL_CLOCK => message <= 7,
             PROTOCOL_RESET => message <= 4 || (message == 5 && p2a),
             PROTOCOL_POWER => message <= 5 || (message == 6 && p2a),
+            PROTOCOL_PERF => message <= 8 || ((message == 9 || message == 10) && p2a),
+            PROTOCOL_VOLTAGE => message <= 8,
             _ => false,
         }
     }
@@ -457,6 +468,8 @@ impl<P: Platform, const E: usize, const A: usize> Scmi<P, E, A> {
                     PROTOCOL_CLOCK => clock::VERSION,
                     PROTOCOL_RESET => reset::VERSION,
                     PROTOCOL_POWER => power::VERSION,
+                    PROTOCOL_PERF => perf::VERSION,
+                    PROTOCOL_VOLTAGE => voltage::VERSION,
                     _ => base::VERSION,
                 });
             }
@@ -476,6 +489,8 @@ impl<P: Platform, const E: usize, const A: usize> Scmi<P, E, A> {
             PROTOCOL_CLOCK => self.clock(hdr, p, out),
             PROTOCOL_RESET => self.reset_domain(hdr, p, out),
             PROTOCOL_POWER => self.power_domain(hdr, p, out),
+            PROTOCOL_PERF => self.perf_domain(hdr, p, out),
+            PROTOCOL_VOLTAGE => self.voltage_domain(hdr, p, out),
             _ => Err(Status::NotSupported),
         }
     }
@@ -866,6 +881,183 @@ impl<P: Platform, const E: usize, const A: usize> Scmi<P, E, A> {
         }
     }
 
+    fn perf_domain(&mut self, hdr: Header, p: &[u8], out: &mut Out) -> Result<(), Status> {
+        let count = self.platform.perf().ok_or(Status::NotSupported)?.count();
+        match hdr.message {
+            common::PROTOCOL_ATTRIBUTES => {
+                words::<0>(p)?;
+                let mw = self.platform.perf().is_some_and(|d| d.power_in_mw());
+                out.u32(u32::from(count) | (u32::from(mw) << 16))?;
+                // No statistics shared memory.
+                out.u32(0)?;
+                out.u32(0)?;
+                out.u32(0)
+            }
+            perf::DOMAIN_ATTRIBUTES => {
+                let [id] = words::<1>(p)?;
+                let id = self.resource(PROTOCOL_PERF, id, count, false)?;
+                let full = self
+                    .platform
+                    .access(self.agent, PROTOCOL_PERF, u32::from(id))
+                    == Access::Full;
+                let mut bits = if full { (1u32 << 31) | (1 << 30) } else { 0 };
+                if self.p2a {
+                    bits |= (1 << 29) | (1 << 28);
+                }
+                let d = self.platform.perf().ok_or(Status::NotSupported)?;
+                let (khz, level) = d.sustained(id);
+                out.u32(bits)?;
+                out.u32(d.rate_limit_us(id) & 0xf_ffff)?;
+                out.u32(khz)?;
+                out.u32(level)?;
+                out.put(&short_name(d.name(id)))
+            }
+            perf::DESCRIBE_LEVELS => {
+                let [id, index] = words::<2>(p)?;
+                let id = self.resource(PROTOCOL_PERF, id, count, false)?;
+                let fit = out
+                    .room()
+                    .saturating_sub(4)
+                    .saturating_div(perf::LEVEL_BYTES);
+                let d = self.platform.perf().ok_or(Status::NotSupported)?;
+                let rest = d
+                    .levels(id)
+                    .get(index as usize..)
+                    .ok_or(Status::OutOfRange)?;
+                let n = rest.len().min(fit).min(0xfff);
+                let remaining = rest.len().saturating_sub(n).min(0xffff);
+                out.u32(n as u32 | ((remaining as u32) << 16))?;
+                for l in rest.iter().take(n) {
+                    out.u32(l.level)?;
+                    out.u32(l.power)?;
+                    out.u32(u32::from(l.latency_us))?;
+                }
+                Ok(())
+            }
+            perf::LIMITS_SET => {
+                let [id, max, min] = words::<3>(p)?;
+                let id = self.resource(PROTOCOL_PERF, id, count, true)?;
+                if max < min {
+                    return Err(Status::InvalidParameters);
+                }
+                let d = self.platform.perf().ok_or(Status::NotSupported)?;
+                d.set_limits(id, max, min)
+            }
+            perf::LIMITS_GET => {
+                let [id] = words::<1>(p)?;
+                let id = self.resource(PROTOCOL_PERF, id, count, false)?;
+                let d = self.platform.perf().ok_or(Status::NotSupported)?;
+                let (max, min) = d.limits(id)?;
+                out.u32(max)?;
+                out.u32(min)
+            }
+            perf::LEVEL_SET => {
+                let [id, level] = words::<2>(p)?;
+                let id = self.resource(PROTOCOL_PERF, id, count, true)?;
+                let d = self.platform.perf().ok_or(Status::NotSupported)?;
+                d.set_level(id, level)
+            }
+            perf::LEVEL_GET => {
+                let [id] = words::<1>(p)?;
+                let id = self.resource(PROTOCOL_PERF, id, count, false)?;
+                let d = self.platform.perf().ok_or(Status::NotSupported)?;
+                out.u32(d.level(id)?)
+            }
+            perf::NOTIFY_LIMITS | perf::NOTIFY_LEVEL => {
+                let [id, ctl] = words::<2>(p)?;
+                let id = self.resource(PROTOCOL_PERF, id, count, false)?;
+                if ctl & !1 != 0 {
+                    return Err(Status::InvalidParameters);
+                }
+                let bits = if hdr.message == perf::NOTIFY_LIMITS {
+                    &mut self.notify_perf_limits
+                } else {
+                    &mut self.notify_perf_level
+                };
+                if !bits.set(id, ctl & 1 != 0) {
+                    return Err(Status::NotSupported);
+                }
+                Ok(())
+            }
+            _ => Err(Status::NotSupported),
+        }
+    }
+
+    fn voltage_domain(&mut self, hdr: Header, p: &[u8], out: &mut Out) -> Result<(), Status> {
+        let count = self.platform.voltage().ok_or(Status::NotSupported)?.count();
+        match hdr.message {
+            common::PROTOCOL_ATTRIBUTES => {
+                words::<0>(p)?;
+                out.u32(u32::from(count))
+            }
+            voltage::DOMAIN_ATTRIBUTES => {
+                let [id] = words::<1>(p)?;
+                let id = self.resource(PROTOCOL_VOLTAGE, id, count, false)?;
+                let d = self.platform.voltage().ok_or(Status::NotSupported)?;
+                out.u32(0)?;
+                out.put(&short_name(d.name(id)))
+            }
+            voltage::DESCRIBE_LEVELS => {
+                let [id, index] = words::<2>(p)?;
+                let id = self.resource(PROTOCOL_VOLTAGE, id, count, false)?;
+                let fit = out.room().saturating_sub(4).saturating_div(4);
+                let d = self.platform.voltage().ok_or(Status::NotSupported)?;
+                match d.levels(id) {
+                    Levels::Discrete(list) => {
+                        let rest = list.get(index as usize..).ok_or(Status::OutOfRange)?;
+                        let n = rest.len().min(fit).min(0xfff);
+                        let remaining = rest.len().saturating_sub(n).min(0xffff);
+                        out.u32(n as u32 | ((remaining as u32) << 16))?;
+                        for l in rest.iter().take(n) {
+                            out.u32(*l as u32)?;
+                        }
+                        Ok(())
+                    }
+                    Levels::Range { min, max, step } => {
+                        out.u32(3 | (1 << 12))?;
+                        out.u32(min as u32)?;
+                        out.u32(max as u32)?;
+                        out.u32(step as u32)
+                    }
+                }
+            }
+            voltage::CONFIG_SET => {
+                let [id, config] = words::<2>(p)?;
+                let id = self.resource(PROTOCOL_VOLTAGE, id, count, true)?;
+                // Bits 3:0: 0 off, 7 on, 8-15 implementation defined;
+                // the rest is reserved.
+                if !matches!(config, voltage::CONFIG_OFF | voltage::CONFIG_ON | 8..=15) {
+                    return Err(Status::InvalidParameters);
+                }
+                let d = self.platform.voltage().ok_or(Status::NotSupported)?;
+                d.set_config(id, config)
+            }
+            voltage::CONFIG_GET => {
+                let [id] = words::<1>(p)?;
+                let id = self.resource(PROTOCOL_VOLTAGE, id, count, false)?;
+                let d = self.platform.voltage().ok_or(Status::NotSupported)?;
+                out.u32(d.config(id)?)
+            }
+            voltage::LEVEL_SET => {
+                let [id, flags, level] = words::<3>(p)?;
+                let id = self.resource(PROTOCOL_VOLTAGE, id, count, true)?;
+                // Version 1.0 has no flags (asynchronous sets are 2.0's).
+                if flags != 0 {
+                    return Err(Status::InvalidParameters);
+                }
+                let d = self.platform.voltage().ok_or(Status::NotSupported)?;
+                d.set_level(id, level as i32)
+            }
+            voltage::LEVEL_GET => {
+                let [id] = words::<1>(p)?;
+                let id = self.resource(PROTOCOL_VOLTAGE, id, count, false)?;
+                let d = self.platform.voltage().ok_or(Status::NotSupported)?;
+                out.u32(d.level(id)? as u32)
+            }
+            _ => Err(Status::NotSupported),
+        }
+    }
+
     /// Runs the queued jobs, each into its delayed response.
     fn run_jobs(&mut self) {
         while let Some(job) = self.jobs.pop_front() {
@@ -963,6 +1155,21 @@ impl<P: Platform, const E: usize, const A: usize> Scmi<P, E, A> {
                     m.u32(u32::from(domain));
                     m.u32(state);
                     (self.notify_resets.get(domain), m)
+                }
+                Event::PerfLimitsChanged { domain, max, min } => {
+                    let mut m = Msg::notification(PROTOCOL_PERF, perf::LIMITS_CHANGED);
+                    m.u32(agent);
+                    m.u32(u32::from(domain));
+                    m.u32(max);
+                    m.u32(min);
+                    (self.notify_perf_limits.get(domain), m)
+                }
+                Event::PerfLevelChanged { domain, level } => {
+                    let mut m = Msg::notification(PROTOCOL_PERF, perf::LEVEL_CHANGED);
+                    m.u32(agent);
+                    m.u32(u32::from(domain));
+                    m.u32(level);
+                    (self.notify_perf_level.get(domain), m)
                 }
                 Event::PowerChanged { domain, state } => {
                     let mut m = Msg::notification(PROTOCOL_POWER, power::STATE_CHANGED);
@@ -1134,6 +1341,8 @@ impl<P: Platform, const E: usize, const A: usize> VirtioDevice for Scmi<P, E, A>
         self.notify_sensors = Bits::new();
         self.notify_resets = Bits::new();
         self.notify_power = Bits::new();
+        self.notify_perf_limits = Bits::new();
+        self.notify_perf_level = Bits::new();
     }
 
     fn queue_reset(&mut self, queue: u16) {

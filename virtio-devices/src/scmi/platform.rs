@@ -42,6 +42,22 @@ pub enum Event {
         /// The reset state (0: architectural cold reset).
         state: u32,
     },
+    /// A performance domain's limits changed.
+    PerfLimitsChanged {
+        /// The domain.
+        domain: u16,
+        /// The highest level allowed.
+        max: u32,
+        /// The lowest level allowed.
+        min: u32,
+    },
+    /// A performance domain's level changed.
+    PerfLevelChanged {
+        /// The domain.
+        domain: u16,
+        /// The new level.
+        level: u32,
+    },
     /// A power domain changed state.
     PowerChanged {
         /// The domain.
@@ -104,6 +120,14 @@ pub trait Platform {
     }
     /// The power domain protocol, when implemented.
     fn power(&mut self) -> Option<&mut dyn PowerDomains> {
+        None
+    }
+    /// The performance domain protocol, when implemented.
+    fn perf(&mut self) -> Option<&mut dyn PerfDomains> {
+        None
+    }
+    /// The voltage domain protocol, when implemented.
+    fn voltage(&mut self) -> Option<&mut dyn VoltageDomains> {
         None
     }
 }
@@ -269,4 +293,112 @@ pub trait PowerDomains {
     /// # Errors
     /// `INVALID_PARAMETERS` for a state the domain does not have.
     fn set_state(&mut self, id: u16, state: u32) -> Result<(), Status>;
+}
+
+/// One performance level (`PERF_DESCRIBE_LEVELS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PerfLevel {
+    /// The level's value.
+    pub level: u32,
+    /// Its power cost (mW, or abstract units, as
+    /// [`PerfDomains::power_in_mw`] says).
+    pub power: u32,
+    /// Worst-case transition latency into it, in microseconds.
+    pub latency_us: u16,
+}
+
+/// Performance domain management (protocol 0x13).
+pub trait PerfDomains {
+    /// Domains (ids `0..count`).
+    fn count(&self) -> u16;
+    /// Power costs are in milliwatts (else abstract units).
+    fn power_in_mw(&self) -> bool {
+        true
+    }
+    /// Domain `id`'s name.
+    fn name(&self, id: u16) -> &str;
+    /// Domain `id`'s levels, ascending.
+    fn levels(&self, id: u16) -> &[PerfLevel];
+    /// Domain `id`'s sustained frequency (kHz) and the level it is, or
+    /// `(0, 0)` when not stated.
+    fn sustained(&self, id: u16) -> (u32, u32) {
+        let _ = id;
+        (0, 0)
+    }
+    /// Least microseconds between two level changes (0: no limit).
+    fn rate_limit_us(&self, id: u16) -> u32 {
+        let _ = id;
+        0
+    }
+    /// The domain's limits `(max, min)`.
+    ///
+    /// # Errors
+    /// The status the agent gets.
+    fn limits(&mut self, id: u16) -> Result<(u32, u32), Status>;
+    /// Sets the domain's limits (`max >= min`, checked by the device).
+    ///
+    /// # Errors
+    /// `OUT_OF_RANGE` for limits outside its levels, or another status.
+    fn set_limits(&mut self, id: u16, max: u32, min: u32) -> Result<(), Status>;
+    /// The domain's level.
+    ///
+    /// # Errors
+    /// The status the agent gets.
+    fn level(&mut self, id: u16) -> Result<u32, Status>;
+    /// Sets the domain's level.
+    ///
+    /// # Errors
+    /// `OUT_OF_RANGE` for a level outside the limits, `INVALID_PARAMETERS`
+    /// for one the domain does not have.
+    fn set_level(&mut self, id: u16, level: u32) -> Result<(), Status>;
+}
+
+/// The levels a voltage domain supports, in microvolts
+/// (`VOLTAGE_DESCRIBE_LEVELS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Levels<'a> {
+    /// These levels, ascending.
+    Discrete(&'a [i32]),
+    /// `min..=max` in steps of `step`.
+    Range {
+        /// Lowest level.
+        min: i32,
+        /// Highest level.
+        max: i32,
+        /// Step.
+        step: i32,
+    },
+}
+
+/// Voltage domain management (protocol 0x17).
+pub trait VoltageDomains {
+    /// Domains (ids `0..count`).
+    fn count(&self) -> u16;
+    /// Domain `id`'s name.
+    fn name(&self, id: u16) -> &str;
+    /// Domain `id`'s levels.
+    fn levels(&self, id: u16) -> Levels<'_>;
+    /// The domain's configuration (0: off, 7: on, 8–15: implementation
+    /// defined).
+    ///
+    /// # Errors
+    /// The status the agent gets.
+    fn config(&mut self, id: u16) -> Result<u32, Status>;
+    /// Sets the configuration (one of the values above, checked by the
+    /// device).
+    ///
+    /// # Errors
+    /// The status the agent gets.
+    fn set_config(&mut self, id: u16, config: u32) -> Result<(), Status>;
+    /// The domain's level in microvolts.
+    ///
+    /// # Errors
+    /// The status the agent gets.
+    fn level(&mut self, id: u16) -> Result<i32, Status>;
+    /// Sets the level.
+    ///
+    /// # Errors
+    /// `OUT_OF_RANGE` or `INVALID_PARAMETERS` for a level it does not
+    /// support.
+    fn set_level(&mut self, id: u16, level: i32) -> Result<(), Status>;
 }

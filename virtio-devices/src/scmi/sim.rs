@@ -1,5 +1,6 @@
 //! A simulated SCMI platform (feature `test-utils`): two sensors, three
-//! clocks, two reset domains and two power domains, with state the tests,
+//! clocks, two reset domains, two power domains, one performance domain
+//! and two voltage domains, with state the tests,
 //! the fuzzer and the daemon can read back, and trip points that raise
 //! events when a reading set from outside crosses them.
 
@@ -16,6 +17,31 @@ pub const CLOCKS: usize = 3;
 pub const RESETS: usize = 2;
 /// Power domains 0 (`gpu-pd`) and 1 (`dsp-pd`).
 pub const POWER_DOMAINS: usize = 2;
+/// Voltage domains 0 (`vdd-io`, discrete) and 1 (`vdd-ddr`, a range).
+pub const VOLTAGE_DOMAINS: usize = 2;
+
+/// Performance domain 0 (`cpu-perf`): its levels.
+pub const PERF_LEVELS: &[PerfLevel] = &[
+    PerfLevel {
+        level: 100,
+        power: 100,
+        latency_us: 50,
+    },
+    PerfLevel {
+        level: 200,
+        power: 250,
+        latency_us: 50,
+    },
+    PerfLevel {
+        level: 400,
+        power: 600,
+        latency_us: 100,
+    },
+];
+const IO_LEVELS: &[i32] = &[1_800_000, 3_300_000];
+const DDR_MIN: i32 = 1_000_000;
+const DDR_MAX: i32 = 1_400_000;
+const DDR_STEP: i32 = 50_000;
 
 const CPU_RATES: &[u64] = &[200_000_000, 400_000_000, 800_000_000, 1_200_000_000];
 const SPI_RATES: &[u64] = &[1_000_000, 10_000_000, 50_000_000];
@@ -48,6 +74,14 @@ pub struct SimPlatform {
     pub resets_done: [u32; RESETS],
     /// Power domain states.
     pub power_states: [u32; POWER_DOMAINS],
+    /// Performance domain 0's limits `(max, min)`.
+    pub perf_limits: (u32, u32),
+    /// Performance domain 0's level.
+    pub perf_level: u32,
+    /// Voltage domain configurations.
+    pub voltage_configs: [u32; VOLTAGE_DOMAINS],
+    /// Voltage domain levels (µV).
+    pub voltage_levels: [i32; VOLTAGE_DOMAINS],
     /// Sensor 1 fails its reads with `HARDWARE_ERROR` when set.
     pub fail_voltage: bool,
     events: Deque<Event, 16>,
@@ -74,6 +108,10 @@ impl SimPlatform {
             asserted: [false; RESETS],
             resets_done: [0; RESETS],
             power_states: [power::STATE_ON; POWER_DOMAINS],
+            perf_limits: (400, 100),
+            perf_level: 200,
+            voltage_configs: [super::wire::voltage::CONFIG_ON; VOLTAGE_DOMAINS],
+            voltage_levels: [3_300_000, 1_200_000],
             fail_voltage: false,
             events: Deque::new(),
             with_power: true,
@@ -158,6 +196,12 @@ impl Platform for SimPlatform {
     }
     fn power(&mut self) -> Option<&mut dyn PowerDomains> {
         if self.with_power { Some(self) } else { None }
+    }
+    fn perf(&mut self) -> Option<&mut dyn PerfDomains> {
+        Some(self)
+    }
+    fn voltage(&mut self) -> Option<&mut dyn VoltageDomains> {
+        Some(self)
     }
 }
 
@@ -374,6 +418,125 @@ impl PowerDomains for SimPlatform {
                 .events
                 .push_back(Event::PowerChanged { domain: id, state });
         }
+        Ok(())
+    }
+}
+
+impl PerfDomains for SimPlatform {
+    fn count(&self) -> u16 {
+        1
+    }
+    fn name(&self, _id: u16) -> &str {
+        "cpu-perf"
+    }
+    fn levels(&self, _id: u16) -> &[PerfLevel] {
+        PERF_LEVELS
+    }
+    fn sustained(&self, _id: u16) -> (u32, u32) {
+        (800_000, 200)
+    }
+    fn limits(&mut self, _id: u16) -> Result<(u32, u32), Status> {
+        Ok(self.perf_limits)
+    }
+    fn set_limits(&mut self, id: u16, max: u32, min: u32) -> Result<(), Status> {
+        let known = |l: u32| PERF_LEVELS.iter().any(|p| p.level == l);
+        if !known(max) || !known(min) {
+            return Err(Status::OutOfRange);
+        }
+        self.perf_limits = (max, min);
+        let _ = self.events.push_back(Event::PerfLimitsChanged {
+            domain: id,
+            max,
+            min,
+        });
+        // The level follows the limits.
+        let clamped = self.perf_level.clamp(min, max);
+        if clamped != self.perf_level {
+            self.perf_level = clamped;
+            let _ = self.events.push_back(Event::PerfLevelChanged {
+                domain: id,
+                level: clamped,
+            });
+        }
+        Ok(())
+    }
+    fn level(&mut self, _id: u16) -> Result<u32, Status> {
+        Ok(self.perf_level)
+    }
+    fn set_level(&mut self, id: u16, level: u32) -> Result<(), Status> {
+        if !PERF_LEVELS.iter().any(|p| p.level == level) {
+            return Err(Status::InvalidParameters);
+        }
+        let (max, min) = self.perf_limits;
+        if level > max || level < min {
+            return Err(Status::OutOfRange);
+        }
+        if level != self.perf_level {
+            self.perf_level = level;
+            let _ = self
+                .events
+                .push_back(Event::PerfLevelChanged { domain: id, level });
+        }
+        Ok(())
+    }
+}
+
+impl VoltageDomains for SimPlatform {
+    fn count(&self) -> u16 {
+        VOLTAGE_DOMAINS as u16
+    }
+    fn name(&self, id: u16) -> &str {
+        ["vdd-io", "vdd-ddr"]
+            .get(usize::from(id))
+            .copied()
+            .unwrap_or("")
+    }
+    fn levels(&self, id: u16) -> Levels<'_> {
+        if id == 0 {
+            Levels::Discrete(IO_LEVELS)
+        } else {
+            Levels::Range {
+                min: DDR_MIN,
+                max: DDR_MAX,
+                step: DDR_STEP,
+            }
+        }
+    }
+    fn config(&mut self, id: u16) -> Result<u32, Status> {
+        self.voltage_configs
+            .get(usize::from(id))
+            .copied()
+            .ok_or(Status::NotFound)
+    }
+    fn set_config(&mut self, id: u16, config: u32) -> Result<(), Status> {
+        let slot = self
+            .voltage_configs
+            .get_mut(usize::from(id))
+            .ok_or(Status::NotFound)?;
+        *slot = config;
+        Ok(())
+    }
+    fn level(&mut self, id: u16) -> Result<i32, Status> {
+        self.voltage_levels
+            .get(usize::from(id))
+            .copied()
+            .ok_or(Status::NotFound)
+    }
+    fn set_level(&mut self, id: u16, level: i32) -> Result<(), Status> {
+        let ok = if id == 0 {
+            IO_LEVELS.contains(&level)
+        } else {
+            (DDR_MIN..=DDR_MAX).contains(&level)
+                && level.saturating_sub(DDR_MIN).checked_rem(DDR_STEP) == Some(0)
+        };
+        if !ok {
+            return Err(Status::OutOfRange);
+        }
+        let slot = self
+            .voltage_levels
+            .get_mut(usize::from(id))
+            .ok_or(Status::NotFound)?;
+        *slot = level;
         Ok(())
     }
 }

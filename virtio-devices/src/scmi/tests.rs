@@ -212,8 +212,8 @@ fn unknown_protocols_and_messages_answer_not_supported_with_the_token() {
     for (p, m) in [
         (0x00, 0),
         (0x12, 0),
-        (PERF_P, 0),
-        (VOLTAGE_P, 0),
+        (PERF_P, 0xb),
+        (VOLTAGE_P, 9),
         (0x80, 1),
         (0xff, 0),
         (BASE_P, 9),
@@ -309,22 +309,26 @@ fn base_protocol_discovery() {
     let mut r = rig();
     assert_eq!(word(&r.ok(BASE_P, 0, &[]), 0), 0x2_0000);
     let attrs = word(&r.ok(BASE_P, 1, &[]), 0);
-    assert_eq!(attrs & 0xff, 4, "power, clock, sensor, reset");
+    assert_eq!(
+        attrs & 0xff,
+        6,
+        "power, perf, clock, sensor, reset, voltage"
+    );
     assert_eq!((attrs >> 8) & 0xff, 1, "one agent");
     assert_eq!(name(&r.ok(BASE_P, 3, &[])), "virtio-rs");
     assert_eq!(name(&r.ok(BASE_P, 4, &[])), "simulated");
     assert_eq!(word(&r.ok(BASE_P, 5, &[]), 0), 0x0001_0000);
     // The list: a count, then ids packed four to a word.
     let l = r.ok(BASE_P, 6, &[0]);
-    assert_eq!(word(&l, 0), 4);
-    assert_eq!(&l[4..8], &[0x11, 0x14, 0x15, 0x16]);
-    assert_eq!(l.len(), 8);
-    let l = r.ok(BASE_P, 6, &[3]);
+    assert_eq!(word(&l, 0), 6);
+    assert_eq!(&l[4..12], &[0x11, 0x13, 0x14, 0x15, 0x16, 0x17, 0, 0]);
+    assert_eq!(l.len(), 12, "padded to whole words");
+    let l = r.ok(BASE_P, 6, &[5]);
     assert_eq!((word(&l, 0), l.len()), (1, 8));
-    assert_eq!(&l[4..8], &[0x16, 0, 0, 0]);
-    let l = r.ok(BASE_P, 6, &[4]);
+    assert_eq!(&l[4..8], &[0x17, 0, 0, 0]);
+    let l = r.ok(BASE_P, 6, &[6]);
     assert_eq!((word(&l, 0), l.len()), (0, 4));
-    assert_eq!(r.status(BASE_P, 6, &[5]), INVALID_PARAMETERS);
+    assert_eq!(r.status(BASE_P, 6, &[7]), INVALID_PARAMETERS);
     // Agents: the caller, the platform, nobody else.
     let a = r.ok(BASE_P, 7, &[0xffff_ffff]);
     assert_eq!((word(&a, 0), name(&a[4..])), (1, "guest"));
@@ -344,9 +348,9 @@ fn base_protocol_discovery() {
 fn a_protocol_the_platform_lacks_is_not_listed_and_not_supported() {
     let mut r = rig_with(SimPlatform::new().without_power().without_resets(), p2a());
     let l = r.ok(BASE_P, 6, &[0]);
-    assert_eq!(word(&l, 0), 2);
-    assert_eq!(&l[4..8], &[0x14, 0x15, 0, 0]);
-    assert_eq!(word(&r.ok(BASE_P, 1, &[]), 0) & 0xff, 2);
+    assert_eq!(word(&l, 0), 4);
+    assert_eq!(&l[4..8], &[0x13, 0x14, 0x15, 0x17]);
+    assert_eq!(word(&r.ok(BASE_P, 1, &[]), 0) & 0xff, 4);
     for m in 0..=5 {
         assert_eq!(r.status(RESET_P, m, &[0]), NOT_SUPPORTED);
         assert_eq!(r.status(POWER_P, m, &[0]), NOT_SUPPORTED);
@@ -666,6 +670,101 @@ fn power_domains() {
 }
 
 #[test]
+fn performance_domains() {
+    let mut r = rig();
+    assert_eq!(word(&r.ok(PERF_P, 0, &[]), 0), 0x2_0000);
+    let a = r.ok(PERF_P, 1, &[]);
+    assert_eq!(word(&a, 0), 1 | (1 << 16), "one domain, power in mW");
+    assert_eq!((word(&a, 1), word(&a, 2), word(&a, 3)), (0, 0, 0));
+    let d = r.ok(PERF_P, 3, &[0]);
+    assert_eq!(
+        word(&d, 0),
+        0xf << 28,
+        "set limits, set level, both notifications"
+    );
+    assert_eq!(
+        (word(&d, 2), word(&d, 3)),
+        (800_000, 200),
+        "sustained kHz, level"
+    );
+    assert_eq!(name(&d[16..]), "cpu-perf");
+    assert_eq!(r.status(PERF_P, 3, &[1]), NOT_FOUND);
+    // Levels: 12 bytes each (level, power, latency in bits 15:0).
+    let l = r.ok(PERF_P, 4, &[0, 0]);
+    assert_eq!(word(&l, 0), 3);
+    assert_eq!((word(&l, 1), word(&l, 2), word(&l, 3)), (100, 100, 50));
+    assert_eq!((word(&l, 7), word(&l, 8), word(&l, 9)), (400, 600, 100));
+    let l = r.ok(PERF_P, 4, &[0, 2]);
+    assert_eq!((word(&l, 0), word(&l, 1)), (1, 400));
+    assert_eq!(r.status(PERF_P, 4, &[0, 4]), OUT_OF_RANGE);
+    // Level and limits, with notifications.
+    assert_eq!(r.status(PERF_P, 9, &[0, 1]), SUCCESS);
+    assert_eq!(r.status(PERF_P, 10, &[0, 1]), SUCCESS);
+    for _ in 0..3 {
+        r.post(32);
+    }
+    assert_eq!(word(&r.ok(PERF_P, 8, &[0]), 0), 200);
+    assert_eq!(r.status(PERF_P, 7, &[0, 400]), SUCCESS);
+    assert_eq!(word(&r.ok(PERF_P, 8, &[0]), 0), 400);
+    assert_eq!(r.status(PERF_P, 7, &[0, 300]), INVALID_PARAMETERS);
+    assert_eq!(r.status(PERF_P, 5, &[0, 200, 100]), SUCCESS);
+    let lim = r.ok(PERF_P, 6, &[0]);
+    assert_eq!((word(&lim, 0), word(&lim, 1)), (200, 100));
+    assert_eq!(
+        word(&r.ok(PERF_P, 8, &[0]), 0),
+        200,
+        "clamped to the new max"
+    );
+    assert_eq!(r.status(PERF_P, 7, &[0, 400]), OUT_OF_RANGE);
+    assert_eq!(r.status(PERF_P, 5, &[0, 100, 200]), INVALID_PARAMETERS);
+    let ev = r.take_events();
+    assert_eq!(ev.len(), 3);
+    assert_eq!(word(&ev[0], 0), hdr(PERF_P, 1, 3, 0));
+    assert_eq!((word(&ev[0], 2), word(&ev[0], 3)), (0, 400));
+    assert_eq!(word(&ev[1], 0), hdr(PERF_P, 0, 3, 0));
+    assert_eq!((word(&ev[1], 3), word(&ev[1], 4)), (200, 100));
+    assert_eq!(word(&ev[2], 0), hdr(PERF_P, 1, 3, 0));
+    assert_eq!(word(&ev[2], 3), 200);
+    // No FastChannels (virtio 1.4 §"SCMI Device": not supported).
+    assert_eq!(r.status(PERF_P, 2, &[0xb]), NOT_FOUND);
+}
+
+#[test]
+fn voltage_domains() {
+    let mut r = rig();
+    assert_eq!(word(&r.ok(VOLTAGE_P, 0, &[]), 0), 0x1_0000);
+    assert_eq!(word(&r.ok(VOLTAGE_P, 1, &[]), 0), 2);
+    let a = r.ok(VOLTAGE_P, 3, &[1]);
+    assert_eq!((word(&a, 0), name(&a[4..])), (0, "vdd-ddr"));
+    assert_eq!(r.status(VOLTAGE_P, 3, &[2]), NOT_FOUND);
+    let l = r.ok(VOLTAGE_P, 4, &[0, 0]);
+    assert_eq!(
+        (word(&l, 0), word(&l, 1), word(&l, 2)),
+        (2, 1_800_000, 3_300_000)
+    );
+    let l = r.ok(VOLTAGE_P, 4, &[1, 0]);
+    assert_eq!(word(&l, 0), 3 | (1 << 12));
+    assert_eq!(
+        (word(&l, 1), word(&l, 2), word(&l, 3)),
+        (1_000_000, 1_400_000, 50_000)
+    );
+    assert_eq!(word(&r.ok(VOLTAGE_P, 6, &[0]), 0), 7);
+    assert_eq!(r.status(VOLTAGE_P, 5, &[0, 0]), SUCCESS);
+    assert_eq!(word(&r.ok(VOLTAGE_P, 6, &[0]), 0), 0);
+    assert_eq!(r.status(VOLTAGE_P, 5, &[0, 3]), INVALID_PARAMETERS);
+    assert_eq!(r.status(VOLTAGE_P, 5, &[0, 0x17]), INVALID_PARAMETERS);
+    assert_eq!(r.status(VOLTAGE_P, 7, &[1, 0, 1_250_000]), SUCCESS);
+    assert_eq!(word(&r.ok(VOLTAGE_P, 8, &[1]), 0), 1_250_000);
+    assert_eq!(r.status(VOLTAGE_P, 7, &[1, 0, 1_260_000]), OUT_OF_RANGE);
+    assert_eq!(
+        r.status(VOLTAGE_P, 7, &[1, 1, 1_250_000]),
+        INVALID_PARAMETERS
+    );
+    assert_eq!(r.status(VOLTAGE_P, 7, &[0, 0, 1_800_000]), SUCCESS);
+    assert_eq!(r.dev().platform().voltage_levels[0], 1_800_000);
+}
+
+#[test]
 fn every_command_of_a_burst_is_answered() {
     // spec: scmi.cmdq-operation.2
     let mut r = rig();
@@ -699,6 +798,8 @@ fn without_p2a_notifications_and_async_commands_are_refused() {
     assert_eq!(r.status(SENSOR_P, 4, &[0, 1]), NOT_SUPPORTED);
     assert_eq!(r.status(RESET_P, 5, &[0, 1]), NOT_SUPPORTED);
     assert_eq!(r.status(POWER_P, 6, &[0, 1]), NOT_SUPPORTED);
+    assert_eq!(r.status(PERF_P, 9, &[0, 1]), NOT_SUPPORTED);
+    assert_eq!(r.status(PERF_P, 10, &[0, 1]), NOT_SUPPORTED);
     assert_eq!(r.status(SENSOR_P, 6, &[0, 1]), NOT_SUPPORTED);
     assert_eq!(r.status(CLOCK_P, 5, &[1, 0, 200_000_000, 0]), NOT_SUPPORTED);
     assert_eq!(r.status(RESET_P, 4, &[0, 4 | 1, 0]), NOT_SUPPORTED);
@@ -716,6 +817,9 @@ fn without_p2a_no_attribute_claims_notifications_or_delayed_responses() {
     assert_eq!(r.status(SENSOR_P, 2, &[4]), NOT_FOUND);
     assert_eq!(r.status(RESET_P, 2, &[5]), NOT_FOUND);
     assert_eq!(r.status(POWER_P, 2, &[6]), NOT_FOUND);
+    assert_eq!(r.status(PERF_P, 2, &[9]), NOT_FOUND);
+    assert_eq!(r.status(PERF_P, 2, &[10]), NOT_FOUND);
+    assert_eq!(word(&r.ok(PERF_P, 3, &[0]), 0), 3 << 30, "no notify bits");
     // Protocol and resource attributes: no async slots, no async or notify bits.
     assert_eq!(word(&r.ok(SENSOR_P, 1, &[]), 0) >> 16, 0);
     assert_eq!(word(&r.ok(CLOCK_P, 1, &[]), 0) >> 16, 0);
@@ -844,6 +948,12 @@ impl Platform for Guarded {
     fn power(&mut self) -> Option<&mut dyn PowerDomains> {
         Some(&mut self.0)
     }
+    fn perf(&mut self) -> Option<&mut dyn PerfDomains> {
+        Some(&mut self.0)
+    }
+    fn voltage(&mut self) -> Option<&mut dyn VoltageDomains> {
+        Some(&mut self.0)
+    }
 }
 
 #[test]
@@ -868,7 +978,8 @@ fn per_agent_permissions_hide_deny_and_close_protocols() {
     assert_eq!(send(POWER_P, 0, &[]).0, NOT_SUPPORTED);
     let (s, l) = send(BASE_P, 6, &[0]);
     assert_eq!(s, SUCCESS);
-    assert_eq!(&l[..8], &[3, 0, 0, 0, 0x14, 0x15, 0x16, 0]);
+    assert_eq!(word(&l, 0), 5);
+    assert_eq!(&l[4..12], &[0x13, 0x14, 0x15, 0x16, 0x17, 0, 0, 0]);
     // The hidden sensor is not described; the visible one keeps its id.
     let (_, a) = send(SENSOR_P, 1, &[]);
     assert_eq!(word(&a, 0) & 0xffff, 1);

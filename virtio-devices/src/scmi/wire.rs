@@ -218,6 +218,56 @@ pub mod power {
     pub const STATE_OFF: u32 = 1 << 30;
 }
 
+/// Performance domain protocol messages (0x13).
+pub mod perf {
+    /// Protocol version served (2.0).
+    pub const VERSION: u32 = 0x2_0000;
+    /// `PERF_DOMAIN_ATTRIBUTES`.
+    pub const DOMAIN_ATTRIBUTES: u8 = 0x3;
+    /// `PERF_DESCRIBE_LEVELS`.
+    pub const DESCRIBE_LEVELS: u8 = 0x4;
+    /// `PERF_LIMITS_SET`.
+    pub const LIMITS_SET: u8 = 0x5;
+    /// `PERF_LIMITS_GET`.
+    pub const LIMITS_GET: u8 = 0x6;
+    /// `PERF_LEVEL_SET`.
+    pub const LEVEL_SET: u8 = 0x7;
+    /// `PERF_LEVEL_GET`.
+    pub const LEVEL_GET: u8 = 0x8;
+    /// `PERF_NOTIFY_LIMITS`.
+    pub const NOTIFY_LIMITS: u8 = 0x9;
+    /// `PERF_NOTIFY_LEVEL`.
+    pub const NOTIFY_LEVEL: u8 = 0xa;
+    /// Notification `PERF_LIMITS_CHANGED`.
+    pub const LIMITS_CHANGED: u8 = 0x0;
+    /// Notification `PERF_LEVEL_CHANGED`.
+    pub const LEVEL_CHANGED: u8 = 0x1;
+    /// Bytes of one level in `PERF_DESCRIBE_LEVELS`.
+    pub const LEVEL_BYTES: usize = 12;
+}
+
+/// Voltage domain protocol messages (0x17).
+pub mod voltage {
+    /// Protocol version served (1.0).
+    pub const VERSION: u32 = 0x1_0000;
+    /// `VOLTAGE_DOMAIN_ATTRIBUTES`.
+    pub const DOMAIN_ATTRIBUTES: u8 = 0x3;
+    /// `VOLTAGE_DESCRIBE_LEVELS`.
+    pub const DESCRIBE_LEVELS: u8 = 0x4;
+    /// `VOLTAGE_CONFIG_SET`.
+    pub const CONFIG_SET: u8 = 0x5;
+    /// `VOLTAGE_CONFIG_GET`.
+    pub const CONFIG_GET: u8 = 0x6;
+    /// `VOLTAGE_LEVEL_SET`.
+    pub const LEVEL_SET: u8 = 0x7;
+    /// `VOLTAGE_LEVEL_GET`.
+    pub const LEVEL_GET: u8 = 0x8;
+    /// Configuration: off.
+    pub const CONFIG_OFF: u32 = 0x0;
+    /// Configuration: on.
+    pub const CONFIG_ON: u32 = 0x7;
+}
+
 /// Clock protocol messages (0x14).
 pub mod clock {
     /// Protocol version served (1.0).
