@@ -59,6 +59,7 @@ pub mod gpiochip;
 pub mod host;
 pub mod memory;
 pub mod rpmb_file;
+pub mod scmi_sim;
 pub mod sim;
 pub mod storage;
 pub mod watchdog_host;
