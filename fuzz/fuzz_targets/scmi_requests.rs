@@ -31,7 +31,6 @@ use zerocopy::IntoBytes;
 const QSIZE: u16 = 16;
 
 struct Sent {
-    id: u16,
     header: Option<u32>,
     readable: Vec<(Segment, Vec<u8>)>,
     writable: Option<Segment>,
@@ -97,7 +96,10 @@ fuzz_target!(|data: &[u8]| {
     let mut at = DATA;
     let mut sent: Vec<Sent> = Vec::new();
     let mut events: Vec<(u16, Segment)> = Vec::new();
-    let mut done: Vec<(u16, u32)> = Vec::new();
+    // Descriptor ids are reused once returned: each used element is
+    // matched to the command in flight under its id, by index into `sent`.
+    let mut inflight: std::collections::HashMap<u16, usize> = Default::default();
+    let mut done: Vec<(usize, u32)> = Vec::new();
     let mut delivered: Vec<Vec<u8>> = Vec::new();
     let mut token = 0u16;
 
@@ -173,8 +175,11 @@ fuzz_target!(|data: &[u8]| {
                     return;
                 }
                 let whole = bytes.len() >= 4 && cut == 0 && kind == 0;
+                assert!(
+                    inflight.insert(id, sent.len()).is_none(),
+                    "an id handed out twice"
+                );
                 sent.push(Sent {
-                    id,
                     header: (bytes.len() >= 4).then_some(hdr),
                     readable,
                     writable,
@@ -188,11 +193,15 @@ fuzz_target!(|data: &[u8]| {
                     break;
                 }
                 let seg = Segment { addr: at, len };
-                mem.raw().write(at, &vec![0x5a; len as usize]).expect("event");
+                mem.raw()
+                    .write(at, &vec![0x5a; len as usize])
+                    .expect("event");
                 at += (u64::from(len) + 15) & !15;
                 let d = &mut drivers[1];
                 let w: Vec<Segment> = (len > 0).then_some(seg).into_iter().collect();
-                let Ok(id) = d.add(&mem, &[], &w) else { continue };
+                let Ok(id) = d.add(&mem, &[], &w) else {
+                    continue;
+                };
                 if d.publish_avail(&mem).is_err() {
                     return;
                 }
@@ -213,7 +222,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(core.device().pending() <= 4, "more pending than slots");
         assert!(core.device().held_buffers() <= 4, "more held than slots");
         while let Some(u) = drivers[0].pop_used(&mem).expect("valid cmdq ids") {
-            done.push((u.id, u.len));
+            let i = inflight.remove(&u.id).expect("a command in flight");
+            done.push((i, u.len));
         }
         if p2a {
             while let Some(u) = drivers[1].pop_used(&mem).expect("valid eventq ids") {
@@ -232,13 +242,14 @@ fuzz_target!(|data: &[u8]| {
     }
     run(&mut core, Some(0));
     while let Some(u) = drivers[0].pop_used(&mem).expect("valid cmdq ids") {
-        done.push((u.id, u.len));
+        let i = inflight.remove(&u.id).expect("a command in flight");
+        done.push((i, u.len));
     }
 
     let live = core.is_live();
     let mut async_ok = 0;
-    for (id, len) in &done {
-        let s = sent.iter().find(|s| s.id == *id).expect("a command that was sent");
+    for (i, len) in &done {
+        let s = &sent[*i];
         let room = s.writable.map_or(0, |w| w.len);
         assert!(*len <= room, "used length over the writable part");
         if !live || *len == 0 {
@@ -246,7 +257,9 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(*len >= 8, "a response of {len} bytes");
         let mut b = vec![0u8; *len as usize];
-        mem.raw().read(s.writable.expect("room").addr, &mut b).expect("response");
+        mem.raw()
+            .read(s.writable.expect("room").addr, &mut b)
+            .expect("response");
         let status = word(&b, 1) as i32;
         let status = Status::from_code(status).unwrap_or_else(|| panic!("status {status}"));
         if status != Status::Success {
@@ -276,11 +289,18 @@ fuzz_target!(|data: &[u8]| {
             let status = word(m, 1) as i32;
             let status = Status::from_code(status).unwrap_or_else(|| panic!("status {status}"));
             if status != Status::Success {
-                assert_eq!(m.len(), 8, "a failed delayed response carries its status only");
+                assert_eq!(
+                    m.len(),
+                    8,
+                    "a failed delayed response carries its status only"
+                );
             }
         }
     }
-    assert!(delayed <= async_ok, "{delayed} delayed responses for {async_ok} async commands");
+    assert!(
+        delayed <= async_ok,
+        "{delayed} delayed responses for {async_ok} async commands"
+    );
     for s in &sent {
         for (seg, before) in &s.readable {
             let mut now = vec![0u8; seg.len as usize];

@@ -12,7 +12,8 @@ use virtio_core::queue::{QueueConfig, Segment};
 use virtio_core::spec::Features;
 use virtio_fuzz::{
     DATA, DESC, DEVICE_AREA, DRIVER_AREA, Guarded, I2cInput, I2cRequest, MmioOp, QueueInput,
-    RequestInput, RpmbInput, RpmbRequest, ScmiInput, ScmiOp, ShmInput, WatchdogInput, host, message, shm_layout,
+    RequestInput, RpmbInput, RpmbRequest, ScmiInput, ScmiOp, ShmInput, WatchdogInput, host,
+    message, shm_layout,
 };
 use virtio_transport_mmio::regs;
 use zerocopy::IntoBytes;
@@ -514,7 +515,11 @@ fn main() {
     write(
         "scmi_requests",
         "discovery",
-        ScmiInput { options: 4 | 3, ops }.encode(),
+        ScmiInput {
+            options: 4 | 3,
+            ops,
+        }
+        .encode(),
     );
     let mut ops = vec![other(1, 0, 0, 32), other(1, 0, 0, 40), other(1, 0, 0, 20)];
     // Sensor: read async, trip point 0 at 50 (both ways), notify, crossings.
@@ -535,7 +540,11 @@ fn main() {
     write(
         "scmi_requests",
         "async-and-notifications",
-        ScmiInput { options: 4 | 8 | 1, ops }.encode(),
+        ScmiInput {
+            options: 4 | 8 | 1,
+            ops,
+        }
+        .encode(),
     );
     let ops = vec![
         cmd(4, 6, 2, [0, 0, 0]),
