@@ -49,16 +49,20 @@ impl HostScmi {
 
     /// The temperature at `elapsed` since the start, in m°C.
     pub fn temperature_at(elapsed: Duration) -> i64 {
-        let period = TEMP_PERIOD.as_millis().max(1);
-        let phase = (elapsed.as_millis() % period) as i64;
-        let half = (period / 2) as i64;
+        let period = TEMP_PERIOD.as_millis().max(2);
+        let phase = elapsed.as_millis().checked_rem(period).unwrap_or(0);
+        let phase = i64::try_from(phase).unwrap_or(0);
+        let half = i64::try_from(period / 2).unwrap_or(1).max(1);
         // 0 -> 40 °C, half -> 50 °C, period -> 40 °C.
         let up = if phase <= half {
             phase
         } else {
-            2 * half - phase
+            half.saturating_mul(2).saturating_sub(phase)
         };
-        40_000 + up.saturating_mul(10_000) / half.max(1)
+        up.saturating_mul(10_000)
+            .checked_div(half)
+            .unwrap_or(0)
+            .saturating_add(40_000)
     }
 }
 
