@@ -438,7 +438,8 @@ impl Server {
             Self::Scmi => {
                 // A fresh platform per connection: a guest reboot (a new
                 // connection) finds it at its initial state.
-                let scmi: Scmi<_, 16, 8> = Scmi::new(HostScmi::new()).with_queue_size(64);
+                // QEMU's vhost-user-scmi gives both queues 256 entries.
+                let scmi: Scmi<_, 16, 8> = Scmi::new(HostScmi::new()).with_queue_size(256);
                 serve(stream, scmi, unsealed)
             }
             Self::Watchdog { timeout, on_expiry } => {
