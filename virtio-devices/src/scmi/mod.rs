@@ -43,8 +43,11 @@
 //! # Asynchronous commands
 //!
 //! An asynchronous command (sensor read, clock rate set, reset) is
-//! answered `SUCCESS` at once and queued as a job; the device runs jobs
-//! after the cmdq chains of the turn are answered and sends each delayed
+//! answered `SUCCESS` at once and queued as a job; the device runs the job
+//! from `poll` (a `queue_notify` that leaves jobs asks for a later call
+//! with [`DeviceQueues::poll_again`], so the call reports work left and
+//! the embedder polls), after the response was published and signalled, so a driver sees the response before the delayed response
+//! (Linux logs an "out of order" delayed response otherwise), and sends each delayed
 //! response on the eventq, waiting for a buffer as long as it takes
 //! (virtio 1.4 §"eventq Operation": a delayed response MUST be sent). At
 //! most `A` jobs and undelivered messages are pending together; an
@@ -1243,8 +1246,22 @@ impl<P: Platform, const E: usize, const A: usize> Scmi<P, E, A> {
     }
 
     /// Everything after the queues were served: jobs, events, delivery.
-    fn turn<M: GuestMemory, const S: usize>(&mut self, queues: &mut DeviceQueues<'_, M, S>) {
-        self.run_jobs();
+    ///
+    /// Jobs run only from `poll` (`run_jobs`): a job queued by a command
+    /// in `queue_notify` asks for a later call
+    /// ([`DeviceQueues::poll_again`]; the core returns `WorkLeft` once a
+    /// round takes nothing), so the command's response is published and
+    /// signalled before its delayed response.
+    fn turn<M: GuestMemory, const S: usize>(
+        &mut self,
+        queues: &mut DeviceQueues<'_, M, S>,
+        run_jobs: bool,
+    ) {
+        if run_jobs {
+            self.run_jobs();
+        } else if !self.jobs.is_empty() {
+            queues.poll_again(CMDQ);
+        }
         self.collect_events();
         self.take_buffers(queues);
         self.deliver(queues);
@@ -1374,11 +1391,11 @@ impl<P: Platform, const E: usize, const A: usize> VirtioDevice for Scmi<P, E, A>
                 queues.push_used(CMDQ, chain.head(), written);
             }
         }
-        self.turn(queues);
+        self.turn(queues, false);
     }
 
     fn poll<M: GuestMemory, const S: usize>(&mut self, queues: &mut DeviceQueues<'_, M, S>) {
-        self.turn(queues);
+        self.turn(queues, true);
     }
 }
 

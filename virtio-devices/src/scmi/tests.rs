@@ -531,6 +531,24 @@ fn async_clock_rate_set_sends_rate_set_complete() {
 }
 
 #[test]
+fn the_delayed_response_comes_in_a_later_call_than_the_response() {
+    let mut r = rig();
+    r.post(32);
+    let b = le(&[hdr(SENSOR_P, 6, 0, 9), 0, 1]);
+    let out = r.h.put(&b);
+    let resp = r.h.space(16);
+    r.h.add(0, &[out], &[resp]);
+    let service = r.h.core.notify(0);
+    assert!(service.work_left(), "the job is left for the next call");
+    assert_eq!(r.h.used(0).unwrap().len, 8);
+    assert!(r.take_events().is_empty());
+    let _ = r.h.core.poll();
+    let ev = r.take_events();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(word(&ev[0], 0), hdr(SENSOR_P, 6, 2, 9));
+}
+
+#[test]
 fn failed_delayed_responses_carry_only_the_status() {
     // spec: scmi.eventq-operation.6
     let mut r = rig();
