@@ -578,3 +578,85 @@ impl WatchdogInput {
         v
     }
 }
+
+/// Input of `scmi_requests`: an options byte, then up to 48 operations of
+/// [`ScmiOp::RECORD`] bytes.
+///
+/// Options: bits 0..2 budget - 1; bit 2 VIRTIO_SCMI_F_P2A_CHANNELS
+/// negotiated (and the eventq set up); bit 3 sensor 1 fails its reads;
+/// bit 4 the platform has no power domain protocol.
+pub struct ScmiInput {
+    pub options: u8,
+    pub ops: Vec<ScmiOp>,
+}
+
+/// One operation of `scmi_requests`.
+///
+/// | byte | meaning |
+/// |---|---|
+/// | 0 | kind % 6: 0 queue a command, 1 post an eventq buffer of `room % 48` bytes, 2 a sensor reading changes (sensor `protocol % 2`, value `message × 1000`), 3 another agent resets domain `protocol % 2`, 4 notify the cmdq, 5 poll |
+/// | 1 | protocol: below 0xe0 one of 0x10, 0x11, 0x13, 0x14, 0x15, 0x16, 0x17 (`% 7`), else the byte itself |
+/// | 2 | message id |
+/// | 3 | bits 0..3 parameter words (% 5); bit 3 message type 1..3 instead of 0; bits 4..6 bytes cut off the end; bit 6 a readable buffer after the writable one (malformed chain) |
+/// | 4..7 | parameter word 0 (little-endian); word i is word 0 with byte i xored with `i`, and flags words get bit 0 from byte 4 |
+/// | 7 | writable room for the response (`% 160`) |
+#[derive(Clone, Copy, Debug)]
+pub struct ScmiOp {
+    pub kind: u8,
+    pub protocol: u8,
+    pub message: u8,
+    pub shape: u8,
+    pub param: [u8; 3],
+    pub room: u8,
+}
+
+impl ScmiOp {
+    pub const RECORD: usize = 8;
+    const PROTOCOLS: [u8; 7] = [0x10, 0x11, 0x13, 0x14, 0x15, 0x16, 0x17];
+
+    /// The protocol id the operation sends.
+    pub fn protocol_id(&self) -> u8 {
+        if self.protocol < 0xe0 {
+            Self::PROTOCOLS[usize::from(self.protocol) % 7]
+        } else {
+            self.protocol
+        }
+    }
+
+    /// The parameter words.
+    pub fn params(&self) -> Vec<u32> {
+        let base = u32::from_le_bytes([self.param[0], self.param[1], self.param[2], 0]);
+        (0..usize::from(self.shape & 7) % 5)
+            .map(|i| base ^ ((i as u32) << (8 * (i % 3))))
+            .collect()
+    }
+}
+
+impl ScmiInput {
+    pub fn parse(data: &[u8]) -> Option<Self> {
+        let (&options, rest) = data.split_first()?;
+        let ops = rest
+            .chunks_exact(ScmiOp::RECORD)
+            .take(48)
+            .map(|r| ScmiOp {
+                kind: r[0] % 6,
+                protocol: r[1],
+                message: r[2],
+                shape: r[3],
+                param: [r[4], r[5], r[6]],
+                room: r[7] % 160,
+            })
+            .collect();
+        Some(Self { options, ops })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = vec![self.options];
+        for o in &self.ops {
+            v.extend_from_slice(&[o.kind, o.protocol, o.message, o.shape]);
+            v.extend_from_slice(&o.param);
+            v.push(o.room);
+        }
+        v
+    }
+}

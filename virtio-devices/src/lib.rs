@@ -50,6 +50,8 @@ pub mod i2c;
 pub mod rng;
 #[cfg(feature = "rpmb")]
 pub mod rpmb;
+#[cfg(feature = "scmi")]
+pub mod scmi;
 #[cfg(feature = "spi")]
 pub mod spi;
 #[cfg(feature = "watchdog")]

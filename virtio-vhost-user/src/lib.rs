@@ -65,6 +65,7 @@ pub mod host;
 pub mod inflight;
 pub mod memory;
 pub mod rpmb_file;
+pub mod scmi_sim;
 pub mod sim;
 pub mod storage;
 pub mod watchdog_host;

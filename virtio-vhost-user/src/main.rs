@@ -15,6 +15,7 @@ use virtio_devices::i2c::I2cAdapter;
 use virtio_devices::i2c::eeprom::Eeprom;
 use virtio_devices::rng::Rng;
 use virtio_devices::rpmb::Rpmb;
+use virtio_devices::scmi::Scmi;
 use virtio_devices::spi::{Spi, SpiCaps, SpiDevices};
 use virtio_devices::watchdog::Watchdog;
 use virtio_vhost_user::backend::{MAX_QUEUES, VhostUserDevice};
@@ -24,6 +25,7 @@ use virtio_vhost_user::gpiochip::{LineSelection, probe_gpiochip, serve_gpiochip}
 use virtio_vhost_user::host::{HostI2c, open_spidev};
 use virtio_vhost_user::memory::UnsealedMemory;
 use virtio_vhost_user::rpmb_file;
+use virtio_vhost_user::scmi_sim::HostScmi;
 use virtio_vhost_user::sim::{FLASH_BYTES, FlashSpi, SharedFlash, TracedBus};
 use virtio_vhost_user::storage::{FileStorage, ResizeTrigger};
 use virtio_vhost_user::watchdog_host::{CommandAction, HostWatchdog, StdClock, Ticks};
@@ -120,6 +122,13 @@ enum DeviceCmd {
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=128))]
         capacity: u8,
     },
+    /// SCMI device (virtio id 32): an Arm SCMI platform of simulated sensors
+    /// (a temperature that moves, a voltage), clocks, reset, power,
+    /// performance and voltage domains, for the guest's SCMI stack.
+    #[command(
+        after_help = "QEMU (qemu-system-aarch64 >= 10.0, -M virt): -chardev socket,id=c0,path=PATH -device vhost-user-scmi-pci,chardev=c0\nThe guest kernel needs ARM_SCMI_TRANSPORT_VIRTIO and a device tree node\n  firmware { scmi { compatible = \"arm,scmi-virtio\"; #address-cells = <1>; #size-cells = <0>; ... } };\nwith one child per protocol it should use (protocol@14 clocks, @15 sensors, @16 resets, ...).\nProtocols: base, power 0x11, perf 0x13, clock 0x14, sensor 0x15, reset 0x16, voltage 0x17;\nnotifications and delayed responses over the eventq (VIRTIO_SCMI_F_P2A_CHANNELS)."
+    )]
+    Scmi,
     /// Watchdog (virtio id 35; a de-facto protocol, cloud-hypervisor's, not
     /// in the virtio spec): acts when the guest stops pinging.
     #[command(
@@ -248,6 +257,7 @@ enum Server {
     },
     /// The image is opened (and recovered) again for each connection.
     Rpmb(PathBuf),
+    Scmi,
     Watchdog {
         timeout: std::time::Duration,
         on_expiry: Option<String>,
@@ -321,6 +331,7 @@ impl Server {
                     .map_err(|e| format!("cannot open RPMB image {}: {e}", file.display()))?;
                 Self::Rpmb(file)
             }
+            DeviceCmd::Scmi => Self::Scmi,
             DeviceCmd::Watchdog { timeout, on_expiry } => Self::Watchdog {
                 timeout: std::time::Duration::from_secs(timeout),
                 on_expiry,
@@ -342,6 +353,9 @@ impl Server {
             Self::GpioSim(n) => format!("gpio ({n} loopback lines)"),
             Self::GpioChip { described, .. } => described.clone(),
             Self::Rpmb(file) => format!("rpmb (image {})", file.display()),
+            Self::Scmi => "scmi (simulated platform: 2 sensors, 3 clocks, 2 reset, 2 power, \
+                           1 performance and 2 voltage domains)"
+                .into(),
             Self::Watchdog { timeout, on_expiry } => format!(
                 "watchdog (timeout {} s, on expiry: {})",
                 timeout.as_secs(),
@@ -420,6 +434,13 @@ impl Server {
                     .map_err(|e| format!("cannot open RPMB image {}: {e}", file.display()))?;
                 let rpmb: Rpmb<_, _, 8> = Rpmb::new(keys, storage).with_queue_size(64);
                 serve(stream, rpmb, unsealed)
+            }
+            Self::Scmi => {
+                // A fresh platform per connection: a guest reboot (a new
+                // connection) finds it at its initial state.
+                // QEMU's vhost-user-scmi gives both queues 256 entries.
+                let scmi: Scmi<_, 16, 8> = Scmi::new(HostScmi::new()).with_queue_size(256);
+                serve(stream, scmi, unsealed)
             }
             Self::Watchdog { timeout, on_expiry } => {
                 let dog = Watchdog::new(StdClock::new(), CommandAction::new(on_expiry.clone()))
@@ -713,6 +734,8 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
+        let cli = Cli::try_parse_from(["vvu", "--socket", "s", "scmi"]).expect("parses");
+        assert!(matches!(cli.device, DeviceCmd::Scmi));
         let cli = Cli::try_parse_from(["vvu", "--socket", "s", "spi", "--dev", "/dev/spidev0.1"])
             .expect("parses");
         assert!(matches!(

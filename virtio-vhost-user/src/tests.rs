@@ -969,3 +969,65 @@ fn block_queues_are_served_each_on_its_own_thread() {
     assert!(!thread_names().iter().any(|t| t.starts_with("virtqueue-")));
     std::fs::remove_file(path).unwrap();
 }
+
+/// One SCMI command on the cmdq: returns the used length and the response.
+fn scmi_command(
+    driver: &mut SplitDriver,
+    mem: &FileMem,
+    kick: &EventFd,
+    call: &EventFd,
+    words: &[u32],
+) -> (u32, Vec<u8>) {
+    let request: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    mem.write(GPA + 0x9000, &request).unwrap();
+    let id = driver
+        .add(
+            mem,
+            &[Segment {
+                addr: GPA + 0x9000,
+                len: request.len() as u32,
+            }],
+            &[Segment {
+                addr: GPA + 0x8000,
+                len: 132,
+            }],
+        )
+        .unwrap();
+    driver.publish_avail(mem).unwrap();
+    driver.enable_interrupts(mem).unwrap();
+    kick.write(1).unwrap();
+    wait_for(call);
+    let used = driver.pop_used(mem).unwrap().expect("a used buffer");
+    assert_eq!(used.id, id);
+    let mut resp = vec![0u8; used.len as usize];
+    mem.read(GPA + 0x8000, &mut resp).unwrap();
+    (used.len, resp)
+}
+
+#[test]
+fn scmi_over_vhost_user_answers_base_discovery_and_sensor_reads() {
+    use crate::scmi_sim::HostScmi;
+    use virtio_devices::scmi::Scmi;
+
+    let ram = sealed_ram(RAM);
+    let dev: Scmi<_, 16, 8> = Scmi::new(HostScmi::new()).with_queue_size(64);
+    let (front, server) = spawn(dev);
+    let features = Features::VERSION_1 | Features::EVENT_IDX;
+    let (fe, mut driver, mem, kick, call) = start(front, &ram, features, 0, &|_| {});
+    let hdr = |protocol: u32, message: u32, token: u32| message | (protocol << 10) | (token << 18);
+    let word = |b: &[u8], i: usize| u32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().unwrap());
+    // BASE_DISCOVER_VENDOR: the header echoed, SUCCESS, the name.
+    let (len, r) = scmi_command(&mut driver, &mem, &kick, &call, &[hdr(0x10, 3, 5)]);
+    assert_eq!(len, 24);
+    assert_eq!((word(&r, 0), word(&r, 1)), (hdr(0x10, 3, 5), 0));
+    assert_eq!(&r[8..18], b"virtio-rs\0");
+    // SENSOR_READING_GET of the temperature, synchronously.
+    let (len, r) = scmi_command(&mut driver, &mem, &kick, &call, &[hdr(0x15, 6, 6), 0, 0]);
+    assert_eq!((len, word(&r, 1)), (16, 0));
+    assert!((40_000..=50_000).contains(&word(&r, 2)));
+    // An unknown protocol: NOT_SUPPORTED, status only.
+    let (len, r) = scmi_command(&mut driver, &mem, &kick, &call, &[hdr(0x42, 0, 7)]);
+    assert_eq!((len, word(&r, 1) as i32), (8, -1));
+    drop(fe);
+    assert!(matches!(server.join().unwrap(), Ok(Ended::Closed)));
+}

@@ -12,7 +12,8 @@ use virtio_core::queue::{QueueConfig, Segment};
 use virtio_core::spec::Features;
 use virtio_fuzz::{
     DATA, DESC, DEVICE_AREA, DRIVER_AREA, Guarded, I2cInput, I2cRequest, MmioOp, QueueInput,
-    RequestInput, RpmbInput, RpmbRequest, ShmInput, WatchdogInput, host, message, shm_layout,
+    RequestInput, RpmbInput, RpmbRequest, ScmiInput, ScmiOp, ShmInput, WatchdogInput, host,
+    message, shm_layout,
 };
 use virtio_transport_mmio::regs;
 use zerocopy::IntoBytes;
@@ -480,6 +481,88 @@ fn main() {
         "watchdog_requests",
         "pings-expiry-reset-storm",
         WatchdogInput { options: 0x50, ops }.encode(),
+    );
+    // SCMI: discovery over every protocol, synchronous and asynchronous
+    // commands with eventq buffers, trip points and notifications.
+    // Protocol bytes index 0x10, 0x11, 0x13, 0x14, 0x15, 0x16, 0x17.
+    let cmd = |protocol: u8, message: u8, words: u8, param: [u8; 3]| ScmiOp {
+        kind: 0,
+        protocol,
+        message,
+        shape: words,
+        param,
+        room: 140,
+    };
+    let other = |kind: u8, protocol: u8, message: u8, room: u8| ScmiOp {
+        kind,
+        protocol,
+        message,
+        shape: 0,
+        param: [0; 3],
+        room,
+    };
+    let mut ops = vec![other(1, 0, 0, 32), other(1, 0, 0, 32), other(1, 0, 0, 32)];
+    for p in 0..7 {
+        ops.push(cmd(p, 0, 0, [0; 3]));
+        ops.push(cmd(p, 1, 0, [0; 3]));
+        ops.push(cmd(p, 2, 1, [3, 0, 0]));
+        ops.push(cmd(p, 3, 1, [0; 3]));
+    }
+    ops.push(cmd(0, 6, 1, [0; 3]));
+    ops.push(cmd(0, 7, 1, [0xff, 0xff, 0xff]));
+    ops.push(cmd(0, 8, 1, [1, 0, 0]));
+    ops.push(other(4, 0, 0, 0));
+    write(
+        "scmi_requests",
+        "discovery",
+        ScmiInput {
+            options: 4 | 3,
+            ops,
+        }
+        .encode(),
+    );
+    let mut ops = vec![other(1, 0, 0, 32), other(1, 0, 0, 40), other(1, 0, 0, 20)];
+    // Sensor: read async, trip point 0 at 50 (both ways), notify, crossings.
+    ops.push(cmd(4, 6, 2, [0, 0, 0]));
+    ops.push(cmd(4, 5, 4, [3, 0, 0]));
+    ops.push(cmd(4, 4, 2, [0, 0, 0]));
+    ops.push(other(2, 0, 60, 0));
+    ops.push(other(2, 0, 10, 0));
+    // Clock: describe rates, rate set async, config; reset async; events.
+    ops.push(cmd(3, 4, 2, [0, 0, 0]));
+    ops.push(cmd(3, 5, 4, [1, 0, 0]));
+    ops.push(cmd(3, 7, 2, [2, 0, 0]));
+    ops.push(cmd(5, 4, 3, [1, 0, 0]));
+    ops.push(cmd(5, 5, 2, [1, 0, 0]));
+    ops.push(other(3, 1, 0, 0));
+    ops.push(other(1, 0, 0, 32));
+    ops.push(other(5, 0, 0, 0));
+    write(
+        "scmi_requests",
+        "async-and-notifications",
+        ScmiInput {
+            options: 4 | 8 | 1,
+            ops,
+        }
+        .encode(),
+    );
+    let ops = vec![
+        cmd(4, 6, 2, [0, 0, 0]),
+        cmd(0xe5, 0, 0, [0; 3]),
+        ScmiOp {
+            shape: 0x40 | 1,
+            ..cmd(3, 6, 1, [0; 3])
+        },
+        ScmiOp {
+            shape: 0x18 | 2,
+            ..cmd(3, 6, 2, [0; 3])
+        },
+        other(4, 0, 0, 0),
+    ];
+    write(
+        "scmi_requests",
+        "no-p2a-malformed",
+        ScmiInput { options: 0, ops }.encode(),
     );
     println!("seeds written to {}", dir.display());
 }
