@@ -521,10 +521,17 @@ impl<const D: usize, const N: usize, const E: usize> IommuTables<D, N, E> {
     }
 
     /// Queues a fault for the eventq (dropped when [`FAULT_QUEUE`] wait).
+    /// One identical to the newest waiting fault is the same event seen
+    /// twice (a device checks a buffer, then accesses it) and is not
+    /// queued again.
     pub(crate) fn record_fault(&self, fault: Fault) {
-        if let Ok(mut inner) = self.inner.try_borrow_mut()
-            && inner.faults.push_back(fault).is_err()
-        {
+        let Ok(mut inner) = self.inner.try_borrow_mut() else {
+            return;
+        };
+        if inner.faults.back() == Some(&fault) {
+            return;
+        }
+        if inner.faults.push_back(fault).is_err() {
             inner.dropped = inner.dropped.saturating_add(1);
         }
     }

@@ -5,6 +5,7 @@ use core::cell::Cell;
 use virtio_core::memory::{GuestMemory, MemoryError};
 
 use super::tables::{Access, IommuTables, Window};
+use super::wire::{FAULT_F_READ, FAULT_F_WRITE};
 
 /// The last window a lookup found, valid while the tables' generation is
 /// the one it was found at.
@@ -30,8 +31,10 @@ struct Hit {
 ///
 /// The last window found is cached: a hit costs a generation compare and a
 /// range check before the access to `M`.
-/// [`GuestMemory::check_range`] checks the mapping (either permission)
-/// but does not queue a fault: it is a question, not an access.
+/// [`GuestMemory::check_range`] checks the mapping (either permission,
+/// as the caller has not said which access follows) and queues a fault
+/// without a direction flag when it fails: a device checks a buffer just
+/// before its DMA, so a failed check is the DMA that faults.
 #[derive(Debug)]
 pub struct Translated<'t, M, const D: usize, const N: usize, const E: usize> {
     tables: &'t IommuTables<D, N, E>,
@@ -195,11 +198,46 @@ impl<M: GuestMemory, const D: usize, const N: usize, const E: usize> GuestMemory
         self.mem.fence();
     }
 
+    /// Checks the range is mapped with either permission (a device asks
+    /// before it accesses, not knowing which way yet); when it is not, the
+    /// fault is queued for the first address that is not, without a
+    /// direction flag.
     fn check_range(&self, addr: u64, len: u64) -> Result<(), MemoryError> {
         let mem = &self.mem;
         let check = |phys: u64, _: u64, n: u64| mem.check_range(phys, n);
-        self.pieces(addr, len, Access::Read, false, check)
-            .or_else(|_| self.pieces(addr, len, Access::Write, false, check))
+        let result = self
+            .pieces(addr, len, Access::Read, false, check)
+            .or_else(|_| self.pieces(addr, len, Access::Write, false, check));
+        if matches!(result, Err(MemoryError::OutOfBounds { .. })) {
+            self.record_first_fault(addr, len);
+        }
+        result
+    }
+}
+
+impl<M: GuestMemory, const D: usize, const N: usize, const E: usize> Translated<'_, M, D, N, E> {
+    /// Queues the fault of the first address of `addr .. addr + len` that
+    /// neither permission reaches.
+    fn record_first_fault(&self, addr: u64, len: u64) {
+        let Some(last) = len.checked_sub(1).and_then(|l| addr.checked_add(l)) else {
+            return;
+        };
+        let mut at = addr;
+        loop {
+            let w = self
+                .tables
+                .window(self.index, at, Access::Read)
+                .or_else(|_| self.tables.window(self.index, at, Access::Write));
+            match w {
+                Ok(w) if w.end >= last => return,
+                Ok(w) => at = w.end.wrapping_add(1),
+                Err(mut fault) => {
+                    fault.flags &= !(FAULT_F_READ | FAULT_F_WRITE);
+                    self.tables.record_fault(fault);
+                    return;
+                }
+            }
+        }
     }
 }
 
