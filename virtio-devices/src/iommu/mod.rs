@@ -208,13 +208,23 @@ impl<'t, const D: usize, const N: usize, const E: usize> Iommu<'t, D, N, E> {
         }
         let mut reader = chain.reader(mem);
         let mut writer = chain.writer(mem);
-        let Ok(head) = reader.read_obj::<ReqHead>() else {
+        // The type, then the head's `reserved`, which is not looked at: a
+        // request cut inside its head still has a type to answer by.
+        let mut type_ = [0u8; 1];
+        if reader.read_exact(&mut type_).is_err() {
             return Some(self.finish(&mut writer, Status::Inval));
-        };
-        // `head.reserved` is not looked at.
+        }
+        let [type_] = type_;
         let features = self.negotiated;
         let offered = self.tables.config().features();
-        let status = match head.type_ {
+        let known = (T_ATTACH..=T_PROBE).contains(&type_);
+        if !known || (type_ == T_PROBE && offered & F_PROBE == 0) {
+            return None;
+        }
+        if reader.skip(size_of::<ReqHead>().saturating_sub(1)).is_err() {
+            return Some(self.finish(&mut writer, Status::Inval));
+        }
+        let status = match type_ {
             T_ATTACH => reader
                 .read_obj::<AttachBody>()
                 .map_or(Status::Inval, |b| self.tables.attach(&b, features)),
@@ -228,13 +238,11 @@ impl<'t, const D: usize, const N: usize, const E: usize> Iommu<'t, D, N, E> {
             T_UNMAP => reader
                 .read_obj::<UnmapBody>()
                 .map_or(Status::Inval, |b| self.tables.unmap(&b)),
-            T_PROBE if offered & F_PROBE == 0 => return None,
             T_PROBE if features & F_PROBE == 0 => Status::Unsupp,
-            T_PROBE => match reader.read_obj::<ProbeBody>() {
+            _ => match reader.read_obj::<ProbeBody>() {
                 Ok(b) => return Some(self.probe(&mut writer, &b, room)),
                 Err(_) => Status::Inval,
             },
-            _ => return None,
         };
         Some(self.finish(&mut writer, status))
     }

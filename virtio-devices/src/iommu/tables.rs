@@ -392,13 +392,14 @@ impl<const D: usize, const N: usize, const E: usize> IommuTables<D, N, E> {
         self.inner.try_borrow().map_or(0, |i| i.mappings.len())
     }
 
-    /// Calls `f` with each mapping of `domain`, in IOVA order.
-    pub fn for_each_mapping(&self, domain: u32, mut f: impl FnMut(&Mapping)) {
+    /// Calls `f` with each mapping of `domain` (of every domain for
+    /// `None`), in `(domain, IOVA)` order.
+    pub fn for_each_mapping(&self, domain: Option<u32>, mut f: impl FnMut(&Mapping)) {
         if let Ok(inner) = self.inner.try_borrow() {
             inner
                 .mappings
                 .iter()
-                .filter(|m| m.domain == domain)
+                .filter(|m| domain.is_none_or(|d| m.domain == d))
                 .for_each(&mut f);
         }
     }

@@ -163,7 +163,7 @@ const RW: u32 = MAP_F_READ | MAP_F_WRITE;
 
 fn mappings(t: &T, domain: u32) -> Vec<(u64, u64)> {
     let mut v = Vec::new();
-    t.for_each_mapping(domain, |m| v.push((m.virt_start, m.virt_end)));
+    t.for_each_mapping(Some(domain), |m| v.push((m.virt_start, m.virt_end)));
     v
 }
 
@@ -327,6 +327,9 @@ fn short_requests() {
     let req = attach_req(1, 8, 0);
     assert_eq!(status(&mut h, &req[..10]), Some(Status::Inval));
     assert_eq!(status(&mut h, &req[..2]), Some(Status::Inval));
+    // Cut inside the head, an unknown type is still unknown.
+    assert_eq!(status(&mut h, &[0xc3]), None);
+    assert_eq!(status(&mut h, &[T_MAP]), Some(Status::Inval));
     let req = map_req(1, 0, 0xfff, PHYS, RW);
     assert_eq!(status(&mut h, &req[..30]), Some(Status::Inval));
 }
