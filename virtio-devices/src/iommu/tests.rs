@@ -844,7 +844,8 @@ fn unmap_examples() {
     // spec: iommu.unmap-request.4, iommu.unmap-request.5
     const P: u64 = 0x1000;
     // (map ranges in pages, unmap range in pages, status, mappings left)
-    let cases: [(&[(u64, u64)], (u64, u64), Status, &[(u64, u64)]); 7] = [
+    type Pages = &'static [(u64, u64)];
+    let cases: [(Pages, (u64, u64), Status, Pages); 7] = [
         (&[], (0, 4), Status::Ok, &[]),
         (&[(0, 9)], (0, 9), Status::Ok, &[]),
         (&[(0, 4), (5, 9)], (0, 9), Status::Ok, &[]),

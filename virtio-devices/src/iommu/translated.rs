@@ -30,7 +30,13 @@ struct Hit {
 /// addresses inside its RESV_MEM regions never.
 ///
 /// The last window found is cached: a hit costs a generation compare and a
-/// range check before the access to `M`.
+/// range check before the access to `M`. Measured with
+/// `cargo bench -p virtio-bench --bench iommu` (two shared cores under a
+/// load of about 5, two runs of 2000 rounds): a 4 KiB block read served
+/// device-side takes 257–270 ns over a `Region` and 339–350 ns through a
+/// `Translated` whose rings and data sit in two mappings, so that a
+/// request's accesses alternate between windows and miss the one-entry
+/// cache: about 80 ns, a ratio of 1.29–1.32, for roughly ten accesses.
 /// [`GuestMemory::check_range`] checks the mapping (either permission,
 /// as the caller has not said which access follows) and queues a fault
 /// without a direction flag when it fails: a device checks a buffer just
