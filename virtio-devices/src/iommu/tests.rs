@@ -495,16 +495,15 @@ fn attach_with_reserved_region_mapped_unsupp() {
 #[test]
 fn domain_table_full_is_nomem() {
     let (mut h, t) = rig_with(IommuConfig::default(), all_features());
-    // Three endpoints, capacity four domains: fill with 8, 9, 10 and move
-    // one to a fourth.
+    // Three endpoints in three of four domain slots.
     ok(&mut h, &attach_req(1, 8, 0));
     ok(&mut h, &attach_req(2, 9, 0));
     ok(&mut h, &attach_req(3, 10, 0));
     // Moving the only endpoint of a domain frees its slot first.
     ok(&mut h, &attach_req(4, 10, 0));
     assert_eq!(t.domain_count(), 3);
-    // Fill the fourth slot by sharing: move 10 back next to... a small
-    // table is easier to fill.
+    // Three endpoints cannot fill four slots: a one-domain, two-mapping
+    // table can be filled.
     let t2: &'static IommuTables<1, 2, 4> = Box::leak(Box::new(
         IommuTables::new(IommuConfig::default(), &EPS).unwrap(),
     ));
