@@ -1,5 +1,5 @@
-//! The RAM block device behind our IOMMU: the block device's memory is a
-//! [`Translated`] view for its endpoint, and an IOMMU driver double
+//! The RAM block device behind our IOMMU, over the virtio-mmio transport:
+//! the block device's memory is a [`Translated`] view for its endpoint, and an IOMMU driver double
 //! (written from virtio 1.4 §"IOMMU Device"'s driver statements: check
 //! `F_MAP_UNMAP`, read `page_size_mask` and `input_range`, PROBE each
 //! endpoint before attaching it, keep the eventq filled, never map a
@@ -24,6 +24,8 @@ use virtio_core::queue::{RingArea, Segment};
 use virtio_core::spec::Features;
 use virtio_devices::block::{BlkReqHeader, Block, BlockOptions, RamDisk, Status as BlkStatus};
 use virtio_devices::iommu::*;
+use virtio_transport_mmio::regs::*;
+use virtio_transport_mmio::{InterruptLine, MmioTransport, Width};
 use zerocopy::{FromBytes, IntoBytes};
 
 const BASE: u64 = 0x8000_0000;
@@ -283,31 +285,89 @@ impl IommuDriver {
     }
 }
 
-type BlkCore = DeviceCore<Block<RamDisk<'static>>, &'static Translated<'static, Mem, 4, 16, 1>, 1>;
+/// A level-triggered line that counts rising edges.
+#[derive(Default)]
+struct Irq(u32);
 
-/// The block driver: rings and headers at identity-mapped addresses, data
-/// at IOVAs.
+impl InterruptLine for Irq {
+    fn set_level(&mut self, asserted: bool) {
+        if asserted {
+            self.0 += 1;
+        }
+    }
+}
+
+type View = &'static Translated<'static, Mem, 4, 16, 1>;
+type BlkMmio = MmioTransport<Block<RamDisk<'static>>, View, Irq, 1>;
+
+/// The block driver, over the virtio-mmio registers: rings and headers at
+/// identity-mapped addresses, data at IOVAs.
 struct BlkDriver {
-    core: BlkCore,
+    mmio: BlkMmio,
     mem: Mem,
     q: SplitDriver,
     next_hdr: u64,
 }
 
 impl BlkDriver {
-    fn new(view: &'static Translated<'static, Mem, 4, 16, 1>, mem: Mem) -> Self {
+    fn new(view: View, mem: Mem) -> Self {
         let disk = RamDisk::new(Vec::leak(vec![0u8; 64 * 512]));
-        let mut core = DeviceCore::new(Block::new(disk, BlockOptions::default()), view);
-        negotiate(&mut core, Features::empty());
-        let q = queue(&mut core, mem, 0, BLK_RINGS);
-        core.set_status(1 | 2 | 4 | 8);
-        assert!(core.is_live());
-        Self {
-            core,
+        let core = DeviceCore::new(Block::new(disk, BlockOptions::default()), view);
+        let mut d = Self {
+            mmio: MmioTransport::new(core, Irq::default()),
             mem,
-            q,
+            q: SplitDriver::new(
+                mem,
+                SplitDriver::layout(BLK_RINGS, QSIZE),
+                Features::VERSION_1,
+            )
+            .unwrap(),
             next_hdr: BLK_HDRS,
+        };
+        assert_eq!(d.r(MAGIC_VALUE), 0x7472_6976);
+        assert_eq!(d.r(DEVICE_ID), 2);
+        d.w(STATUS, 0);
+        d.w(STATUS, 1 | 2);
+        d.w(DRIVER_FEATURES_SEL, 0);
+        d.w(DRIVER_FEATURES, 0);
+        d.w(DRIVER_FEATURES_SEL, 1);
+        d.w(DRIVER_FEATURES, 1);
+        d.w(STATUS, 1 | 2 | 8);
+        assert_ne!(d.r(STATUS) & 8, 0, "FEATURES_OK refused");
+        let layout = SplitDriver::layout(BLK_RINGS, QSIZE);
+        d.w(QUEUE_SEL, 0);
+        d.w(QUEUE_SIZE, u32::from(QSIZE));
+        for (low, addr) in [
+            (QUEUE_DESC_LOW, layout.desc_addr),
+            (QUEUE_DRIVER_LOW, layout.driver_addr),
+            (QUEUE_DEVICE_LOW, layout.device_addr),
+        ] {
+            d.w(low, addr as u32);
+            d.w(low + 4, (addr >> 32) as u32);
         }
+        d.w(QUEUE_READY, 1);
+        d.w(STATUS, 1 | 2 | 4 | 8);
+        assert!(d.mmio.core().is_live());
+        d
+    }
+
+    fn r(&mut self, offset: u32) -> u32 {
+        self.mmio.read(offset, Width::Word)
+    }
+
+    fn w(&mut self, offset: u32, value: u32) {
+        let mut s = self.mmio.write(offset, Width::Word, value);
+        while s.work_left() {
+            s = self.mmio.poll();
+        }
+    }
+
+    /// Publishes and notifies; acknowledges the interrupt.
+    fn kick(&mut self) {
+        self.q.publish_avail(self.mem).unwrap();
+        self.w(QUEUE_NOTIFY, 0);
+        let status = self.r(INTERRUPT_STATUS);
+        self.w(INTERRUPT_ACK, status);
     }
 
     /// One request of `type_` at `sector` with a data buffer at `iova`;
@@ -341,8 +401,7 @@ impl BlkDriver {
             (vec![h], vec![data, status])
         };
         self.q.add(self.mem, &readable, &writable).unwrap();
-        self.q.publish_avail(self.mem).unwrap();
-        let _ = self.core.notify(0);
+        self.kick();
         let used = self
             .q
             .pop_used(self.mem)
@@ -379,8 +438,7 @@ fn block_io_through_the_iommu() {
     // Unmapping half of the ring mapping would split it: refused.
     assert_eq!(iommu.unmap(1, BLK_RINGS, PAGE), Status::Range);
 
-    let view: &'static Translated<'static, Mem, 4, 16, 1> =
-        Box::leak(Box::new(Translated::new(tables, BLK_EP, mem).unwrap()));
+    let view: View = Box::leak(Box::new(Translated::new(tables, BLK_EP, mem).unwrap()));
     let mut blk = BlkDriver::new(view, mem);
 
     // A write from the first data page, a read back into the second.
@@ -388,7 +446,7 @@ fn block_io_through_the_iommu() {
     mem.write(DATA_PHYS, &pattern).unwrap();
     assert_eq!(blk.io(T_OUT, 5, DATA_IOVA, 512), BlkStatus::Ok as u8);
     assert_eq!(
-        &blk.core.device().storage().data()[5 * 512..6 * 512],
+        &blk.mmio.core().device().storage().data()[5 * 512..6 * 512],
         &pattern[..]
     );
     assert_eq!(blk.io(T_IN, 5, DATA_IOVA + PAGE, 512), BlkStatus::Ok as u8);
@@ -462,8 +520,7 @@ fn block_io_through_the_iommu() {
         len: 1,
     };
     blk.q.add(mem, &[hdr], &[st]).unwrap();
-    blk.q.publish_avail(mem).unwrap();
-    let _ = blk.core.notify(0);
+    blk.kick();
     assert!(blk.q.pop_used(mem).unwrap().is_none());
     let faults = iommu.faults();
     assert!(!faults.is_empty());
