@@ -660,3 +660,38 @@ impl ScmiInput {
         v
     }
 }
+
+/// Input of `iommu_requests`: an options byte (bits 0–1 the granule: 4 KiB,
+/// 1 byte, 64 KiB; 2 a `domain_range` of 4..=7; 3 an `input_range` of
+/// 0x10000..=0xffffffff; 4 the legacy bypass feature instead of
+/// `BYPASS_CONFIG`; 5 no PROBE; 6 `F_MMIO` offered; 7 the driver leaves
+/// `MAP_UNMAP` out), then up to 64 operations of 16 bytes: `op[0] % 10`
+/// ATTACH, DETACH, MAP, UNMAP, PROBE, a raw request type `op[1]`, an
+/// event buffer of `op[1]` bytes, a `Translated` access, a `bypass` write
+/// of `op[1]`, a device reset; the other bytes are the operation's fields
+/// (see the target).
+#[derive(Debug)]
+pub struct IommuInput {
+    pub options: u8,
+    pub ops: Vec<[u8; 16]>,
+}
+
+impl IommuInput {
+    pub fn parse(data: &[u8]) -> Option<Self> {
+        let (&options, rest) = data.split_first()?;
+        let ops = rest
+            .chunks_exact(16)
+            .take(64)
+            .map(|c| c.try_into().expect("16 bytes"))
+            .collect();
+        Some(Self { options, ops })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = vec![self.options];
+        for op in &self.ops {
+            v.extend_from_slice(op);
+        }
+        v
+    }
+}

@@ -20,6 +20,8 @@
 //! | [`spi`] | SPI controller | 45 | [`embedded_hal::spi::SpiBus`] + chip-select [`embedded_hal::digital::OutputPin`]s, or an [`embedded_hal::spi::SpiDevice`] per chip select |
 //! | [`rpmb`] | RPMB (replay-protected storage, HMAC-SHA256) | 28 | [`rpmb::RpmbStorage`] + [`rpmb::KeyStore`] (RAM models with `test-utils`) |
 //! | [`watchdog`] | watchdog (de-facto protocol, not in the virtio spec) | 35 | [`watchdog::Clock`] + [`watchdog::ExpiryAction`] |
+//! | [`scmi`] | SCMI platform (base, power, performance, clock, sensor, reset, voltage; delayed responses and notifications) | 32 | one trait per protocol (a simulated platform with `test-utils`) |
+//! | [`iommu`] | IOMMU (with [`iommu::Translated`], a memory view through it) | 23 | an endpoint list from the platform |
 //! | [`i2c`] | I2C adapter | 34 | [`embedded_hal::i2c::I2c`] (a 24C02 EEPROM model with `test-utils`) |
 //!
 //! # Invariants
@@ -46,6 +48,8 @@ pub mod console;
 pub mod gpio;
 #[cfg(feature = "i2c")]
 pub mod i2c;
+#[cfg(feature = "iommu")]
+pub mod iommu;
 #[cfg(feature = "rng")]
 pub mod rng;
 #[cfg(feature = "rpmb")]

@@ -11,9 +11,9 @@ use virtio_core::memory::GuestMemory;
 use virtio_core::queue::{QueueConfig, Segment};
 use virtio_core::spec::Features;
 use virtio_fuzz::{
-    DATA, DESC, DEVICE_AREA, DRIVER_AREA, Guarded, I2cInput, I2cRequest, MmioOp, QueueInput,
-    RequestInput, RpmbInput, RpmbRequest, ScmiInput, ScmiOp, ShmInput, WatchdogInput, host,
-    message, shm_layout,
+    DATA, DESC, DEVICE_AREA, DRIVER_AREA, Guarded, I2cInput, I2cRequest, IommuInput, MmioOp,
+    QueueInput, RequestInput, RpmbInput, RpmbRequest, ScmiInput, ScmiOp, ShmInput, WatchdogInput,
+    host, message, shm_layout,
 };
 use virtio_transport_mmio::regs;
 use zerocopy::IntoBytes;
@@ -564,5 +564,45 @@ fn main() {
         "no-p2a-malformed",
         ScmiInput { options: 0, ops }.encode(),
     );
+    // IOMMU: a driver's bring-up (event buffers, PROBE, ATTACH, MAP),
+    // DMA through Translated, a split UNMAP, a fault, UNMAP and DETACH.
+    // Fields: [kind, aux, domain, endpoint, start(2), pages, offset,
+    // phys(2), flags, room, reserved/cut, misc(3)].
+    let op = |kind: u8, aux: u8, start: u16, pages: u8, flags: u8, room: u8| {
+        let [s0, s1] = start.to_le_bytes();
+        [
+            kind, aux, 1, 0, s0, s1, pages, 0, 0x10, 0, flags, room, 0, 8, 0x5a, 0,
+        ]
+    };
+    let bring_up = vec![
+        op(6, 24, 0, 0, 0, 1),
+        op(6, 24, 0, 0, 0, 1),
+        op(4, 0, 0, 0, 0, 71),
+        op(0, 0, 0, 0, 0, 1),
+        op(2, 0, 0, 1, 3, 1),
+        op(2, 0, 2, 0, 1, 1),
+        op(7, 0x10, 0, 0, 0, 0),
+        op(7, 0x00, 2, 0, 0, 0),
+        op(7, 0x10, 2, 0, 0, 0),
+        op(3, 0, 0, 0, 0, 1),
+        op(3, 0, 0, 1, 0, 6),
+        op(7, 0x00, 0, 0, 0, 0),
+        op(1, 0, 0, 0, 0, 1),
+    ];
+    for (name, options) in [
+        ("bring-up-4k", 0u8),
+        ("bring-up-ranges", 0x0c),
+        ("legacy-bypass", 0x11),
+    ] {
+        write(
+            "iommu_requests",
+            name,
+            IommuInput {
+                options,
+                ops: bring_up.clone(),
+            }
+            .encode(),
+        );
+    }
     println!("seeds written to {}", dir.display());
 }
