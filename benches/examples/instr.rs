@@ -89,12 +89,19 @@ fn main() {
     let memory = args.get(2).map_or("region", String::as_str);
     let n = args.get(3).map_or("16", String::as_str);
     let batches: u32 = args.get(4).map_or(100, |b| b.parse().expect("batches"));
-    let size: u16 = args.get(5).map_or(QUEUE_SIZE, |q| q.parse().expect("queue size"));
+    let size: u16 = args
+        .get(5)
+        .map_or(QUEUE_SIZE, |q| q.parse().expect("queue size"));
     if !size.is_power_of_two() || size > MAX_LAYOUT_QUEUE_SIZE {
-        fail(&format!("queue size {size}: a power of two up to {MAX_LAYOUT_QUEUE_SIZE}"));
+        fail(&format!(
+            "queue size {size}: a power of two up to {MAX_LAYOUT_QUEUE_SIZE}"
+        ));
     }
     if shape.ring_descs() > size {
-        fail(&format!("a {} chain does not fit a ring of {size}", shape.name()));
+        fail(&format!(
+            "a {} chain does not fit a ring of {size}",
+            shape.name()
+        ));
     }
     let served = match engine.as_str() {
         "ours-split" | "ours-packed" => {
