@@ -175,8 +175,11 @@ echo "BVQ QUEUE mq=$(ls /sys/block/vda/mq | wc -l) max_sectors_kb=$(cat $q/max_s
 preload=$(cat /preload)
 while IFS='|' read -r name args; do
     # shellcheck disable=SC2086
+    before=$(cat /sys/block/vda/stat)
     out=$(LD_PRELOAD=$preload fio $args 2>/tmp/fio.err) || echo "BVQ ERR $name $(tr '\n' ' ' </tmp/fio.err)"
     echo "BVQ ROW $name $(echo "$out" | grep '^3;' | tail -n1)"
+    # requests the block layer completed on vda during the row (ramp included)
+    echo "BVQ STAT $name $before $(cat /sys/block/vda/stat)"
 done </rows
 echo "BVQ DONE"
 poweroff -f
@@ -291,7 +294,13 @@ for round in $(seq 1 "$ROUNDS"); do
             unit=IOPS; case "$r" in 1m-*) unit=MiB/s ;; esac
             v=$(figure "$r" "$terse")
             printf '%s\t%s\t%s\t%s\t%s\n' "$side" "$round" "$r" "$v" "$unit" >>"$RUNS"
-            log "$name $r: $v $unit"
+            # Device requests per fio request (the block layer splits a
+            # request that has more pages than max_segments).
+            split=$(grep -a "^BVQ STAT $r " "$WORK/$name.console" | tr -d '\r' | awk -v bs="$([ "${r#1m}" != "$r" ] && echo 1024 || echo 4)" '{
+                # fields after the name: 17 before, 17 after (reads done $4, sectors read $6; writes $8, sectors $10)
+                n = 20; req = ($(n+1) - $4) + ($(n+5) - $8); kib = (($(n+3) - $6) + ($(n+7) - $10)) / 2
+                if (req > 0) printf "%.2f", req / (kib / bs) }')
+            log "$name $r: $v $unit${split:+ ($split device requests per fio request)}"
             # Guest requests of the row: KiB done / KiB per request.
             reqs=$(awk -F';' -v r="$r" '{ bs = (r ~ /^1m/) ? 1024 : 4; printf "%.0f", ($6 + $47) / bs }' <<<"$terse")
             boot_reqs=$(( ${boot_reqs:-0} + reqs ))
