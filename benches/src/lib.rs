@@ -19,6 +19,10 @@ use virtio_core::spec::Features;
 
 /// Queue size of the criterion benches.
 pub const QUEUE_SIZE: u16 = 256;
+/// The largest queue size this layout holds: one 64-byte indirect table per
+/// request slot between [`TABLES`] and [`DATA`] (the ring itself, split or
+/// packed, fits below [`TABLES`] up to this size).
+pub const MAX_LAYOUT_QUEUE_SIZE: u16 = 1024;
 /// The ring sits at guest address 0.
 pub const RING: u64 = 0;
 /// Indirect tables, one per request slot (4 entries of 16 bytes).
@@ -49,6 +53,11 @@ pub enum Shape {
     Four,
     /// The same four buffers behind one INDIRECT descriptor.
     Indirect,
+    /// A chain of `k` direct descriptors (one of [`Shape::CHAIN_LENGTHS`]),
+    /// for the scaling against chain length: `k - 1` readable 64-byte
+    /// buffers (the first holds the header) and a 1-byte writable status;
+    /// `k = 1` is the header alone.
+    Chain(u8),
 }
 
 impl Shape {
@@ -60,8 +69,27 @@ impl Shape {
         Shape::Indirect,
     ];
 
+    /// The chain lengths of [`Shape::Chain`] the probe measures.
+    pub const CHAIN_LENGTHS: [u8; 6] = [1, 2, 4, 8, 16, 32];
+
+    /// The shape called `name` (one of [`Shape::ALL`] or `chain-K` for a
+    /// `K` of [`Shape::CHAIN_LENGTHS`]).
+    pub fn parse(name: &str) -> Option<Shape> {
+        Shape::ALL
+            .into_iter()
+            .chain(Shape::CHAIN_LENGTHS.map(Shape::Chain))
+            .find(|s| s.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
+            Shape::Chain(1) => "chain-1",
+            Shape::Chain(2) => "chain-2",
+            Shape::Chain(4) => "chain-4",
+            Shape::Chain(8) => "chain-8",
+            Shape::Chain(16) => "chain-16",
+            Shape::Chain(32) => "chain-32",
+            Shape::Chain(_) => "chain-other",
             Shape::One => "1-desc",
             Shape::Writable => "1-writable",
             Shape::HeaderStatus => "hdr-status",
@@ -75,6 +103,7 @@ impl Shape {
         match self {
             Shape::Four => 4,
             Shape::HeaderStatus => 3,
+            Shape::Chain(k) => u16::from(k),
             Shape::One | Shape::Writable | Shape::Indirect => 1,
         }
     }
@@ -94,6 +123,11 @@ impl Shape {
             Shape::Four | Shape::Indirect => (
                 vec![header, seg(64, 512), seg(1024, 512)],
                 vec![seg(1600, 1)],
+            ),
+            Shape::Chain(1) => (vec![header], vec![]),
+            Shape::Chain(k) => (
+                (0..u64::from(k) - 1).map(|j| seg(64 * j, 64)).collect(),
+                vec![seg(SLOT - 1, 1)],
             ),
         }
     }

@@ -17,4 +17,5 @@ pub mod clauses;
 pub mod ffi_header;
 pub mod markers;
 pub mod matrix;
+pub mod plots;
 pub mod tex;

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use xtask::{clauses, ffi_header, markers, matrix};
+use xtask::{clauses, ffi_header, markers, matrix, plots};
 
 const USAGE: &str = "\
 usage: cargo run -p xtask -- <task> [options]
@@ -26,6 +26,10 @@ tasks:
   ffi-header [--check]
       Write virtio-ffi/include/virtio_backend.h with cbindgen from the
       virtio-ffi sources. --check: fail if the committed header differs.
+  plots [--check]
+      Draw benches/plots/*.svg from the measured data in benches/data/*.tsv
+      (written by benches/instructions.sh and benches/blk-vs-qsd.sh).
+      --check: fail if a committed SVG is not what the data gives.
 ";
 
 fn root() -> PathBuf {
@@ -165,6 +169,27 @@ fn ffi_header(root: &Path, check: bool) -> Result<(), Vec<String>> {
     .map_err(|e| vec![e])
 }
 
+fn plots_task(root: &Path, check: bool) -> Result<(), Vec<String>> {
+    let charts = plots::all(&|file| read(&root.join(file))).map_err(|e| vec![e])?;
+    if !check {
+        fs::create_dir_all(root.join("benches/plots"))
+            .map_err(|e| vec![format!("benches/plots: {e}")])?;
+    }
+    let mut errors = Vec::new();
+    for (file, svg) in charts {
+        if let Err(e) = write_or_check(root, file, &svg, check, "cargo run -p xtask -- plots") {
+            errors.push(e);
+        } else if !check {
+            println!("wrote {file}");
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let check = args.iter().any(|a| a == "--check");
@@ -189,6 +214,7 @@ fn main() -> ExitCode {
         ["spec-clauses"] => spec_clauses(&root, spec, check),
         ["conformance"] if spec.is_none() => conformance(&root, check),
         ["ffi-header"] if spec.is_none() => ffi_header(&root, check),
+        ["plots"] if spec.is_none() => plots_task(&root, check),
         ["help"] | ["--help"] | ["-h"] => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

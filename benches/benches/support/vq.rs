@@ -13,7 +13,12 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemory as _, GuestMemoryMmap,
 pub type VmMemory = GuestMemoryMmap<()>;
 
 pub fn vm_memory() -> VmMemory {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), memory_len(QUEUE_SIZE))]).unwrap()
+    vm_memory_for(QUEUE_SIZE)
+}
+
+/// Guest memory for a ring of `size` in the benches' layout.
+pub fn vm_memory_for(size: u16) -> VmMemory {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), memory_len(size))]).unwrap()
 }
 
 /// Our `GuestMemory` over a `vm-memory` guest, for the driver side only.
