@@ -1,8 +1,9 @@
 //! virtio over the shared-memory transport inside one Cortex-M4 image.
 //!
-//! The device end (an entropy device, a RAM block device and an I2C adapter
-//! whose bus is the 24C02 EEPROM model, an `embedded_hal::i2c::I2c`) and the driver
-//! end share a window in SRAM. The driver end runs in thread mode; its
+//! The device end (an entropy device, a RAM block device, an I2C adapter
+//! whose bus is the 24C02 EEPROM model, an `embedded_hal::i2c::I2c`, and an
+//! SCMI platform of simulated clocks and sensors: the safety island's case)
+//! and the driver end share a window in SRAM. The driver end runs in thread mode; its
 //! doorbell pends an NVIC interrupt and the device end runs in that
 //! interrupt's handler. Everything is checked; results go out over
 //! semihosting and any mismatch exits non-zero.
@@ -33,6 +34,8 @@ use virtio_devices::i2c::{
     MSG_OK,
 };
 use virtio_devices::rng::Rng;
+use virtio_devices::scmi::Scmi;
+use virtio_devices::scmi::sim::SimPlatform;
 use virtio_transport_shm::layout::Bump;
 use virtio_transport_shm::{DataArea, DeviceEnd, DriverEnd, Polled, ShmDevice, Spin};
 use zerocopy::IntoBytes;
@@ -43,6 +46,7 @@ type Devices = (
     ShmDevice<Rng<XorShift>, Data, 1, 8>,
     ShmDevice<Block<RamDisk<'static>>, Data, 1, 8>,
     ShmDevice<I2cAdapter<Eeprom, 4, 32>, Data, 1, 8>,
+    ShmDevice<Scmi<SimPlatform, 4, 2>, Data, 2, 8>,
 );
 type Device = DeviceEnd<'static, Region<'static>, Devices, Polled>;
 
@@ -122,13 +126,14 @@ fn main() -> ! {
             data,
         ),
         ShmDevice::new(I2cAdapter::new(Eeprom::default()), data),
+        ShmDevice::new(Scmi::new(SimPlatform::new()).with_queue_size(8), data),
     );
     let device = ok!(DeviceEnd::create(window, LAYOUT, devices, Polled));
     cortex_m::interrupt::free(|cs| DEVICE.borrow(cs).replace(Some(device)));
     common::enable_doorbell();
 
     // ---- driver end: thread mode ----
-    let mut drv: DriverEnd<_, _, _, 3> = ok!(DriverEnd::attach(
+    let mut drv: DriverEnd<_, _, _, 4> = ok!(DriverEnd::attach(
         window,
         LAYOUT,
         NvicDoorbell(DOORBELL),
@@ -137,8 +142,8 @@ fn main() -> ! {
     .with_max_waits(10_000);
     check!(ok!(drv.ping(0xc0ffee)) == 0xc0ffee, "PING mismatch");
     let present = ok!(drv.devices());
-    check!(present == 0b111, "GET_DEVICES {:#b}", present);
-    for dev in 0..3 {
+    check!(present == 0b1111, "GET_DEVICES {:#b}", present);
+    for dev in 0..4 {
         let info = ok!(drv.device_info(dev));
         hprintln!(
             "device {}: id {}, {} queue(s), config {} bytes",
@@ -339,6 +344,105 @@ fn main() -> ! {
     ok!(mem.read(st + 1, &mut s[..1]));
     check!(s[0] == MSG_ERR, "i2c NACK status {}", s[0]);
     hprintln!("i2c: read from absent 0x51 answered MSG_ERR (NACK)");
+
+    // scmi: the island's platform answers the agent's commands on the
+    // cmdq (base discovery, a clock rate, a sensor reading); an unknown
+    // protocol gets NOT_SUPPORTED with the token echoed.
+    let (Some(cbase), Some(ebase)) = (
+        alloc.alloc(SplitDriver::layout_len(4), 16),
+        alloc.alloc(SplitDriver::layout_len(4), 16),
+    ) else {
+        fail("alloc");
+    };
+    let (cq, eq) = (SplitDriver::layout(cbase, 4), SplitDriver::layout(ebase, 4));
+    let mut q = ok!(SplitDriver::new(&mem, cq, Features::VERSION_1));
+    let f = ok!(drv.bring_up(3, Features::empty(), &[cq, eq]));
+    hprintln!("scmi: negotiated features {:#x}", f.bits());
+    let (Some(cmd), Some(resp)) = (alloc.alloc(16, 8), alloc.alloc(32, 8)) else {
+        fail("alloc");
+    };
+    // Header: message id 7:0, type 9:8 (0, a command), protocol 17:10,
+    // token 27:18.
+    let header = |protocol: u32, message: u32, token: u32| {
+        message | (protocol << 10) | ((token & 0x3ff) << 18)
+    };
+    // Sends one command (header then parameter words); returns the used
+    // length and the response words (header, status, return values).
+    let mut command = |words: &[u32]| -> (u32, [u32; 8]) {
+        let mut bytes = [0u8; 16];
+        for (chunk, w) in bytes.chunks_exact_mut(4).zip(words) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        let len = (words.len() * 4) as u32;
+        ok!(mem.write(cmd, &bytes[..words.len() * 4]));
+        ok!(mem.write(resp, &[0u8; 32]));
+        ok!(q.add(&mem, &[seg(cmd, len)], &[seg(resp, 32)]));
+        if ok!(q.publish_avail(&mem)) {
+            ok!(drv.notify(3, 0, 0));
+        }
+        let used = loop {
+            if let Some(u) = ok!(q.pop_used(&mem)) {
+                break u;
+            }
+            ok!(drv.wait_used(3, 0));
+        };
+        let mut raw = [0u8; 32];
+        ok!(mem.read(resp, &mut raw));
+        let mut out = [0u32; 8];
+        for (w, chunk) in out.iter_mut().zip(raw.chunks_exact(4)) {
+            *w = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
+        (used.len, out)
+    };
+    // BASE_PROTOCOL_VERSION.
+    let (len, r) = command(&[header(0x10, 0x0, 1)]);
+    check!(
+        len == 12 && r[0] == header(0x10, 0x0, 1) && r[1] == 0,
+        "scmi base version {} {:x?}",
+        len,
+        r
+    );
+    hprintln!("scmi: base protocol version {:#x}", r[2]);
+    // BASE_DISCOVER_VENDOR: a 16-byte name.
+    let (len, r) = command(&[header(0x10, 0x3, 2)]);
+    check!(len == 24 && r[1] == 0, "scmi vendor {} {:x?}", len, r);
+    let mut vendor = [0u8; 16];
+    for (chunk, w) in vendor.chunks_exact_mut(4).zip(&r[2..6]) {
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    let name_len = vendor.iter().position(|b| *b == 0).unwrap_or(16);
+    let name = core::str::from_utf8(&vendor[..name_len]).unwrap_or("?");
+    check!(name_len > 0, "scmi vendor empty");
+    hprintln!("scmi: vendor {}", name);
+    // CLOCK_RATE_GET of clock 0: 400 MHz in the simulated platform.
+    let (len, r) = command(&[header(0x14, 0x6, 3), 0]);
+    let rate = u64::from(r[2]) | (u64::from(r[3]) << 32);
+    check!(
+        len == 16 && r[1] == 0 && rate == 400_000_000,
+        "scmi clock {} {:x?}",
+        len,
+        r
+    );
+    hprintln!("scmi: clock 0 at {} Hz", rate);
+    // SENSOR_READING_GET of sensor 0, synchronous: 45 000 m°C.
+    let (len, r) = command(&[header(0x15, 0x6, 4), 0, 0]);
+    let reading = (u64::from(r[2]) | (u64::from(r[3]) << 32)) as i64;
+    check!(
+        len == 16 && r[1] == 0 && reading == 45_000,
+        "scmi sensor {} {:x?}",
+        len,
+        r
+    );
+    hprintln!("scmi: sensor 0 reads {} m°C", reading);
+    // A protocol the platform does not have: NOT_SUPPORTED (-1), status only.
+    let (len, r) = command(&[header(0x42, 0x0, 5)]);
+    check!(
+        len == 8 && r[0] == header(0x42, 0x0, 5) && r[1] as i32 == -1,
+        "scmi unknown protocol {} {:x?}",
+        len,
+        r
+    );
+    hprintln!("scmi: protocol 0x42 answered NOT_SUPPORTED, token echoed");
 
     let stats =
         cortex_m::interrupt::free(|cs| DEVICE.borrow(cs).borrow().as_ref().map(|d| d.stats()));
