@@ -128,7 +128,13 @@ enum DeviceCmd {
     #[command(
         after_help = "QEMU (qemu-system-aarch64 >= 10.0, -M virt): -chardev socket,id=c0,path=PATH -device vhost-user-scmi-pci,chardev=c0\nThe guest kernel needs ARM_SCMI_TRANSPORT_VIRTIO and a device tree node\n  firmware { scmi { compatible = \"arm,scmi-virtio\"; #address-cells = <1>; #size-cells = <0>; ... } };\nwith one child per protocol it should use (protocol@14 clocks, @15 sensors, @16 resets, ...).\nProtocols: base, power 0x11, perf 0x13, clock 0x14, sensor 0x15, reset 0x16, voltage 0x17;\nnotifications and delayed responses over the eventq (VIRTIO_SCMI_F_P2A_CHANNELS)."
     )]
-    Scmi,
+    Scmi {
+        /// Serve the simulated platform (the one this daemon has; a real
+        /// one is a `virtio_devices::scmi` platform linked into your own
+        /// daemon or firmware).
+        #[arg(long, required = true)]
+        sim: bool,
+    },
     /// Watchdog (virtio id 35; a de-facto protocol, cloud-hypervisor's, not
     /// in the virtio spec): acts when the guest stops pinging.
     #[command(
@@ -331,7 +337,7 @@ impl Server {
                     .map_err(|e| format!("cannot open RPMB image {}: {e}", file.display()))?;
                 Self::Rpmb(file)
             }
-            DeviceCmd::Scmi => Self::Scmi,
+            DeviceCmd::Scmi { .. } => Self::Scmi,
             DeviceCmd::Watchdog { timeout, on_expiry } => Self::Watchdog {
                 timeout: std::time::Duration::from_secs(timeout),
                 on_expiry,
@@ -734,8 +740,9 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
-        let cli = Cli::try_parse_from(["vvu", "--socket", "s", "scmi"]).expect("parses");
-        assert!(matches!(cli.device, DeviceCmd::Scmi));
+        let cli = Cli::try_parse_from(["vvu", "--socket", "s", "scmi", "--sim"]).expect("parses");
+        assert!(matches!(cli.device, DeviceCmd::Scmi { sim: true }));
+        assert!(Cli::try_parse_from(["vvu", "--socket", "s", "scmi"]).is_err());
         let cli = Cli::try_parse_from(["vvu", "--socket", "s", "spi", "--dev", "/dev/spidev0.1"])
             .expect("parses");
         assert!(matches!(

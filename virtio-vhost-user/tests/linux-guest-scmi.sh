@@ -384,7 +384,7 @@ dtc -q -I dts -O dtb -o "$WORK/scmi.dtb" "$WORK/scmi.dts"
 
 # ---- boot ----------------------------------------------------------------------
 rm -f "$SOCK"
-"$BIN" --socket "$SOCK" scmi 2>"$DLOG" &
+"$BIN" --socket "$SOCK" scmi --sim 2>"$DLOG" &
 DPID=$!
 for _ in $(seq 1 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
 [ -S "$SOCK" ] || { log "the daemon did not listen"; cat "$DLOG" >&2; exit 1; }
