@@ -46,6 +46,7 @@ use memmap2::MmapOptions;
 use rustix::fs::{MemfdFlags, SealFlags};
 use virtio_core::device::Journal;
 use virtio_core::memory::{GuestMemory, MappedMemory};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::memory::UnsealedMemory;
 
@@ -140,35 +141,23 @@ impl Region {
         })
     }
 
-    fn get_u16(&self, addr: u64) -> u16 {
-        let mut b = [0u8; 2];
-        // Inside the region (checked when it was mapped): cannot fail.
-        let _ = self.mem.read(addr, &mut b);
-        u16::from_ne_bytes(b)
+    /// A field of the region (native byte order, as the frontend's side
+    /// lays it out). Inside the region, checked when it was mapped: the
+    /// access cannot fail, and a field that could not be read reads as 0.
+    fn get<T: FromBytes + IntoBytes>(&self, addr: u64) -> T {
+        self.mem.read_obj(addr).unwrap_or_else(|_| T::new_zeroed())
     }
 
-    fn set_u16(&self, addr: u64, value: u16) {
-        let _ = self.mem.write(addr, &value.to_ne_bytes());
-    }
-
-    fn get_u64(&self, addr: u64) -> u64 {
-        let mut b = [0u8; 8];
-        let _ = self.mem.read(addr, &mut b);
-        u64::from_ne_bytes(b)
-    }
-
-    fn set_u64(&self, addr: u64, value: u64) {
-        let _ = self.mem.write(addr, &value.to_ne_bytes());
+    fn set<T: IntoBytes + Immutable>(&self, addr: u64, value: T) {
+        let _ = self.mem.write_obj(addr, &value);
     }
 
     fn inflight(&self, desc: u64) -> bool {
-        let mut b = [0u8; 1];
-        let _ = self.mem.read(desc, &mut b);
-        b[0] == 1
+        self.get::<u8>(desc) == 1
     }
 
     fn set_inflight(&self, desc: u64, on: bool) {
-        let _ = self.mem.write(desc, &[u8::from(on)]);
+        self.set(desc, u8::from(on));
     }
 }
 
@@ -332,8 +321,8 @@ impl Inflight {
             return None;
         }
         state.recording = true;
-        if region.get_u16(base.wrapping_add(8)) != VERSION
-            || region.get_u16(base.wrapping_add(10)) != size
+        if region.get::<u16>(base.wrapping_add(8)) != VERSION
+            || region.get::<u16>(base.wrapping_add(10)) != size
         {
             // Never written (or by something else): start it clean.
             for head in 0..size {
@@ -341,33 +330,33 @@ impl Inflight {
                     region.set_inflight(desc, false);
                 }
             }
-            region.set_u64(base, 0);
-            region.set_u16(base.wrapping_add(10), size);
-            region.set_u16(base.wrapping_add(12), 0);
-            region.set_u16(base.wrapping_add(14), used);
-            region.set_u16(base.wrapping_add(8), VERSION);
+            region.set::<u64>(base, 0);
+            region.set::<u16>(base.wrapping_add(10), size);
+            region.set::<u16>(base.wrapping_add(12), 0);
+            region.set::<u16>(base.wrapping_add(14), used);
+            region.set::<u16>(base.wrapping_add(8), VERSION);
             return None;
         }
         // The ring moved past the record's used index: the last batch was
         // published before its entries were cleared. Clear them now.
-        let recorded = region.get_u16(base.wrapping_add(14));
+        let recorded = region.get::<u16>(base.wrapping_add(14));
         let mut left = used.wrapping_sub(recorded).min(size);
-        let mut head = region.get_u16(base.wrapping_add(12));
+        let mut head = region.get::<u16>(base.wrapping_add(12));
         while left > 0 {
             let Some(desc) = region.desc(queue, head) else {
                 break;
             };
             region.set_inflight(desc, false);
-            head = region.get_u16(desc.wrapping_add(6));
+            head = region.get::<u16>(desc.wrapping_add(6));
             left = left.wrapping_sub(1);
         }
-        region.set_u16(base.wrapping_add(14), used);
+        region.set::<u16>(base.wrapping_add(14), used);
         let mut held: Vec<(u64, u16)> = (0..size)
             .filter_map(|h| {
                 let desc = region.desc(queue, h)?;
                 region
                     .inflight(desc)
-                    .then(|| (region.get_u64(desc.wrapping_add(8)), h))
+                    .then(|| (region.get::<u64>(desc.wrapping_add(8)), h))
             })
             .collect();
         held.sort_unstable();
@@ -421,7 +410,7 @@ impl Journal for Inflight {
         let Some(desc) = region.desc(queue, head) else {
             return;
         };
-        region.set_u64(desc.wrapping_add(8), counter);
+        region.set::<u64>(desc.wrapping_add(8), counter);
         region.set_inflight(desc, true);
         self.counter = counter.wrapping_add(1);
     }
@@ -433,8 +422,11 @@ impl Journal for Inflight {
         let (Some(base), Some(desc)) = (region.base(queue), region.desc(queue, head)) else {
             return;
         };
-        region.set_u16(desc.wrapping_add(6), region.get_u16(base.wrapping_add(12)));
-        region.set_u16(base.wrapping_add(12), head);
+        region.set::<u16>(
+            desc.wrapping_add(6),
+            region.get::<u16>(base.wrapping_add(12)),
+        );
+        region.set::<u16>(base.wrapping_add(12), head);
         state.batch = state.batch.saturating_add(1);
     }
 
@@ -445,15 +437,15 @@ impl Journal for Inflight {
         let Some(base) = region.base(queue) else {
             return;
         };
-        let mut head = region.get_u16(base.wrapping_add(12));
+        let mut head = region.get::<u16>(base.wrapping_add(12));
         for _ in 0..std::mem::take(&mut state.batch) {
             let Some(desc) = region.desc(queue, head) else {
                 break;
             };
             region.set_inflight(desc, false);
-            head = region.get_u16(desc.wrapping_add(6));
+            head = region.get::<u16>(desc.wrapping_add(6));
         }
-        region.set_u16(base.wrapping_add(14), used);
+        region.set::<u16>(base.wrapping_add(14), used);
     }
 
     fn active(&mut self) -> Option<&mut dyn Journal> {

@@ -222,7 +222,40 @@ pub(crate) fn wait_for(call: &EventFd) {
     }
 }
 
-const QSIZE: u16 = 8;
+pub(crate) const QSIZE: u16 = 8;
+
+/// The frontend's side of starting ring `queue` laid out at `layout` (in
+/// guest physical addresses), resuming at `base`: size, addresses, base,
+/// call and kick eventfds, enable. Returns the kick and call eventfds.
+pub(crate) fn set_up_ring(
+    fe: &mut Frontend,
+    queue: usize,
+    layout: virtio_core::queue::QueueConfig,
+    base: u16,
+) -> (EventFd, EventFd) {
+    let ua = |gpa: u64| gpa - GPA + UA;
+    fe.set_vring_num(queue, QSIZE).unwrap();
+    fe.set_vring_addr(
+        queue,
+        &VringConfigData {
+            queue_max_size: QSIZE,
+            queue_size: QSIZE,
+            flags: 0,
+            desc_table_addr: ua(layout.desc_addr),
+            used_ring_addr: ua(layout.device_addr),
+            avail_ring_addr: ua(layout.driver_addr),
+            log_addr: None,
+        },
+    )
+    .unwrap();
+    fe.set_vring_base(queue, base).unwrap();
+    let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+    let call = EventFd::new(EFD_NONBLOCK).unwrap();
+    fe.set_vring_call(queue, &call).unwrap();
+    fe.set_vring_kick(queue, &kick).unwrap();
+    fe.set_vring_enable(queue, true).unwrap();
+    (kick, call)
+}
 
 /// Negotiates, shares `ram`, runs `before_rings` (e.g. `SET_INFLIGHT_FD`)
 /// and starts queue 0 at `base`; returns the frontend, the driver and the
@@ -269,27 +302,7 @@ fn start_with(
     let driver = SplitDriver::new(&mem, layout, features).unwrap();
     prepare(&mem);
     before_rings(&mut fe);
-    let ua = |gpa: u64| gpa - GPA + UA;
-    fe.set_vring_num(0, QSIZE).unwrap();
-    fe.set_vring_addr(
-        0,
-        &VringConfigData {
-            queue_max_size: QSIZE,
-            queue_size: QSIZE,
-            flags: 0,
-            desc_table_addr: ua(layout.desc_addr),
-            used_ring_addr: ua(layout.device_addr),
-            avail_ring_addr: ua(layout.driver_addr),
-            log_addr: None,
-        },
-    )
-    .unwrap();
-    fe.set_vring_base(0, base).unwrap();
-    let kick = EventFd::new(EFD_NONBLOCK).unwrap();
-    let call = EventFd::new(EFD_NONBLOCK).unwrap();
-    fe.set_vring_call(0, &call).unwrap();
-    fe.set_vring_kick(0, &kick).unwrap();
-    fe.set_vring_enable(0, true).unwrap();
+    let (kick, call) = set_up_ring(&mut fe, 0, layout, base);
     (fe, driver, mem, kick, call)
 }
 
@@ -891,31 +904,11 @@ fn block_queues_are_served_each_on_its_own_thread() {
         .unwrap();
     };
     table(&mut fe);
-    let ua = |gpa: u64| gpa - GPA + UA;
     let mut rings = Vec::new();
     for queue in 0..2usize {
         let layout = SplitDriver::layout(GPA + 0x4000 * queue as u64, QSIZE);
         let driver = SplitDriver::new(&mem, layout, Features::VERSION_1).unwrap();
-        fe.set_vring_num(queue, QSIZE).unwrap();
-        fe.set_vring_addr(
-            queue,
-            &VringConfigData {
-                queue_max_size: QSIZE,
-                queue_size: QSIZE,
-                flags: 0,
-                desc_table_addr: ua(layout.desc_addr),
-                used_ring_addr: ua(layout.device_addr),
-                avail_ring_addr: ua(layout.driver_addr),
-                log_addr: None,
-            },
-        )
-        .unwrap();
-        fe.set_vring_base(queue, 0).unwrap();
-        let kick = EventFd::new(EFD_NONBLOCK).unwrap();
-        let call = EventFd::new(EFD_NONBLOCK).unwrap();
-        fe.set_vring_call(queue, &call).unwrap();
-        fe.set_vring_kick(queue, &kick).unwrap();
-        fe.set_vring_enable(queue, true).unwrap();
+        let (kick, call) = set_up_ring(&mut fe, queue, layout, 0);
         rings.push((driver, kick, call));
     }
     wait_threads(|n| n.iter().any(|t| t == "virtqueue-0") && n.iter().any(|t| t == "virtqueue-1"));

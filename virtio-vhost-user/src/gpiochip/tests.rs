@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
-use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
 use virtio_core::driver::SplitDriver;
 use virtio_core::memory::GuestMemory;
 use virtio_core::queue::Segment;
@@ -24,11 +24,11 @@ use virtio_devices::gpio::{
     MSG_GET_LINE_NAMES, MSG_GET_VALUE, MSG_SET_DIRECTION, MSG_SET_IRQ_TYPE, MSG_SET_VALUE,
     STATUS_ERR, STATUS_OK,
 };
-use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
 use crate::connection::Ended;
-use crate::tests::{FileMem, GPA, RAM, UA, temp_file, wait_for};
+use crate::tests::{FileMem, GPA, QSIZE, RAM, UA, set_up_ring, temp_file, wait_for};
 
 // ---- the fake chip ---------------------------------------------------------
 
@@ -438,8 +438,6 @@ fn chip_events_report_each_ready_line_to_the_device() {
 
 // ---- a whole conversation --------------------------------------------------
 
-const QSIZE: u16 = 8;
-
 /// struct virtio_gpio_request: type, gpio (le16), value (le32).
 fn request_bytes(type_: u16, gpio: u16, value: u32) -> [u8; 8] {
     let mut b = [0u8; 8];
@@ -483,30 +481,10 @@ impl Guest {
         let mem = FileMem {
             file: ram.try_clone().unwrap(),
         };
-        let ua = |gpa: u64| gpa - GPA + UA;
         let queues = [0u16, 1].map(|q| {
             let layout = SplitDriver::layout(GPA + u64::from(q) * 0x4000, QSIZE);
             let driver = SplitDriver::new(&mem, layout, features).unwrap();
-            fe.set_vring_num(usize::from(q), QSIZE).unwrap();
-            fe.set_vring_addr(
-                usize::from(q),
-                &VringConfigData {
-                    queue_max_size: QSIZE,
-                    queue_size: QSIZE,
-                    flags: 0,
-                    desc_table_addr: ua(layout.desc_addr),
-                    used_ring_addr: ua(layout.device_addr),
-                    avail_ring_addr: ua(layout.driver_addr),
-                    log_addr: None,
-                },
-            )
-            .unwrap();
-            fe.set_vring_base(usize::from(q), 0).unwrap();
-            let kick = EventFd::new(EFD_NONBLOCK).unwrap();
-            let call = EventFd::new(EFD_NONBLOCK).unwrap();
-            fe.set_vring_call(usize::from(q), &call).unwrap();
-            fe.set_vring_kick(usize::from(q), &kick).unwrap();
-            fe.set_vring_enable(usize::from(q), true).unwrap();
+            let (kick, call) = set_up_ring(&mut fe, usize::from(q), layout, 0);
             (driver, kick, call)
         });
         Self {
