@@ -19,6 +19,7 @@
 //! | [`gpio`] | GPIO (with interrupts) | 41 | [`gpio::GpioBank`] ([`gpio::PinBank`] over `embedded_hal::digital` pins; a loopback with `test-utils`) |
 //! | [`spi`] | SPI controller | 45 | [`embedded_hal::spi::SpiBus`] + chip-select [`embedded_hal::digital::OutputPin`]s, or an [`embedded_hal::spi::SpiDevice`] per chip select |
 //! | [`rpmb`] | RPMB (replay-protected storage, HMAC-SHA256) | 28 | [`rpmb::RpmbStorage`] + [`rpmb::KeyStore`] (RAM models with `test-utils`) |
+//! | [`sound`] | sound (PCM streams, jacks, channel maps, controls) | 25 | [`sound::PcmBackend`] (a null sink/source included) |
 //! | [`watchdog`] | watchdog (de-facto protocol, not in the virtio spec) | 35 | [`watchdog::Clock`] + [`watchdog::ExpiryAction`] |
 //! | [`i2c`] | I2C adapter | 34 | [`embedded_hal::i2c::I2c`] (a 24C02 EEPROM model with `test-utils`) |
 //!
@@ -50,6 +51,8 @@ pub mod i2c;
 pub mod rng;
 #[cfg(feature = "rpmb")]
 pub mod rpmb;
+#[cfg(feature = "sound")]
+pub mod sound;
 #[cfg(feature = "spi")]
 pub mod spi;
 #[cfg(feature = "watchdog")]
