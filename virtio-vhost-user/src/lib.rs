@@ -64,6 +64,7 @@ pub mod inflight;
 pub mod memory;
 pub mod rpmb_file;
 pub mod sim;
+pub mod sound_wav;
 pub mod storage;
 pub mod watchdog_host;
 

@@ -25,6 +25,7 @@ use virtio_vhost_user::host::{HostI2c, open_spidev};
 use virtio_vhost_user::memory::UnsealedMemory;
 use virtio_vhost_user::rpmb_file;
 use virtio_vhost_user::sim::{FLASH_BYTES, FlashSpi, SharedFlash, TracedBus};
+use virtio_vhost_user::sound_wav::{SoundFiles, WavPcm, serve_sound};
 use virtio_vhost_user::storage::{FileStorage, ResizeTrigger};
 use virtio_vhost_user::watchdog_host::{CommandAction, HostWatchdog, StdClock, Ticks};
 
@@ -120,6 +121,12 @@ enum DeviceCmd {
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=128))]
         capacity: u8,
     },
+    /// Sound device (virtio id 25): playback into a WAV file, capture from
+    /// one, paced at the stream's rate; jacks, channel maps and controls.
+    #[command(
+        after_help = "QEMU 10: -chardev socket,id=c0,path=PATH -device vhost-user-snd-pci,chardev=c0\n(QEMU >= 10.0 has vhost-user-snd-pci; it needs the backend's MQ (4 queues) and CONFIG,\nwhich the daemon offers.) Guest: Linux SND_VIRTIO; aplay/arecord/amixer work as on any card.\nPlayback frames are appended to --wav-out as the stream consumes them (a valid WAV at any\ntime); capture plays --wav-in's data (its exact format is the stream's only format).\n--null: playback dropped, capture silent."
+    )]
+    Sound(SoundArgs),
     /// Watchdog (virtio id 35; a de-facto protocol, cloud-hypervisor's, not
     /// in the virtio spec): acts when the guest stops pinging.
     #[command(
@@ -133,6 +140,20 @@ enum DeviceCmd {
         #[arg(long, value_name = "CMD")]
         on_expiry: Option<String>,
     },
+}
+
+#[derive(Clone, Args)]
+#[group(required = true, multiple = true)]
+struct SoundArgs {
+    /// Write what the guest plays to this WAV file (created or truncated).
+    #[arg(long, value_name = "FILE", conflicts_with = "null")]
+    wav_out: Option<PathBuf>,
+    /// Record from this WAV file (1-2 channels, 8/16/24/32-bit or float).
+    #[arg(long, value_name = "FILE", conflicts_with = "null")]
+    wav_in: Option<PathBuf>,
+    /// No files: playback is dropped, capture is silence.
+    #[arg(long)]
+    null: bool,
 }
 
 #[derive(Clone, Args)]
@@ -248,6 +269,7 @@ enum Server {
     },
     /// The image is opened (and recovered) again for each connection.
     Rpmb(PathBuf),
+    Sound(SoundFiles),
     Watchdog {
         timeout: std::time::Duration,
         on_expiry: Option<String>,
@@ -321,6 +343,14 @@ impl Server {
                     .map_err(|e| format!("cannot open RPMB image {}: {e}", file.display()))?;
                 Self::Rpmb(file)
             }
+            DeviceCmd::Sound(SoundArgs {
+                wav_out, wav_in, ..
+            }) => {
+                // Fail at start, not at the first connection.
+                WavPcm::open(wav_out.as_deref(), wav_in.as_deref())
+                    .map_err(|e| format!("sound: {e}"))?;
+                Self::Sound(SoundFiles { wav_out, wav_in })
+            }
             DeviceCmd::Watchdog { timeout, on_expiry } => Self::Watchdog {
                 timeout: std::time::Duration::from_secs(timeout),
                 on_expiry,
@@ -342,6 +372,17 @@ impl Server {
             Self::GpioSim(n) => format!("gpio ({n} loopback lines)"),
             Self::GpioChip { described, .. } => described.clone(),
             Self::Rpmb(file) => format!("rpmb (image {})", file.display()),
+            Self::Sound(files) => format!(
+                "sound (playback to {}, capture from {})",
+                files
+                    .wav_out
+                    .as_ref()
+                    .map_or("nowhere".into(), |p| p.display().to_string()),
+                files
+                    .wav_in
+                    .as_ref()
+                    .map_or("silence".into(), |p| p.display().to_string())
+            ),
             Self::Watchdog { timeout, on_expiry } => format!(
                 "watchdog (timeout {} s, on expiry: {})",
                 timeout.as_secs(),
@@ -421,6 +462,7 @@ impl Server {
                 let rpmb: Rpmb<_, _, 8> = Rpmb::new(keys, storage).with_queue_size(64);
                 serve(stream, rpmb, unsealed)
             }
+            Self::Sound(files) => serve_sound(stream, files, unsealed),
             Self::Watchdog { timeout, on_expiry } => {
                 let dog = Watchdog::new(StdClock::new(), CommandAction::new(on_expiry.clone()))
                     .with_timeout(*timeout);
@@ -530,11 +572,15 @@ fn run(cli: Cli) -> Result<(), String> {
                 read_only: false,
                 ..
             } | DeviceCmd::Rpmb { .. }
+                | DeviceCmd::Sound(SoundArgs {
+                    wav_out: Some(_),
+                    ..
+                })
         )
     {
         return Err(
             "a writable image can back one socket only (guests writing one image corrupt it; \
-             an RPMB image's counter would fork): use --socket-count 1, or --read-only"
+             an RPMB image's counter would fork; a WAV sink would interleave): use --socket-count 1, or --read-only"
                 .into(),
         );
     }
