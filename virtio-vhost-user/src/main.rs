@@ -124,7 +124,7 @@ enum DeviceCmd {
     /// Sound device (virtio id 25): playback into a WAV file, capture from
     /// one, paced at the stream's rate; jacks, channel maps and controls.
     #[command(
-        after_help = "QEMU 10: -chardev socket,id=c0,path=PATH -device vhost-user-snd-pci,chardev=c0\n(QEMU >= 10.0 has vhost-user-snd-pci; it needs the backend's MQ (4 queues) and CONFIG,\nwhich the daemon offers.) Guest: Linux SND_VIRTIO; aplay/arecord/amixer work as on any card.\nPlayback frames are appended to --wav-out as the stream consumes them (a valid WAV at any\ntime); capture plays --wav-in's data (its exact format is the stream's only format).\n--null: playback dropped, capture silent."
+        after_help = "QEMU 10: -chardev socket,id=c0,path=PATH -device vhost-user-snd-pci,chardev=c0,controls=on\n(QEMU >= 10.0 has vhost-user-snd-pci; it needs the backend's MQ (4 queues) and CONFIG, which\nthe daemon offers. Without controls=on QEMU exposes a 12-byte config but still passes\nVIRTIO_SND_F_CTLS: Linux then fails its probe (-ENOMEM); use --no-controls there.) Guest: Linux SND_VIRTIO; aplay/arecord/amixer work as on any card.\nPlayback frames are appended to --wav-out as the stream consumes them (a valid WAV at any\ntime); capture plays --wav-in's data (its exact format is the stream's only format).\n--null: playback dropped, capture silent."
     )]
     Sound(SoundArgs),
     /// Watchdog (virtio id 35; a de-facto protocol, cloud-hypervisor's, not
@@ -154,6 +154,10 @@ struct SoundArgs {
     /// No files: playback is dropped, capture is silence.
     #[arg(long)]
     null: bool,
+    /// Offer no control elements (no VIRTIO_SND_F_CTLS), for a QEMU
+    /// vhost-user-snd-pci without controls=on.
+    #[arg(long)]
+    no_controls: bool,
 }
 
 #[derive(Clone, Args)]
@@ -344,12 +348,19 @@ impl Server {
                 Self::Rpmb(file)
             }
             DeviceCmd::Sound(SoundArgs {
-                wav_out, wav_in, ..
+                wav_out,
+                wav_in,
+                no_controls,
+                ..
             }) => {
                 // Fail at start, not at the first connection.
                 WavPcm::open(wav_out.as_deref(), wav_in.as_deref())
                     .map_err(|e| format!("sound: {e}"))?;
-                Self::Sound(SoundFiles { wav_out, wav_in })
+                Self::Sound(SoundFiles {
+                    wav_out,
+                    wav_in,
+                    controls: !no_controls,
+                })
             }
             DeviceCmd::Watchdog { timeout, on_expiry } => Self::Watchdog {
                 timeout: std::time::Duration::from_secs(timeout),

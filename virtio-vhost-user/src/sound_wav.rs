@@ -412,12 +412,12 @@ const CONTROLS: [ControlDesc; 2] = [
 ];
 
 /// The daemon's device over `backend`: a playback and a capture stream,
-/// one jack, their channel maps, a volume and a switch.
+/// one jack, their channel maps and, with `controls`, a volume and a switch.
 ///
 /// # Errors
 /// Never for the tables built here; kept as a `Result` so a change to them
 /// is reported rather than panicking.
-pub fn sound_device(backend: WavPcm) -> io::Result<SoundDevice> {
+pub fn sound_device(backend: WavPcm, controls: bool) -> io::Result<SoundDevice> {
     let capture = backend.capture_desc();
     let chmaps: &'static [ChmapDesc] = if backend.capture_channels() == 1 {
         &CHMAPS_MONO_IN
@@ -429,7 +429,7 @@ pub fn sound_device(backend: WavPcm) -> io::Result<SoundDevice> {
         &JACKS,
         [StreamDesc::stereo(Direction::Output), capture],
         chmaps,
-        &CONTROLS,
+        if controls { &CONTROLS } else { &[] },
     )
     .map_err(|e| io::Error::other(format!("sound tables: {e}")))
 }
@@ -500,6 +500,8 @@ pub struct SoundFiles {
     pub wav_out: Option<PathBuf>,
     /// The capture source.
     pub wav_in: Option<PathBuf>,
+    /// Offer the control elements (`VIRTIO_SND_F_CTLS`).
+    pub controls: bool,
 }
 
 /// Serves the sound device on one connection.
@@ -512,7 +514,7 @@ pub fn serve_sound(
     unsealed: UnsealedMemory,
 ) -> io::Result<Ended> {
     let backend = WavPcm::open(files.wav_out.as_deref(), files.wav_in.as_deref())?;
-    let device = sound_device(backend)?;
+    let device = sound_device(backend, files.controls)?;
     connection::serve_with_events(
         stream,
         VhostUserDevice::new(device).with_unsealed_memory(unsealed),
@@ -623,7 +625,15 @@ mod tests {
         let start = std::time::Instant::now();
         rustix::event::poll(&mut fds, None).unwrap();
         assert!(start.elapsed() >= std::time::Duration::from_millis(4));
-        let mut dev = sound_device(WavPcm::open(None, None).unwrap()).unwrap();
+        let mut dev = sound_device(WavPcm::open(None, None).unwrap(), true).unwrap();
+        assert_eq!(
+            sound_device(WavPcm::open(None, None).unwrap(), false)
+                .unwrap()
+                .config()
+                .controls
+                .get(),
+            0
+        );
         let mut timer = t;
         assert!(!timer.ready(&mut dev, &[0]).unwrap());
         // Disarmed: nothing held, so no deadline.
