@@ -19,6 +19,7 @@
 //! | [`gpio`] | GPIO (with interrupts) | 41 | [`gpio::GpioBank`] ([`gpio::PinBank`] over `embedded_hal::digital` pins; a loopback with `test-utils`) |
 //! | [`spi`] | SPI controller | 45 | [`embedded_hal::spi::SpiBus`] + chip-select [`embedded_hal::digital::OutputPin`]s, or an [`embedded_hal::spi::SpiDevice`] per chip select |
 //! | [`rpmb`] | RPMB (replay-protected storage, HMAC-SHA256) | 28 | [`rpmb::RpmbStorage`] + [`rpmb::KeyStore`] (RAM models with `test-utils`) |
+//! | [`sound`] | sound (PCM streams, jacks, channel maps, controls) | 25 | [`sound::PcmBackend`] (a null sink/source included) |
 //! | [`watchdog`] | watchdog (de-facto protocol, not in the virtio spec) | 35 | [`watchdog::Clock`] + [`watchdog::ExpiryAction`] |
 //! | [`scmi`] | SCMI platform (base, power, performance, clock, sensor, reset, voltage; delayed responses and notifications) | 32 | one trait per protocol (a simulated platform with `test-utils`) |
 //! | [`iommu`] | IOMMU (with [`iommu::Translated`], a memory view through it) | 23 | an endpoint list from the platform |
@@ -56,6 +57,8 @@ pub mod rng;
 pub mod rpmb;
 #[cfg(feature = "scmi")]
 pub mod scmi;
+#[cfg(feature = "sound")]
+pub mod sound;
 #[cfg(feature = "spi")]
 pub mod spi;
 #[cfg(feature = "watchdog")]

@@ -67,6 +67,7 @@ pub mod memory;
 pub mod rpmb_file;
 pub mod scmi_sim;
 pub mod sim;
+pub mod sound_wav;
 pub mod storage;
 pub mod watchdog_host;
 pub mod worker;

@@ -27,6 +27,7 @@ use virtio_vhost_user::memory::UnsealedMemory;
 use virtio_vhost_user::rpmb_file;
 use virtio_vhost_user::scmi_sim::HostScmi;
 use virtio_vhost_user::sim::{FLASH_BYTES, FlashSpi, SharedFlash, TracedBus};
+use virtio_vhost_user::sound_wav::{SoundFiles, WavPcm, serve_sound};
 use virtio_vhost_user::storage::{FileStorage, ResizeTrigger};
 use virtio_vhost_user::watchdog_host::{CommandAction, HostWatchdog, StdClock, Ticks};
 
@@ -135,6 +136,12 @@ enum DeviceCmd {
         #[arg(long, required = true)]
         sim: bool,
     },
+    /// Sound device (virtio id 25): playback into a WAV file, capture from
+    /// one, paced at the stream's rate; jacks, channel maps and controls.
+    #[command(
+        after_help = "QEMU 10: -chardev socket,id=c0,path=PATH -device vhost-user-snd-pci,chardev=c0,controls=on\n(QEMU >= 10.0 has vhost-user-snd-pci; it needs the backend's MQ (4 queues) and CONFIG, which\nthe daemon offers. Without controls=on QEMU exposes a 12-byte config but still passes\nVIRTIO_SND_F_CTLS: Linux then fails its probe (-ENOMEM); use --no-controls there.) Guest: Linux SND_VIRTIO; aplay/arecord/amixer work as on any card.\nPlayback frames are appended to --wav-out as the stream consumes them (a valid WAV at any\ntime); capture plays --wav-in's data (its exact format is the stream's only format).\n--null: playback dropped, capture silent."
+    )]
+    Sound(SoundArgs),
     /// Watchdog (virtio id 35; a de-facto protocol, cloud-hypervisor's, not
     /// in the virtio spec): acts when the guest stops pinging.
     #[command(
@@ -148,6 +155,24 @@ enum DeviceCmd {
         #[arg(long, value_name = "CMD")]
         on_expiry: Option<String>,
     },
+}
+
+#[derive(Clone, Args)]
+#[group(required = true, multiple = true)]
+struct SoundArgs {
+    /// Write what the guest plays to this WAV file (created or truncated).
+    #[arg(long, value_name = "FILE", conflicts_with = "null")]
+    wav_out: Option<PathBuf>,
+    /// Record from this WAV file (1-2 channels, 8/16/24/32-bit or float).
+    #[arg(long, value_name = "FILE", conflicts_with = "null")]
+    wav_in: Option<PathBuf>,
+    /// No files: playback is dropped, capture is silence.
+    #[arg(long)]
+    null: bool,
+    /// Offer no control elements (no VIRTIO_SND_F_CTLS), for a QEMU
+    /// vhost-user-snd-pci without controls=on.
+    #[arg(long)]
+    no_controls: bool,
 }
 
 #[derive(Clone, Args)]
@@ -264,6 +289,7 @@ enum Server {
     /// The image is opened (and recovered) again for each connection.
     Rpmb(PathBuf),
     Scmi,
+    Sound(SoundFiles),
     Watchdog {
         timeout: std::time::Duration,
         on_expiry: Option<String>,
@@ -338,6 +364,21 @@ impl Server {
                 Self::Rpmb(file)
             }
             DeviceCmd::Scmi { .. } => Self::Scmi,
+            DeviceCmd::Sound(SoundArgs {
+                wav_out,
+                wav_in,
+                no_controls,
+                ..
+            }) => {
+                // Fail at start, not at the first connection.
+                WavPcm::open(wav_out.as_deref(), wav_in.as_deref())
+                    .map_err(|e| format!("sound: {e}"))?;
+                Self::Sound(SoundFiles {
+                    wav_out,
+                    wav_in,
+                    controls: !no_controls,
+                })
+            }
             DeviceCmd::Watchdog { timeout, on_expiry } => Self::Watchdog {
                 timeout: std::time::Duration::from_secs(timeout),
                 on_expiry,
@@ -362,6 +403,17 @@ impl Server {
             Self::Scmi => "scmi (simulated platform: 2 sensors, 3 clocks, 2 reset, 2 power, \
                            1 performance and 2 voltage domains)"
                 .into(),
+            Self::Sound(files) => format!(
+                "sound (playback to {}, capture from {})",
+                files
+                    .wav_out
+                    .as_ref()
+                    .map_or("nowhere".into(), |p| p.display().to_string()),
+                files
+                    .wav_in
+                    .as_ref()
+                    .map_or("silence".into(), |p| p.display().to_string())
+            ),
             Self::Watchdog { timeout, on_expiry } => format!(
                 "watchdog (timeout {} s, on expiry: {})",
                 timeout.as_secs(),
@@ -448,6 +500,7 @@ impl Server {
                 let scmi: Scmi<_, 16, 8> = Scmi::new(HostScmi::new()).with_queue_size(256);
                 serve(stream, scmi, unsealed)
             }
+            Self::Sound(files) => serve_sound(stream, files, unsealed),
             Self::Watchdog { timeout, on_expiry } => {
                 let dog = Watchdog::new(StdClock::new(), CommandAction::new(on_expiry.clone()))
                     .with_timeout(*timeout);
@@ -559,11 +612,15 @@ fn run(cli: Cli) -> Result<(), String> {
                 read_only: false,
                 ..
             } | DeviceCmd::Rpmb { .. }
+                | DeviceCmd::Sound(SoundArgs {
+                    wav_out: Some(_),
+                    ..
+                })
         )
     {
         return Err(
             "a writable image can back one socket only (guests writing one image corrupt it; \
-             an RPMB image's counter would fork): use --socket-count 1, or --read-only"
+             an RPMB image's counter would fork; a WAV sink would interleave): use --socket-count 1, or --read-only"
                 .into(),
         );
     }

@@ -441,6 +441,54 @@ fn main() {
         raw: 0,
         rr_count: 1,
     };
+    // Sound: op bytes `[op, a, b, c]` (op 0 takes 28 payload bytes): the
+    // probe's info queries, then a played and a recorded stream, paced by
+    // clock steps, released with buffers held, and control reads/writes.
+    let snd_ctl = |code_index: u8, room: u8, payload: &[u8]| {
+        let mut v = vec![0u8, code_index, 32, room];
+        let mut p = payload.to_vec();
+        p.resize(28, 0);
+        v.extend_from_slice(&p);
+        v
+    };
+    let query = |count: u8, size: u8| [0, 0, 0, 0, count, 0, 0, 0, size, 0, 0, 0];
+    let set_params = |stream: u8| {
+        // stream, buffer 4 x 1024, period 1024, EVT_XRUNS, 2 ch, S16, 48 kHz
+        [
+            stream, 0, 0, 0, 0, 16, 0, 0, 0, 4, 0, 0, 16, 0, 0, 0, 2, 5, 7, 0,
+        ]
+    };
+    let mut sound = vec![0u8];
+    for part in [
+        snd_ctl(0, 13, &query(1, 24)),
+        snd_ctl(2, 17, &query(2, 32)),
+        snd_ctl(8, 13, &query(1, 24)),
+        snd_ctl(9, 73, &query(3, 96)),
+        snd_ctl(3, 1, &set_params(0)),
+        snd_ctl(4, 1, &[0]),
+        vec![1, 0, 255, 8],
+        vec![1, 0, 255, 8],
+        vec![3, 0, 0, 8],
+        snd_ctl(6, 1, &[0]),
+        vec![4, 5, 0, 0],
+        vec![4, 5, 0, 0],
+        snd_ctl(3, 1, &set_params(1)),
+        snd_ctl(4, 1, &[1]),
+        vec![2, 1, 64, 8],
+        snd_ctl(6, 1, &[1]),
+        vec![4, 2, 0, 0],
+        vec![1, 0, 255, 8],
+        snd_ctl(7, 1, &[0]),
+        snd_ctl(5, 1, &[0]),
+        snd_ctl(11, 129, &[0]),
+        snd_ctl(13, 4, &[0]),
+        vec![5, 0, 1, 0],
+        vec![7, 1, 1, 0],
+        vec![6, 1, 0, 0],
+    ] {
+        sound.extend_from_slice(&part);
+    }
+    write("sound_requests", "play-record-controls", sound);
     write(
         "rpmb_requests",
         "program-write-read",
