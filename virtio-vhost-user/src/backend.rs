@@ -20,8 +20,8 @@ use vhost::vhost_user::{
     Backend, Error as VhostError, GpuBackend, Result as VhostResult, VhostUserBackendReqHandlerMut,
 };
 use virtio_core::device::{
-    DEFAULT_QUEUE_CAPACITY, DeviceCore, INTERRUPT_CONFIG_CHANGE, INTERRUPT_USED_BUFFER, Service,
-    VirtioDevice,
+    DEFAULT_QUEUE_CAPACITY, DeviceCore, FeaturesError, INTERRUPT_CONFIG_CHANGE,
+    INTERRUPT_USED_BUFFER, Journal, QueueSetupError, Service, VirtioDevice,
 };
 use virtio_core::memory::GuestMemory;
 use virtio_core::queue::RingArea;
@@ -99,6 +99,78 @@ pub struct VhostUserDevice<D: VirtioDevice> {
 
 /// Starts a [`Worker`] for a ring with a shard of the device.
 type StartWorker<D> = fn(&D, RingSetup) -> io::Result<Worker>;
+
+/// A ring as the frontend described it, in guest physical addresses, and
+/// where it resumes (`DeviceCore::set_queue_base`'s form).
+#[derive(Clone, Copy, Debug)]
+pub struct RingPlace {
+    /// Ring size.
+    pub size: u16,
+    /// Descriptor table.
+    pub desc: u64,
+    /// Driver area (available ring).
+    pub avail: u64,
+    /// Device area (used ring).
+    pub used: u64,
+    /// Where the ring resumes.
+    pub base: u16,
+}
+
+/// Drives `core` from reset to `DRIVER_OK` with the frontend's `features`:
+/// vhost-user has no status register, so the daemon plays the driver's
+/// part of the status machine (the connection's core, and each worker's).
+///
+/// # Errors
+/// The core refused the features at `FEATURES_OK`.
+pub(crate) fn negotiate<
+    D: VirtioDevice,
+    M: GuestMemory,
+    const Q: usize,
+    const S: usize,
+    J: Journal,
+>(
+    core: &mut DeviceCore<D, M, Q, S, J>,
+    features: Features,
+) -> Result<(), FeaturesError> {
+    let (ack, driver) = (
+        DeviceStatus::ACKNOWLEDGE.bits(),
+        DeviceStatus::DRIVER.bits(),
+    );
+    let features_ok = ack | driver | DeviceStatus::FEATURES_OK.bits();
+    core.set_status(ack);
+    core.set_status(ack | driver);
+    core.set_driver_features(features);
+    core.set_status(features_ok);
+    if let Some(e) = core.features_error() {
+        return Err(e);
+    }
+    core.set_status(features_ok | DeviceStatus::DRIVER_OK.bits());
+    Ok(())
+}
+
+/// Configures `queue` of a live `core` at `ring` and enables it (which
+/// serves what the ring already holds).
+///
+/// # Errors
+/// The core refused a register (size, an area, the base).
+pub(crate) fn start_ring<
+    D: VirtioDevice,
+    M: GuestMemory,
+    const Q: usize,
+    const S: usize,
+    J: Journal,
+>(
+    core: &mut DeviceCore<D, M, Q, S, J>,
+    queue: u16,
+    ring: RingPlace,
+) -> Result<(), QueueSetupError> {
+    core.set_queue_size(queue, u32::from(ring.size))?;
+    core.set_queue_area(queue, RingArea::Descriptors, ring.desc)?;
+    core.set_queue_area(queue, RingArea::Driver, ring.avail)?;
+    core.set_queue_area(queue, RingArea::Device, ring.used)?;
+    core.set_queue_base(queue, ring.base)?;
+    core.set_queue_ready(queue, true)
+}
 
 /// A request the handler refuses: the `vhost` crate answers it with a
 /// negative `REPLY_ACK` (when asked for one) and the connection goes on.
@@ -433,11 +505,13 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
             let setup = RingSetup {
                 queue,
                 features: self.core.negotiated_features(),
-                size,
-                desc,
-                avail,
-                used,
-                base,
+                ring: RingPlace {
+                    size,
+                    desc,
+                    avail,
+                    used,
+                    base,
+                },
                 mem: self.core.memory().duplicate().map_err(map_err)?,
                 journal,
                 kick,
@@ -451,15 +525,15 @@ impl<D: VirtioDevice> VhostUserDevice<D> {
             return Ok(());
         }
         resume(self.core.journal_mut(), queue);
-        let setup = |core: &mut Core<D>| {
-            core.set_queue_size(queue, u32::from(size))?;
-            core.set_queue_area(queue, RingArea::Descriptors, desc)?;
-            core.set_queue_area(queue, RingArea::Driver, avail)?;
-            core.set_queue_area(queue, RingArea::Device, used)?;
-            core.set_queue_base(queue, base)?;
-            core.set_queue_ready(queue, true)
+        let ring = RingPlace {
+            size,
+            desc,
+            avail,
+            used,
+            base,
         };
-        setup(&mut self.core).map_err(|e| other(format!("virtqueue {queue}: {e}")))?;
+        start_ring(&mut self.core, queue, ring)
+            .map_err(|e| other(format!("virtqueue {queue}: {e}")))?;
         if let Some(cause) = self.core.needs_reset_cause() {
             return Err(other(format!("virtqueue {queue} cannot start: {cause}")));
         }
@@ -551,20 +625,8 @@ impl<D: VirtioDevice> VhostUserBackendReqHandlerMut for VhostUserDevice<D> {
             self.stop(queue);
         }
         self.core.reset();
-        let (ack, driver) = (
-            DeviceStatus::ACKNOWLEDGE.bits(),
-            DeviceStatus::DRIVER.bits(),
-        );
-        self.core.set_status(ack);
-        self.core.set_status(ack | driver);
-        self.core.set_driver_features(virtio);
-        let features_ok = ack | driver | DeviceStatus::FEATURES_OK.bits();
-        self.core.set_status(features_ok);
-        if let Some(e) = self.core.features_error() {
-            return Err(other(format!("features {features:#x} refused: {e}")));
-        }
-        self.core
-            .set_status(features_ok | DeviceStatus::DRIVER_OK.bits());
+        negotiate(&mut self.core, virtio)
+            .map_err(|e| other(format!("features {features:#x} refused: {e}")))?;
         self.sync_all()
     }
 

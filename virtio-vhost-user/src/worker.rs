@@ -37,8 +37,9 @@ use virtio_core::device::{
     DEFAULT_QUEUE_CAPACITY, DeviceCore, INTERRUPT_CONFIG_CHANGE, INTERRUPT_USED_BUFFER,
     VirtioDevice,
 };
-use virtio_core::queue::RingArea;
-use virtio_core::spec::{DeviceStatus, Features};
+use virtio_core::spec::Features;
+
+use crate::backend::{RingPlace, negotiate, start_ring};
 
 use crate::inflight::Inflight;
 use crate::memory::GuestRam;
@@ -64,16 +65,8 @@ pub struct RingSetup {
     pub queue: u16,
     /// The negotiated virtio features.
     pub features: Features,
-    /// Ring size and guest physical addresses of its three areas.
-    pub size: u16,
-    /// Descriptor table.
-    pub desc: u64,
-    /// Driver area (available ring).
-    pub avail: u64,
-    /// Device area (used ring).
-    pub used: u64,
-    /// Where the ring resumes.
-    pub base: u16,
+    /// The ring: size, areas, where it resumes.
+    pub ring: RingPlace,
     /// Guest memory, mapped for this worker.
     pub mem: GuestRam,
     /// The ring's inflight record (possibly recording nothing).
@@ -112,41 +105,17 @@ pub fn start<D: Shardable>(device: &D, setup: RingSetup) -> io::Result<Worker> {
     let RingSetup {
         queue,
         features,
-        size,
-        desc,
-        avail,
-        used,
-        base,
+        ring,
         mem,
         journal,
         kick,
         call,
     } = setup;
     let mut core: WorkerCore<D> = DeviceCore::with_journal(device.shard()?, mem, journal);
-    let (ack, driver) = (
-        DeviceStatus::ACKNOWLEDGE.bits(),
-        DeviceStatus::DRIVER.bits(),
-    );
-    let features_ok = ack | driver | DeviceStatus::FEATURES_OK.bits();
-    core.set_status(ack);
-    core.set_status(ack | driver);
-    core.set_driver_features(features);
-    core.set_status(features_ok);
-    if let Some(e) = core.features_error() {
-        return Err(io::Error::other(format!(
-            "virtqueue {queue}: features refused: {e}"
-        )));
-    }
-    core.set_status(features_ok | DeviceStatus::DRIVER_OK.bits());
-    let ring = |core: &mut WorkerCore<D>| {
-        core.set_queue_size(0, u32::from(size))?;
-        core.set_queue_area(0, RingArea::Descriptors, desc)?;
-        core.set_queue_area(0, RingArea::Driver, avail)?;
-        core.set_queue_area(0, RingArea::Device, used)?;
-        core.set_queue_base(0, base)?;
-        core.set_queue_ready(0, true)
-    };
-    ring(&mut core).map_err(|e| io::Error::other(format!("virtqueue {queue}: {e}")))?;
+    negotiate(&mut core, features)
+        .map_err(|e| io::Error::other(format!("virtqueue {queue}: features refused: {e}")))?;
+    start_ring(&mut core, 0, ring)
+        .map_err(|e| io::Error::other(format!("virtqueue {queue}: {e}")))?;
     if let Some(cause) = core.needs_reset_cause() {
         return Err(io::Error::other(format!(
             "virtqueue {queue} cannot start: {cause}"
