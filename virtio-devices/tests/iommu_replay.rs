@@ -33,12 +33,13 @@ use iommu_driver::*;
 
 const TRACE: &str = include_str!("fixtures/iommu-linux-6.12-qemu.trace");
 
-/// `key=value` fields of a trace line (values as QEMU printed them).
+/// The value after `key=` in a trace line, as QEMU printed it (QEMU's keys
+/// may hold spaces, "input range start", and some values start with one).
 fn field<'a>(line: &'a str, key: &str) -> &'a str {
     let at = line
         .find(&format!("{key}="))
         .unwrap_or_else(|| panic!("no {key} in {line:?}"));
-    let rest = &line[at + key.len() + 1..];
+    let rest = line[at + key.len() + 1..].trim_start();
     rest.split([' ', ',']).next().unwrap()
 }
 
@@ -46,7 +47,7 @@ fn num(v: &str) -> u64 {
     match v.strip_prefix("0x") {
         Some(hex) => u64::from_str_radix(hex, 16).unwrap(),
         None if v == "-1" => u64::from(u32::MAX),
-        None => v.trim().parse().unwrap(),
+        None => v.parse().unwrap(),
     }
 }
 
@@ -56,19 +57,15 @@ fn platform() -> (IommuConfig, u32, ResvMem) {
         .lines()
         .find(|l| l.starts_with("virtio_iommu_get_config "))
         .expect("get_config");
-    // QEMU prints "input range start=…", "domain range end=…".
-    let after = |key: &str| {
-        num(cfg[cfg.find(key).unwrap() + key.len()..]
-            .split(' ')
-            .next()
-            .unwrap())
-    };
     let config = IommuConfig {
         page_size_mask: num(field(cfg, "page_size_mask")),
-        input_range: Some((after("input range start="), after("input range end="))),
+        input_range: Some((
+            num(field(cfg, "input range start")),
+            num(field(cfg, "input range end")),
+        )),
         domain_range: Some((
-            after("domain range start=") as u32,
-            after("domain range end=") as u32,
+            num(field(cfg, "domain range start")) as u32,
+            num(field(cfg, "domain range end")) as u32,
         )),
         probe_size: Some(num(field(cfg, "probe_size")) as u32),
         mmio: false,
@@ -80,13 +77,7 @@ fn platform() -> (IommuConfig, u32, ResvMem) {
         .lines()
         .find(|l| l.starts_with("virtio_iommu_fill_resv_property "))
         .expect("a reserved region");
-    let endpoint = resv["virtio_iommu_fill_resv_property dev=".len()..]
-        .split(',')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let endpoint = num(field(resv, "dev")) as u32;
     let region = ResvMem {
         subtype: num(field(resv, "type")) as u8,
         start: num(field(resv, "start")),
