@@ -7,7 +7,7 @@
 //!
 //! * Split ring (§"Split Virtqueues"): [`VirtqDesc`], [`VirtqAvailHeader`],
 //!   [`VirtqUsedHeader`], [`VirtqUsedElem`].
-//! * Packed ring (§"Packed Virtqueues"): [`PvirtqDesc`],
+//! * Packed ring (§"Packed Virtqueues"): [`PvirtqDesc`], [`PvirtqUsedTail`],
 //!   [`PvirtqEventSuppress`].
 
 use bitflags::bitflags;
@@ -83,6 +83,19 @@ wire!(
         /// Buffer id (meaningful in the last descriptor of a chain).
         id: Le16,
         /// [`DescFlags`], including AVAIL and USED.
+        flags: Le16,
+    }
+);
+
+wire!(
+    /// The last 8 bytes of a [`PvirtqDesc`] (`len`, `id`, `flags`): what a
+    /// device writes back into a slot to mark a buffer used, as one store.
+    PvirtqUsedTail, 8, {
+        /// Bytes written into the buffer.
+        len: Le32,
+        /// Buffer id.
+        id: Le16,
+        /// [`DescFlags`]: AVAIL and USED equal to the device's wrap counter.
         flags: Le16,
     }
 );

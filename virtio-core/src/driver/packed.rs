@@ -197,21 +197,25 @@ impl<const Q: usize> PackedDriver<Q> {
             // inverse.
             flags.set(DescFlags::AVAIL, at.wrap);
             flags.set(DescFlags::USED, !at.wrap);
-            let addr = self.slot_addr(at.slot);
+            // Only the batch's first descriptor waits for its `flags`:
+            // `publish_avail` stores them last, with release ordering. The
+            // device polls only the slot after the last one it processed
+            // (§"Polling of available and used descriptors"), so it reads
+            // every later descriptor of the batch after acquiring that
+            // store, and each is one plain write (as Linux's driver does).
+            let first = self.first_pending.is_none();
+            if first {
+                self.first_pending = Some((at.slot, flags.bits()));
+            }
             mem.write_obj(
-                addr,
+                self.slot_addr(at.slot),
                 &PvirtqDesc {
                     addr: seg.addr.into(),
                     len: seg.len.into(),
                     id: id.into(),
-                    flags: 0.into(),
+                    flags: if first { 0 } else { flags.bits() }.into(),
                 },
             )?;
-            if self.first_pending.is_none() {
-                self.first_pending = Some((at.slot, flags.bits()));
-            } else {
-                mem.store_u16_release(addr + DESC_FLAGS, flags.bits())?;
-            }
             at = self.advance(at, 1);
         }
         if let Some(state) = self.ids.get_mut(usize::from(id)) {
@@ -514,6 +518,36 @@ mod tests {
             assert!(!dev.enable_notification(mem).unwrap());
             drv.add(mem, &[seg(0x4000, 1)], &[]).unwrap();
             assert!(drv.publish_avail(mem).unwrap(), "slot 2: asked for");
+        });
+    }
+
+    // virtio 1.4 §"Placing Available Buffers Into The Descriptor Ring" and
+    // §"Polling of available and used descriptors": the batch's first
+    // descriptor becomes available only at the publish; every later one is
+    // written whole at once (its flags included), which the device cannot
+    // see before the first.
+    #[test]
+    fn packed_driver_batch_is_invisible_until_publish() {
+        with_ring(F, |mem, drv, dev| {
+            drv.add(mem, &[seg(0x4000, 16), seg(0x4100, 16)], &[])
+                .unwrap();
+            drv.add(mem, &[], &[seg(0x4200, 8)]).unwrap();
+            let first: PvirtqDesc = mem.read_obj(0).unwrap();
+            assert_eq!(first.flags.get(), 0, "not available before the publish");
+            assert_eq!((first.addr.get(), first.len.get()), (0x4000, 16));
+            let later: PvirtqDesc = mem.read_obj(DESC_SIZE).unwrap();
+            let avail = DescFlags::AVAIL.bits();
+            assert_eq!(later.flags.get(), avail, "the chain's end, written whole");
+            let third: PvirtqDesc = mem.read_obj(2 * DESC_SIZE).unwrap();
+            assert_eq!(third.flags.get(), avail | DescFlags::WRITE.bits());
+            let none: Option<Chain<2>> = dev.take(mem).unwrap();
+            assert!(none.is_none(), "the device sees nothing before the publish");
+            drv.publish_avail(mem).unwrap();
+            let first: PvirtqDesc = mem.read_obj(0).unwrap();
+            assert_eq!(first.flags.get(), avail | DescFlags::NEXT.bits());
+            let a: Chain<2> = dev.take(mem).unwrap().unwrap();
+            let b: Chain<2> = dev.take(mem).unwrap().unwrap();
+            assert_eq!((a.readable_len(), b.writable_len()), (32, 8));
         });
     }
 

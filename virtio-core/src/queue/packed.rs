@@ -32,8 +32,8 @@ use super::position::RingPosition;
 use super::{QueueConfig, vring_need_event, walk_limit};
 use crate::memory::{GuestMemory, MemoryError};
 use crate::spec::{
-    DescFlags, Features, Le16, Le32, PvirtqDesc, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE,
-    RING_EVENT_FLAGS_ENABLE,
+    DescFlags, Features, Le16, Le32, PvirtqDesc, PvirtqUsedTail, RING_EVENT_FLAGS_DESC,
+    RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
 };
 
 const DESC_SIZE: u64 = 16;
@@ -475,9 +475,16 @@ impl<const S: usize> PackedQueue<S> {
         Ok(())
     }
 
-    /// Writes a used descriptor at `next_used` (`len` and `id` first, then
-    /// `flags` with release ordering, or deferred to the publish if it is
-    /// the first of the batch) and skips `descs` slots.
+    /// Writes a used descriptor at `next_used` and skips `descs` slots.
+    ///
+    /// The first of a batch gets `len` and `id` now and its `flags` at the
+    /// publish, stored last with release ordering. Every later one is one
+    /// 8-byte store of `len`, `id` and `flags` together, with no ordering
+    /// of its own: the driver polls only the slot after the last one it
+    /// processed (§"Polling of available and used descriptors"), so it reaches this one
+    /// only after acquiring the batch's first `flags`, which was released
+    /// after it (the same scheme as a driver's "make the head available
+    /// last", §"Placing Available Buffers").
     #[inline(always)]
     fn write_used<M: GuestMemory>(
         &mut self,
@@ -489,19 +496,24 @@ impl<const S: usize> PackedQueue<S> {
         let at = self.next_used;
         let addr = self.slot_addr(at.slot);
         let err = Self::ring_err(RingArea::Descriptors);
-        mem.write_obj(addr.wrapping_add(DESC_LEN), &Le32::from(len))
-            .map_err(&err)?;
-        mem.write_obj(addr.wrapping_add(DESC_ID), &Le16::from(id))
-            .map_err(&err)?;
         // §"Write Flag": WRITE says whether any data was written; AVAIL and
         // USED both equal the device's wrap counter.
         let mut flags = DescFlags::empty();
         flags.set(DescFlags::WRITE, len > 0);
         flags.set(DescFlags::AVAIL | DescFlags::USED, at.wrap);
         if self.first_pending.is_none() {
+            mem.write_obj(addr.wrapping_add(DESC_LEN), &Le32::from(len))
+                .map_err(&err)?;
+            mem.write_obj(addr.wrapping_add(DESC_ID), &Le16::from(id))
+                .map_err(&err)?;
             self.first_pending = Some((at.slot, flags.bits()));
         } else {
-            mem.store_u16_release(addr.wrapping_add(DESC_FLAGS), flags.bits())
+            let tail = PvirtqUsedTail {
+                len: len.into(),
+                id: id.into(),
+                flags: flags.bits().into(),
+            };
+            mem.write_obj(addr.wrapping_add(DESC_LEN), &tail)
                 .map_err(&err)?;
         }
         self.next_used = at.advance(descs, self.size);

@@ -297,7 +297,16 @@ fn packed_batch_is_invisible_until_publish() {
         // id and len are written, but the first flags still say available.
         assert_eq!(desc_at(mem, 0).flags.get(), AVAIL | WRITE);
         assert_eq!(desc_at(mem, 0).id.get(), 0);
-        assert_eq!(desc_at(mem, 1).flags.get(), AVAIL | USED | WRITE);
+        // The later ones are whole (one store of len, id and flags): the
+        // driver polls only the slot after the last one it processed
+        // (§"Polling of available and used descriptors"), so it cannot
+        // reach them before the first.
+        for slot in 1..3 {
+            let u = desc_at(mem, slot);
+            assert_eq!((u.id.get(), u.len.get()), (slot, 8));
+            assert_eq!(u.flags.get(), AVAIL | USED | WRITE);
+            assert_eq!(u.addr.get(), DATA, "the buffer address is left alone");
+        }
         assert!(q.publish_used(mem).unwrap());
         assert_eq!(desc_at(mem, 0).flags.get(), AVAIL | USED | WRITE);
         assert!(
