@@ -167,6 +167,7 @@ impl<const S: usize> Queue<S> {
     ///
     /// # Errors
     /// As for the engine's `push_used`.
+    #[inline]
     pub fn push_used<M: GuestMemory>(
         &mut self,
         mem: &M,

@@ -240,7 +240,13 @@ impl<const S: usize> PackedQueue<S> {
     /// `wrap`: AVAIL equals `wrap` and USED does not.
     #[inline]
     fn is_avail(flags: DescFlags, wrap: bool) -> bool {
-        flags.contains(DescFlags::AVAIL) == wrap && flags.contains(DescFlags::USED) != wrap
+        // One mask and one compare: the two bits as they must be in lap `wrap`.
+        let want = if wrap {
+            DescFlags::AVAIL
+        } else {
+            DescFlags::USED
+        };
+        flags.intersection(DescFlags::AVAIL | DescFlags::USED) == want
     }
 
     /// Whether the driver has made a buffer available that the device has
@@ -267,6 +273,7 @@ impl<const S: usize> PackedQueue<S> {
     /// [`QueueError::Ring`] if the descriptor ring is unreachable and
     /// [`QueueError::HeadInFlight`] if the driver made slots available that
     /// the device still holds; nothing was consumed.
+    #[inline]
     pub fn pop<M: GuestMemory, const N: usize>(
         &mut self,
         mem: &M,
@@ -436,6 +443,7 @@ impl<const S: usize> PackedQueue<S> {
     /// handed out and has not taken back (a device bug; nothing is
     /// written), [`QueueError::Ring`] if the ring is unreachable. On any
     /// error nothing changes, so the completion can be retried.
+    #[inline(always)]
     pub fn push_used<M: GuestMemory>(
         &mut self,
         mem: &M,

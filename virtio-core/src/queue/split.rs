@@ -267,6 +267,7 @@ impl<const S: usize> SplitQueue<S> {
     /// [`ChainError::salvage`] says where an error status can go. The other
     /// errors mean the ring is corrupt ([`QueueError::needs_reset`]);
     /// nothing was consumed.
+    #[inline]
     pub fn pop<M: GuestMemory, const N: usize>(
         &mut self,
         mem: &M,
@@ -522,17 +523,21 @@ impl<const S: usize> SplitQueue<S> {
     /// device bug: a head this queue never handed out, or already took
     /// back. [`QueueError::Ring`] if the used ring is unreachable. On any
     /// error nothing changes, so the completion can be retried.
+    #[inline]
     pub fn push_used<M: GuestMemory>(
         &mut self,
         mem: &M,
         head: Head,
         written: u32,
     ) -> Result<(), QueueError> {
-        if head.id >= self.size {
-            return Err(QueueError::InvalidUsedId { id: head.id });
-        }
+        // Only heads below the queue size are ever in flight, so the range
+        // check only picks the error.
         let Ok(entry) = self.inflight.find(head.id) else {
-            return Err(QueueError::NotInFlight { id: head.id });
+            return Err(if head.id >= self.size {
+                QueueError::InvalidUsedId { id: head.id }
+            } else {
+                QueueError::NotInFlight { id: head.id }
+            });
         };
         let len = head.used_len(written);
         let next = self.next_used.wrapping_add(1);
