@@ -256,7 +256,11 @@ fn driver_loop<M: GuestMemory>(
         let mut added = 0;
         while added < o.batch && issued < o.requests && drv.num_free() >= o.chain {
             let (rd, wr) = &slots[next_slot];
-            next_slot = (next_slot + 1) % slots.len();
+            // A compare, not a division per request.
+            next_slot += 1;
+            if next_slot == slots.len() {
+                next_slot = 0;
+            }
             drv.add_segments(mem, rd, wr).map_err(err)?;
             issued += 1;
             added += 1;
@@ -303,15 +307,21 @@ fn device_loop<M: GuestMemory, const N: usize>(
     }
     loop {
         let mut served = 0u32;
+        // Requests until the next publish (a countdown, not a division).
+        let mut to_publish = o.batch;
         let mut chain = Chain::<N>::new();
         while q.pop(mem, &mut chain).map_err(err)? {
             let written = serve(mem, &chain);
             q.push_used(mem, chain.head(), written).map_err(err)?;
             served += 1;
-            if served.is_multiple_of(o.batch) && q.publish_used(mem).map_err(err)? {
-                interrupts += 1;
-                if o.park {
-                    driver.unpark();
+            to_publish -= 1;
+            if to_publish == 0 {
+                to_publish = o.batch;
+                if q.publish_used(mem).map_err(err)? {
+                    interrupts += 1;
+                    if o.park {
+                        driver.unpark();
+                    }
                 }
             }
         }

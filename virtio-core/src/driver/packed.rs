@@ -145,12 +145,20 @@ impl<const Q: usize> PackedDriver<Q> {
         self.desc + u64::from(slot) * DESC_SIZE
     }
 
+    /// `at` moved on by `n <= size` slots (no division: at most one lap).
     fn advance(&self, at: RingPosition, n: u16) -> RingPosition {
         let next = u32::from(at.slot) + u32::from(n);
         let size = u32::from(self.size);
-        RingPosition {
-            slot: (next % size) as u16,
-            wrap: at.wrap ^ ((next / size) % 2 == 1),
+        if next < size {
+            RingPosition {
+                slot: next as u16,
+                wrap: at.wrap,
+            }
+        } else {
+            RingPosition {
+                slot: (next - size) as u16,
+                wrap: !at.wrap,
+            }
         }
     }
 
