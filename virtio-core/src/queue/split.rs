@@ -441,7 +441,7 @@ impl<const S: usize> SplitQueue<S> {
         addr: u64,
         len: u32,
         mut bad: Option<ChainErrorKind>,
-        mut buffers: u32,
+        buffers: u32,
     ) -> Result<(), WalkError> {
         // virtio 1.4 §"Indirect Descriptors": the WRITE flag of this descriptor is ignored.
         let kind = if !self.indirect() {
@@ -458,9 +458,11 @@ impl<const S: usize> SplitQueue<S> {
         if let Some(kind) = kind {
             return Err(stop(bad, kind));
         }
-        let limit = walk_limit(self.size, N);
         let table = addr;
         let entries = len / 16;
+        // Table entries the chain may still take: `buffers` came before the
+        // table, and a chain is at most the walk limit long.
+        let room = walk_limit(self.size, N).saturating_sub(buffers);
         let mut index: u16 = 0;
         let mut visited: u32 = 0;
         loop {
@@ -478,8 +480,7 @@ impl<const S: usize> SplitQueue<S> {
             if flags.contains(DescFlags::INDIRECT) {
                 return Err(stop(bad, ChainErrorKind::NestedIndirect));
             }
-            buffers = buffers.wrapping_add(1);
-            if buffers > limit {
+            if visited > room {
                 let kind = ChainErrorKind::LongerThanQueue { size: self.size };
                 return Err(stop(bad, kind));
             }
