@@ -119,8 +119,10 @@ pub struct BlockStats {
     pub io_errors: u32,
     /// Requests answered `UNSUPP`.
     pub unsupported: u32,
-    /// Chains with no room for a status byte: the request cannot be
-    /// answered, so the device entered `DEVICE_NEEDS_RESET`.
+    /// Chains whose status byte could not be written (no room for one, or
+    /// guest memory there stopped being reachable after the chain was
+    /// validated): the request cannot be answered, so the device entered
+    /// `DEVICE_NEEDS_RESET`.
     pub no_status: u32,
 }
 
@@ -205,13 +207,17 @@ impl<S: BlockStorage> Block<S> {
         self.negotiated.bits() & bit != 0
     }
 
-    /// Serves one chain; returns the used length, or `None` when it has no
-    /// byte for a status and so cannot be answered.
+    /// Serves one chain; returns the used length, or `None` when its status
+    /// byte cannot be written and so the request cannot be answered.
     fn serve<M: GuestMemory, const N: usize>(&mut self, chain: &Chain<N>, mem: &M) -> Option<u32> {
-        if chain.writable_len() == 0 {
+        let Some(status_at) = chain
+            .writable_segments()
+            .last()
+            .map(|s| s.addr.wrapping_add(u64::from(s.len)).wrapping_sub(1))
+        else {
             self.stats.no_status = self.stats.no_status.saturating_add(1);
             return None;
-        }
+        };
         let mut reader = chain.reader(mem);
         let mut writer = chain.writer(mem);
         let status = match self.check_shape(chain).and_then(|()| {
@@ -221,13 +227,17 @@ impl<S: BlockStorage> Block<S> {
             Ok(()) => Status::Ok,
             Err(status) => status,
         };
+        let Some((used, status)) = finish(&mut writer, mem, status_at, status) else {
+            self.stats.no_status = self.stats.no_status.saturating_add(1);
+            return None;
+        };
         let counter = match status {
             Status::Ok => &mut self.stats.ok,
             Status::IoErr => &mut self.stats.io_errors,
             Status::Unsupp => &mut self.stats.unsupported,
         };
         *counter = counter.saturating_add(1);
-        Some(finish(&mut writer, status))
+        Some(used)
     }
 
     /// `SEG_MAX` and `SIZE_MAX` (virtio 1.4 §"Block Device / Feature bits":
@@ -411,18 +421,35 @@ fn data_segments<const N: usize>(chain: &Chain<N>) -> usize {
 }
 
 /// Zero-fills what the request left unwritten before the status byte, then
-/// writes the status byte last. Returns the used length.
-fn finish<M: GuestMemory>(writer: &mut Writer<'_, M>, status: Status) -> u32 {
+/// writes the status byte (at `status_at`, the writable part's last byte)
+/// last. Returns the used length and the status written, or `None` if the
+/// status byte could not be written.
+///
+/// Guest memory that stops being reachable after the chain was validated
+/// (a region the frontend removed, an IOMMU mapping the driver took away)
+/// makes a write fail. A fault in the data area turns the status into
+/// `IOERR`: a request whose data did not all arrive never reads as success.
+/// The used length is then the part written from the start (virtio 1.4
+/// §"The Virtqueue Used Ring": at least `len` bytes were written from the
+/// first writable byte), and the status byte is still written in its place.
+fn finish<M: GuestMemory>(
+    writer: &mut Writer<'_, M>,
+    mem: &M,
+    status_at: u64,
+    status: Status,
+) -> Option<(u32, Status)> {
     let zero = [0u8; 512];
     while writer.remaining() > 1 {
         let n = (writer.remaining().saturating_sub(1) as usize).min(zero.len());
         let Some(part) = zero.get(..n) else { break };
         if writer.write_all(part).is_err() {
-            return writer.bytes_written();
+            // The writer stopped at the fault, short of the status byte.
+            mem.write_obj(status_at, &(Status::IoErr as u8)).ok()?;
+            return Some((writer.bytes_written(), Status::IoErr));
         }
     }
-    let _ = writer.write_all(&[status as u8]);
-    writer.bytes_written()
+    writer.write_all(&[status as u8]).ok()?;
+    Some((writer.bytes_written(), status))
 }
 
 impl<S: BlockStorage> VirtioDevice for Block<S> {

@@ -588,3 +588,118 @@ fn several_request_queues_are_offered_and_served_alike() {
     assert_eq!(one.features().bits() & F_MQ, 0);
     assert_eq!(one.num_queues(), 1);
 }
+
+/// Region memory whose writes into `dead` fail, as when guest memory stops
+/// being reachable after a chain was validated (a region the frontend
+/// removed, an IOMMU mapping the driver took away).
+struct DeadRange<'a> {
+    mem: &'a virtio_core::memory::Region<'a>,
+    dead: core::ops::Range<u64>,
+}
+
+impl GuestMemory for DeadRange<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), virtio_core::memory::MemoryError> {
+        self.mem.read(addr, buf)
+    }
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), virtio_core::memory::MemoryError> {
+        let end = addr + buf.len() as u64;
+        if addr < self.dead.end && self.dead.start < end {
+            return Err(virtio_core::memory::MemoryError::OutOfBounds {
+                addr,
+                len: buf.len() as u64,
+            });
+        }
+        self.mem.write(addr, buf)
+    }
+    fn load_u16_acquire(&self, addr: u64) -> Result<u16, virtio_core::memory::MemoryError> {
+        self.mem.load_u16_acquire(addr)
+    }
+    fn store_u16_release(
+        &self,
+        addr: u64,
+        value: u16,
+    ) -> Result<(), virtio_core::memory::MemoryError> {
+        self.mem.store_u16_release(addr, value)
+    }
+    fn check_range(&self, addr: u64, len: u64) -> Result<(), virtio_core::memory::MemoryError> {
+        self.mem.check_range(addr, len)
+    }
+}
+
+/// Pops a read of `sectors` sectors from sector 0 (header, data, status
+/// byte) and serves it with writes into `dead` failing. Returns what
+/// `serve` answered, the status byte and the device's counters.
+fn read_with_dead_memory(
+    dead: impl Fn(u64, u64) -> core::ops::Range<u64>,
+) -> (Option<u32>, u8, BlockStats) {
+    use virtio_core::driver::SplitDriver;
+    use virtio_core::memory::Region;
+    use virtio_core::queue::SplitQueue;
+    let mut host = vec![0u64; 0x2000];
+    let mem = Region::new(0, host.as_mut_bytes()).unwrap();
+    let layout = SplitDriver::layout(0, 8);
+    let mut drv = SplitDriver::new(&mem, layout, Features::empty()).unwrap();
+    let mut q = SplitQueue::<8>::new(&mem, layout, Features::empty()).unwrap();
+    let (hdr, data, status) = (0x4000u64, 0x5000u64, 0x7000u64);
+    let h = BlkReqHeader {
+        type_: IN.into(),
+        reserved: 0.into(),
+        sector: 0.into(),
+    };
+    mem.write_obj(hdr, &h).unwrap();
+    mem.write_obj(status, &0xeeu8).unwrap();
+    drv.add(
+        &mem,
+        &[Segment { addr: hdr, len: 16 }],
+        &[
+            Segment {
+                addr: data,
+                len: 1024,
+            },
+            Segment {
+                addr: status,
+                len: 1,
+            },
+        ],
+    )
+    .unwrap();
+    drv.publish_avail(&mem).unwrap();
+    let mut chain = Chain::<CHAIN_SEGMENTS>::new();
+    assert!(q.pop(&mem, &mut chain).unwrap());
+    let mut disk_bytes = vec![0x5au8; SECTORS * 512];
+    let mut block = Block::new(RamDisk::new(&mut disk_bytes), BlockOptions::default());
+    let dead = DeadRange {
+        mem: &mem,
+        dead: dead(data, status),
+    };
+    let used = block.serve(&chain, &dead);
+    let st: u8 = mem.read_obj(status).unwrap();
+    (used, st, block.stats())
+}
+
+// virtio 1.4 §"Block Device / Device Operation": the status byte is the
+// last thing the device writes and the driver reads it as the request's
+// outcome. Guest memory that stops being reachable half way through a
+// read's data must not leave the stale status (it read as OK): the answer
+// is IOERR, and the used length covers only what was written (the status
+// byte lies beyond it, which the device may write).
+// spec: split.used-ring.3
+#[test]
+fn read_whose_data_write_faults_answers_ioerr() {
+    // The data's second half is gone: the copy faults there.
+    let (used, status, stats) = read_with_dead_memory(|data, _| data + 512..data + 1024);
+    assert_eq!(status, IOERR);
+    assert_eq!(used, Some(512), "only the first half was written");
+    assert_eq!((stats.ok, stats.io_errors, stats.no_status), (0, 1, 0));
+}
+
+// The status byte itself unreachable: nothing can answer the request, so
+// `serve` says so and the queue handler enters DEVICE_NEEDS_RESET (the
+// path `a_request_without_a_status_byte_needs_reset` drives end to end).
+#[test]
+fn read_whose_status_byte_faults_is_not_answered() {
+    let (used, status, stats) = read_with_dead_memory(|_, status| status..status + 1);
+    assert_eq!(used, None);
+    assert_eq!(status, 0xee, "the stale byte was not touched");
+    assert_eq!((stats.ok, stats.io_errors, stats.no_status), (0, 0, 1));
+}
