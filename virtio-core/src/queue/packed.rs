@@ -489,10 +489,10 @@ impl<const S: usize> PackedQueue<S> {
     /// publish, stored last with release ordering. Every later one is one
     /// 8-byte store of `len`, `id` and `flags` together, with no ordering
     /// of its own: the driver polls only the slot after the last one it
-    /// processed (§"Polling of available and used descriptors"), so it reaches this one
-    /// only after acquiring the batch's first `flags`, which was released
-    /// after it (the same scheme as a driver's "make the head available
-    /// last", §"Placing Available Buffers").
+    /// processed (§"Polling of available and used descriptors"), so it
+    /// reaches this one only after acquiring the batch's first `flags`,
+    /// which was released after it (the same scheme as a driver's "make
+    /// the head available last", §"Placing Available Buffers").
     #[inline(always)]
     fn write_used<M: GuestMemory>(
         &mut self,

@@ -3,6 +3,7 @@
 use std::vec;
 use std::vec::Vec;
 
+use virtio_core::memory::{MemoryError, Region};
 use virtio_core::queue::Segment;
 use virtio_core::spec::{DeviceStatus, Features};
 use zerocopy::{FromBytes, IntoBytes};
@@ -593,35 +594,31 @@ fn several_request_queues_are_offered_and_served_alike() {
 /// being reachable after a chain was validated (a region the frontend
 /// removed, an IOMMU mapping the driver took away).
 struct DeadRange<'a> {
-    mem: &'a virtio_core::memory::Region<'a>,
+    mem: &'a Region<'a>,
     dead: core::ops::Range<u64>,
 }
 
 impl GuestMemory for DeadRange<'_> {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), virtio_core::memory::MemoryError> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         self.mem.read(addr, buf)
     }
-    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), virtio_core::memory::MemoryError> {
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
         let end = addr + buf.len() as u64;
         if addr < self.dead.end && self.dead.start < end {
-            return Err(virtio_core::memory::MemoryError::OutOfBounds {
+            return Err(MemoryError::OutOfBounds {
                 addr,
                 len: buf.len() as u64,
             });
         }
         self.mem.write(addr, buf)
     }
-    fn load_u16_acquire(&self, addr: u64) -> Result<u16, virtio_core::memory::MemoryError> {
+    fn load_u16_acquire(&self, addr: u64) -> Result<u16, MemoryError> {
         self.mem.load_u16_acquire(addr)
     }
-    fn store_u16_release(
-        &self,
-        addr: u64,
-        value: u16,
-    ) -> Result<(), virtio_core::memory::MemoryError> {
+    fn store_u16_release(&self, addr: u64, value: u16) -> Result<(), MemoryError> {
         self.mem.store_u16_release(addr, value)
     }
-    fn check_range(&self, addr: u64, len: u64) -> Result<(), virtio_core::memory::MemoryError> {
+    fn check_range(&self, addr: u64, len: u64) -> Result<(), MemoryError> {
         self.mem.check_range(addr, len)
     }
 }
@@ -633,7 +630,6 @@ fn read_with_dead_memory(
     dead: impl Fn(u64, u64) -> core::ops::Range<u64>,
 ) -> (Option<u32>, u8, BlockStats) {
     use virtio_core::driver::SplitDriver;
-    use virtio_core::memory::Region;
     use virtio_core::queue::SplitQueue;
     let mut host = vec![0u64; 0x2000];
     let mem = Region::new(0, host.as_mut_bytes()).unwrap();
